@@ -1,0 +1,39 @@
+# The two commands: `make report` (the main job) and `make test`.
+#   make report                                    cpu profile on the embedded phantom
+#   make report PROFILE=gpu DATA=/path/to/MURA-v1.1
+#   make report ONLY=02                            re-run one notebook, reusing artifacts/
+PROFILE ?= cpu
+DATA    ?=
+ONLY    ?=
+PYTHON  ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+
+.PHONY: setup report test lab bench clean-artifacts
+
+setup: $(STAMP)
+
+# (re)install when requirements.txt or pyproject.toml change; register the venv as the Jupyter kernel
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name xray-bayes --display-name "Python (xray-bayes)"
+	touch $(STAMP)
+
+report: setup
+	$(PY) -m utils.report --profile $(PROFILE) $(if $(DATA),--data "$(DATA)") $(if $(ONLY),--only $(ONLY))
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: setup
+	$(PY) -m utils.bench all --profile $(PROFILE)
+
+clean-artifacts:
+	rm -rf artifacts/
