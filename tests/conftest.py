@@ -1,0 +1,63 @@
+"""Shared fixtures: a small MURA-shaped tree built by hand, and a small phantom."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from utils import phantom
+
+# (split, part, patient, study number, label, views)
+SPEC = [
+    ("train", "ELBOW", 1, 1, 1, 2),
+    ("train", "ELBOW", 2, 1, 0, 1),
+    ("train", "HAND", 3, 1, 0, 3),
+    ("train", "HAND", 3, 2, 1, 1),
+    ("train", "WRIST", 4, 1, 1, 2),
+    ("train", "WRIST", 5, 1, 0, 2),
+    ("train", "SHOULDER", 6, 1, 0, 1),
+    ("train", "FINGER", 7, 1, 1, 1),
+    ("valid", "ELBOW", 8, 1, 0, 2),
+    ("valid", "HAND", 9, 1, 1, 1),
+]
+
+
+def study_rel(split, part, patient, study, label):
+    return f"MURA-v1.1/{split}/XR_{part}/patient{patient:05d}/study{study}_{'positive' if label else 'negative'}"
+
+
+def make_mura_tree(parent: Path, spec=SPEC, csv: bool = True, seed: int = 0) -> Path:
+    """Write a small tree in MURA-v1.1's layout (with its four CSVs) under `parent`; returns the MURA-v1.1 folder."""
+    rng = np.random.default_rng(seed)
+    rows = {"train": [], "valid": []}
+    studies = {"train": [], "valid": []}
+    for split, part, pat, st, lab, views in spec:
+        rel = study_rel(split, part, pat, st, lab)
+        d = parent / rel
+        d.mkdir(parents=True, exist_ok=True)
+        studies[split].append((rel + "/", lab))
+        for v in range(1, views + 1):
+            h, w = rng.integers(40, 90, 2)
+            Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8)).save(d / f"image{v}.png")
+            rows[split].append(f"{rel}/image{v}.png")
+    if csv:
+        for split in rows:
+            (parent / "MURA-v1.1" / f"{split}_image_paths.csv").write_text("".join(r + "\n" for r in rows[split]))
+            (parent / "MURA-v1.1" / f"{split}_labeled_studies.csv").write_text(
+                "".join(f"{s},{lab}\n" for s, lab in studies[split]))
+    return parent / "MURA-v1.1"
+
+
+@pytest.fixture
+def mura_tree(tmp_path) -> Path:
+    return make_mura_tree(tmp_path / "dl")
+
+
+@pytest.fixture(scope="session")
+def small_phantom(tmp_path_factory) -> Path:
+    """A small phantom (12 train + 5 valid patients, 192 px), generated once per test session."""
+    out = tmp_path_factory.mktemp("phantom")
+    return phantom.generate(out, train_patients=12, valid_patients=5, seed=3, max_side=192, workers=1,
+                            progress=False)

@@ -1,0 +1,127 @@
+"""The radiograph phantom: determinism, MURA layout, masks, physics, proportions."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from utils import data, phantom
+
+
+def _digest(root):
+    """Hash of every file of a tree except phantom.json (which records the run time)."""
+    h = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != "phantom.json":
+            h[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return h
+
+
+def test_same_seed_same_bytes_whatever_the_number_of_workers(tmp_path):
+    a = phantom.generate(tmp_path / "a", 3, 1, seed=7, max_side=96, workers=1, progress=False)
+    b = phantom.generate(tmp_path / "b", 3, 1, seed=7, max_side=96, workers=2, progress=False)
+    c = phantom.generate(tmp_path / "c", 3, 1, seed=8, max_side=96, workers=1, progress=False)
+    assert _digest(a) == _digest(b)
+    assert _digest(a) != _digest(c)
+
+
+def test_layout_is_murAs_and_csvs_match_the_files(small_phantom):
+    root = small_phantom
+    assert root.name == "MURA-v1.1"
+    for f in ("train_image_paths.csv", "valid_image_paths.csv", "train_labeled_studies.csv",
+              "valid_labeled_studies.csv", "phantom.json"):
+        assert (root / f).is_file()
+    listed = {line for s in ("train", "valid") for line in (root / f"{s}_image_paths.csv").read_text().split()}
+    on_disk = {str(p.relative_to(root.parent)) for s in ("train", "valid") for p in (root / s).rglob("*.png")}
+    assert listed == on_disk
+    for line in (root / "train_labeled_studies.csv").read_text().split():
+        study, label = line.rsplit(",", 1)
+        assert study.endswith("/") and (root.parent / study).is_dir()
+        assert int(label) == int(study.rstrip("/").endswith("_positive"))
+    idx = data.load_index(root)  # the real loader reads it, CSV path
+    assert set(idx.patient[idx.split == "train"]).isdisjoint(idx.patient[idx.split == "valid"])
+    meta = json.loads((root / "phantom.json").read_text())
+    assert meta["generator_version"] == phantom.GENERATOR_VERSION and meta["seed"] == 3
+    assert meta["n_images"] == len(idx)
+
+
+def test_every_image_has_masks_of_its_size(small_phantom):
+    idx = data.load_index(small_phantom)
+    bones_seen = 0
+    for p in idx.path:
+        img = data.read_image(p)
+        bones, lesion = data.read_masks(p)
+        assert bones.shape == img.shape == lesion.shape
+        assert lesion.max() <= 7
+        bones_seen += bones.any()
+    assert bones_seen >= 0.9 * len(idx)
+
+
+def test_lesions_only_where_the_study_is_abnormal(small_phantom):
+    idx = data.load_index(small_phantom)
+    flags = {0: 0, 1: 0}
+    for _, r in idx.iterrows():
+        les = data.read_masks(r.path)[1]
+        if not r.label:
+            assert not (les & (phantom.LESION_FRACTURE | phantom.LESION_HARDWARE)).any(), r.rel_path
+        flags[r.label] += bool(les.any())
+    assert flags[1] > 0
+
+
+def test_bone_is_brighter_than_soft_tissue():
+    """Beer-Lambert with bone's larger attenuation: pixels on bone are brighter than the rest of the field."""
+    studies = phantom.plan_studies(40, 0, seed=1)
+    rng = np.random.default_rng(0)
+    diffs = []
+    for st in studies[:30]:
+        img, bones, _, meta = phantom.render_view(st, 1, rng, max_side=160)
+        inner = cv2.erode((bones > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        if inner.sum() > 30:
+            ring = cv2.dilate(inner.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+            diffs.append(img[inner].mean() - img[ring & ~inner].mean())
+    assert np.median(diffs) > 10
+
+
+def test_study_types_and_abnormal_rates_follow_mura():
+    studies = phantom.plan_studies(6000, 0, seed=0)
+    parts = np.array([s.part for s in studies])
+    total = sum(phantom.STUDY_SHARE.values())
+    for part, n in phantom.STUDY_SHARE.items():
+        assert abs((parts == part).mean() - n / total) < 0.015, part
+    labels = np.array([s.label for s in studies])
+    assert abs(labels.mean() - 0.40) < 0.03
+    assert abs(labels[parts == "SHOULDER"].mean() - phantom.ABNORMAL_RATE["SHOULDER"]) < 0.04
+
+
+def test_ensure_reuses_and_regenerates_on_new_settings(tmp_path):
+    root = phantom.ensure(tmp_path, 2, 1, seed=0, max_side=64, workers=1, progress=False)
+    stamp = (root / "phantom.json").stat().st_mtime_ns
+    assert phantom.ensure(tmp_path, 2, 1, seed=0, max_side=64, workers=1, progress=False) == root
+    assert (root / "phantom.json").stat().st_mtime_ns == stamp
+    phantom.ensure(tmp_path, 2, 1, seed=1, max_side=64, workers=1, progress=False)
+    assert json.loads((root / "phantom.json").read_text())["seed"] == 1
+
+
+def test_interrupted_generation_leaves_no_tree_that_looks_whole(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = phantom.render_view
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(phantom, "render_view", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        phantom.generate(tmp_path, 4, 1, seed=0, max_side=64, workers=1, progress=False)
+    assert not (tmp_path / "MURA-v1.1").exists()
+
+
+def test_cli_writes_a_tree(tmp_path):
+    phantom.main(["--out", str(tmp_path), "--train-patients", "2", "--valid-patients", "1", "--max-side", "64",
+                  "--workers", "1"])
+    assert len(data.load_index(tmp_path)) > 0
