@@ -1,0 +1,294 @@
+"""The MURA data layer on small trees built here: index, errors, image modes, splits, tasks, cache."""
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from utils import data
+from utils.config import BODY_PARTS
+
+from .conftest import SPEC, make_mura_tree
+
+
+# --------------------------------------------------------------------------- index
+
+
+def test_index_from_csv_has_one_row_per_image_with_parsed_fields(mura_tree):
+    idx = data.load_index(mura_tree)
+    assert len(idx) == sum(s[-1] for s in SPEC)
+    assert list(idx.columns) == list(data.INDEX_COLUMNS)
+    row = idx[(idx.patient == "patient00003") & (idx.study == "study2_positive")].iloc[0]
+    assert (row.split, row.body_part, row.label, row.image) == ("train", "HAND", 1, 1)
+    assert row.study_id == "train/HAND/patient00003/study2_positive"
+    assert os.path.isfile(row.path) and os.path.isabs(row.path)
+    assert set(idx.split) == {"train", "valid"}
+
+
+def test_csv_and_folder_walk_agree(tmp_path):
+    with_csv = data.load_index(make_mura_tree(tmp_path / "a", csv=True))
+    walked = data.load_index(make_mura_tree(tmp_path / "b", csv=False))
+    cols = ["rel_path", "split", "body_part", "patient", "study", "study_id", "label", "image"]
+    pd.testing.assert_frame_equal(with_csv[cols], walked[cols])
+
+
+def test_root_may_be_the_mura_folder_or_its_parent(mura_tree):
+    a = data.load_index(mura_tree)
+    b = data.load_index(mura_tree.parent)
+    assert a.path.tolist() == b.path.tolist()
+
+
+def test_missing_root_names_the_path_and_the_fix(tmp_path):
+    with pytest.raises(data.DataError, match=r"does-not-exist.*does not exist.*phantom"):
+        data.load_index(tmp_path / "does-not-exist")
+
+
+def test_folder_without_mura_tree_is_refused(tmp_path):
+    (tmp_path / "something").mkdir()
+    with pytest.raises(data.DataError, match="no MURA-v1.1 tree"):
+        data.load_index(tmp_path)
+
+
+def test_tree_without_images_is_refused(tmp_path):
+    (tmp_path / "MURA-v1.1" / "train" / "XR_HAND").mkdir(parents=True)
+    with pytest.raises(data.DataError, match="no images found"):
+        data.load_index(tmp_path)
+
+
+def test_csv_rows_pointing_at_missing_files_are_refused(mura_tree):
+    victim = next((mura_tree / "train" / "XR_WRIST").rglob("image2.png"))
+    victim.unlink()
+    with pytest.raises(data.DataError, match=r"1 of \d+ image\(s\) listed in .*train_image_paths.csv are missing"):
+        data.load_index(mura_tree)
+
+
+def test_study_label_disagreement_is_refused(mura_tree):
+    csv = mura_tree / "train_labeled_studies.csv"
+    lines = csv.read_text().splitlines()
+    lines[0] = lines[0].rsplit(",", 1)[0] + ",0"  # study1_positive labelled normal
+    csv.write_text("\n".join(lines) + "\n")
+    with pytest.raises(data.DataError, match="disagrees with the study folder names"):
+        data.load_index(mura_tree)
+
+
+def test_study_missing_from_labeled_studies_is_refused(mura_tree):
+    csv = mura_tree / "valid_labeled_studies.csv"
+    csv.write_text(csv.read_text().splitlines()[0] + "\n")
+    with pytest.raises(data.DataError, match="not in .*valid_labeled_studies.csv"):
+        data.load_index(mura_tree)
+
+
+def test_path_outside_mura_layout_is_refused(mura_tree):
+    csv = mura_tree / "train_image_paths.csv"
+    csv.write_text(csv.read_text() + "MURA-v1.1/train/elbow/img.png\n")
+    with pytest.raises(data.DataError, match="do not follow MURA's layout"):
+        data.load_index(mura_tree)
+
+
+def test_walk_reports_files_it_does_not_index(tmp_path):
+    root = make_mura_tree(tmp_path, csv=False)
+    (root / "train" / "XR_ELBOW" / "notes.txt").write_text("x")
+    with pytest.warns(UserWarning, match="not PNG images"):
+        data.load_index(root)
+
+
+# --------------------------------------------------------------------------- image modes
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "LA", "I;16"])
+def test_read_image_converts_every_mode_to_8bit_gray(tmp_path, mode):
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (20, 30), dtype=np.uint8)
+    p = tmp_path / "x.png"
+    if mode == "I;16":
+        Image.fromarray(gray.astype(np.uint16) * 257).save(p)
+    elif mode == "P":
+        Image.fromarray(gray).convert("P").save(p)
+    else:
+        Image.fromarray(gray).convert(mode).save(p)
+    out = data.read_image(p)
+    assert out.dtype == np.uint8 and out.shape == (20, 30)
+    tol = 0 if mode in ("L", "LA", "I;16") else 1  # RGB -> L rounds; a gray palette is exact
+    assert np.abs(out.astype(int) - gray).max() <= tol
+
+
+def test_read_image_rgb_uses_luminance(tmp_path):
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[..., 1] = 200  # pure green
+    Image.fromarray(rgb).save(tmp_path / "g.png")
+    assert data.read_image(tmp_path / "g.png")[0, 0] == round(200 * 587 / 1000)
+
+
+def test_truncated_and_garbage_files_raise_with_a_reason(tmp_path):
+    good = tmp_path / "good.png"
+    Image.fromarray(np.full((64, 64), 7, np.uint8)).save(good)
+    trunc = tmp_path / "trunc.png"
+    trunc.write_bytes(good.read_bytes()[:60])
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not a png at all")
+    for p in (trunc, junk):
+        with pytest.raises(data.ImageReadError):
+            data.read_image(p)
+
+
+def test_letterbox_keeps_aspect_and_centres():
+    img = np.full((40, 100), 200, np.uint8)
+    out = data.letterbox(img, 50)
+    assert out.shape == (50, 50)
+    rows = np.flatnonzero(out[:, 25] > 0)
+    assert (rows.min(), rows.max()) == (15, 34)  # 20 rows of content, centred
+    assert (out[:, 0] > 0).sum() == 20 and out[0].max() == 0
+
+
+# --------------------------------------------------------------------------- splits and tasks
+
+
+def test_validation_split_is_by_patient_and_deterministic(small_phantom):
+    idx = data.load_index(small_phantom)
+    a = data.carve_validation(idx, 0.3, seed=1)
+    b = data.carve_validation(idx, 0.3, seed=1)
+    c = data.carve_validation(idx, 0.3, seed=2)
+    assert a.subset.tolist() == b.subset.tolist()
+    assert a.subset.tolist() != c.subset.tolist()
+    per_patient = a.groupby("patient").subset.nunique()
+    assert per_patient.max() == 1
+    assert set(a.subset[a.split == "valid"]) == {"test"}
+    assert set(a.subset[a.split == "train"]) == {"train", "val"}
+
+
+def test_tasks_targets_and_part_restriction(mura_tree):
+    idx = data.load_index(mura_tree)
+    bp, classes = data.task_targets(idx, "bodypart")
+    assert classes == [p for p in BODY_PARTS if p in set(idx.body_part)]
+    assert (np.array(classes)[bp.target] == bp.body_part).all()
+    ab, classes = data.task_targets(idx, "abnormality", parts=["xr_hand", "ELBOW"])
+    assert classes == ["normal", "abnormal"]
+    assert set(ab.body_part) == {"HAND", "ELBOW"}
+    assert (ab.target == ab.study.str.endswith("_positive")).all()
+    with pytest.raises(ValueError, match="unknown body part.*KNEE"):
+        data.task_targets(idx, "bodypart", parts=["KNEE"])
+    with pytest.raises(ValueError, match="unknown task"):
+        data.task_targets(idx, "fracture")
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def _cache(idx, tmp_path, size=32):
+    return data.build_cache(data.carve_validation(idx, 0.3), size, tmp_path / "cache", workers=1, progress=False)
+
+
+def test_cache_holds_the_letterboxed_images(mura_tree, tmp_path):
+    idx = data.load_index(mura_tree)
+    c = _cache(idx, tmp_path)
+    imgs = c.images
+    assert isinstance(imgs, np.memmap) and imgs.shape == (len(idx), 32, 32)
+    for _, r in c.index.sample(4, random_state=0).iterrows():
+        np.testing.assert_array_equal(imgs[r.row], data.letterbox(data.read_image(r.path), 32))
+    assert {"height", "width", "mean"} <= set(c.index.columns)
+
+
+def test_cache_is_reused_and_rebuilt_on_change(mura_tree, tmp_path):
+    idx = data.load_index(mura_tree)
+    c1 = _cache(idx, tmp_path)
+    stamp = os.stat(c1.array_path).st_mtime_ns
+    c2 = _cache(idx, tmp_path)
+    assert c2.key == c1.key and os.stat(c2.array_path).st_mtime_ns == stamp  # reused, not rewritten
+    assert _cache(idx, tmp_path, size=24).key != c1.key  # preprocessing settings are in the key
+    # an image rewritten in place changes size/mtime -> new key, and the new pixels are cached
+    target = idx.path.iloc[0]
+    Image.fromarray(np.full((50, 50), 99, np.uint8)).save(target)
+    os.utime(target, ns=(stamp + 10**9, stamp + 10**9))
+    c3 = _cache(idx, tmp_path)
+    assert c3.key != c1.key
+    assert c3.images[0].max() == 99
+    assert _cache(idx.iloc[1:], tmp_path).key != c3.key  # a different index
+
+
+def test_unreadable_images_are_listed_excluded_and_warned(mura_tree, tmp_path):
+    idx = data.load_index(mura_tree)
+    bad = idx.path.iloc[3]
+    with open(bad, "r+b") as f:
+        f.truncate(50)
+    with pytest.warns(UserWarning, match=r"1 of \d+ image\(s\) could not be read.*unreadable.csv"):
+        c = _cache(idx, tmp_path)
+    assert bad not in set(c.index.path) and len(c.index) == len(idx) - 1
+    assert c.unreadable.path.tolist() == [bad] and c.unreadable.reason.iloc[0]
+    listed = pd.read_csv(tmp_path / "cache" / f"{c.key}_unreadable.csv")
+    assert listed.path.tolist() == [bad]
+
+
+def test_cache_built_in_parallel_equals_serial(small_phantom, tmp_path):
+    idx = data.carve_validation(data.load_index(small_phantom), 0.3)
+    serial = data.build_cache(idx, 24, tmp_path / "a", workers=1, progress=False)
+    para = data.build_cache(idx, 24, tmp_path / "b", workers=2, progress=False)
+    np.testing.assert_array_equal(serial.images, para.images)
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def test_dataset_reads_standardised_tensors_batched_and_single_alike(small_phantom, tmp_path):
+    idx = data.carve_validation(data.load_index(small_phantom), 0.3)
+    c = data.build_cache(idx, 24, tmp_path / "c", workers=1, progress=False)
+    ds = data.CachedImages(c, "train")
+    x, y = ds[3]
+    assert x.shape == (1, 24, 24) and x.dtype == torch.float32
+    expect = (torch.from_numpy(np.array(c.images[ds.rows[3]])).float() / 255 - data.PIXEL_MEAN) / data.PIXEL_STD
+    torch.testing.assert_close(x[0], expect)
+    assert y == ds.targets[3]
+    batch = ds.__getitems__([5, 0, 3])
+    for (xb, yb), i in zip(batch, [5, 0, 3]):
+        torch.testing.assert_close(xb, ds[i][0])
+        assert yb == ds[i][1]
+    assert isinstance(ds.images, np.memmap)  # never a copy of the whole array
+    xs, ys = next(iter(data.make_loader(ds, batch_size=4)))
+    assert xs.shape == (4, 1, 24, 24) and ys.tolist() == ds.targets[:4].tolist()
+
+
+def test_png_dataset_matches_cached_dataset(small_phantom, tmp_path):
+    idx = data.carve_validation(data.load_index(small_phantom), 0.3)
+    c = data.build_cache(idx, 24, tmp_path / "c", workers=1, progress=False)
+    a, b = data.CachedImages(c, "test"), data.PngImages(c, "test")
+    for i in range(0, len(a), 5):
+        torch.testing.assert_close(a[i][0], b[i][0])
+
+
+def test_shuffled_loader_and_augmentation_are_deterministic_under_a_seed(small_phantom, tmp_path):
+    idx = data.carve_validation(data.load_index(small_phantom), 0.3)
+    c = data.build_cache(idx, 24, tmp_path / "c", workers=1, progress=False)
+    ds = data.CachedImages(c, "train", transform=data.train_transform())
+
+    def first_batch():
+        torch.manual_seed(0)
+        return next(iter(data.make_loader(ds, 8, shuffle=True, seed=5)))
+
+    (x1, y1), (x2, y2) = first_batch(), first_batch()
+    torch.testing.assert_close(x1, x2)
+    assert y1.tolist() == y2.tolist()
+    plain = data.CachedImages(c, "train")
+    assert not torch.allclose(x1, torch.stack([plain[i][0] for i in range(8)]))  # augmentation did something
+
+
+def test_dataset_without_subset_column_says_what_to_do(mura_tree, tmp_path):
+    idx = data.load_index(mura_tree)
+    c = data.build_cache(idx, 16, tmp_path / "c", workers=1, progress=False)
+    with pytest.raises(ValueError, match="carve_validation"):
+        data.CachedImages(c, "train")
+
+
+# --------------------------------------------------------------------------- resolve
+
+
+def test_resolve_data_prefers_the_users_mura_tree(mura_tree, tmp_path):
+    from utils.config import get_paths
+
+    src = data.resolve_data("smoke", str(mura_tree.parent), get_paths(tmp_path))
+    assert src == dict(source="mura", root=mura_tree.resolve())
+    assert not (tmp_path / "data").exists()  # no phantom generated
