@@ -1,0 +1,86 @@
+"""The notebook runner: the smoke profile over the notebooks that exist, failures, --only."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from utils import report
+from utils.config import ROOT
+
+NOTEBOOKS = report.find_notebooks()
+
+
+def test_there_are_notebooks_and_they_are_stored_without_outputs():
+    assert NOTEBOOKS and NOTEBOOKS[0].name.startswith("00_")
+    for nb_path in NOTEBOOKS:
+        nb = nbformat.read(nb_path, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert not any(c.outputs for c in code), f"{nb_path.name} has outputs: strip them"
+        params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+        assert len(params) == 1, f"{nb_path.name} needs one cell tagged `parameters`"
+        for name in ("profile", "data_root", "out_root"):
+            assert f"{name} =" in params[0].source
+
+
+def test_smoke_profile_runs_every_notebook(tmp_path):
+    """`make test` runs the whole report on the smoke profile into a temporary folder."""
+    proc = subprocess.run([sys.executable, "-m", "utils.report", "--profile", "smoke", "--out-root", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = json.loads((tmp_path / "report" / "run_log.json").read_text())
+    assert log["profile"] == "smoke" and log["data_source"] == "phantom"
+    assert [e["notebook"] for e in log["notebooks"]] == [nb.name for nb in NOTEBOOKS]
+    assert all(e["status"] == "ok" and e["wall_s"] > 0 for e in log["notebooks"])
+    for nb in NOTEBOOKS:
+        assert (tmp_path / "report" / nb.name).is_file() and (tmp_path / "report" / nb.with_suffix(".html").name).is_file()
+    results = json.loads((tmp_path / "report" / "results" / "data.json").read_text())
+    assert results["source"] == "phantom" and results["images"] > 0
+    assert any((tmp_path / "figures").glob("00_*.png"))
+
+
+def _nb(path, source):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile = "cpu"\ndata_root = ""\nout_root = ""')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(source)]
+    nbformat.write(nb, path)
+
+
+def test_a_failing_notebook_stops_the_run_and_keeps_its_copy(tmp_path, mura_tree):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _nb(nbs / "00_ok.ipynb", "print(profile)")
+    _nb(nbs / "01_fail.ipynb", "raise ValueError('boom')")
+    _nb(nbs / "02_never.ipynb", "print('never')")
+    out = tmp_path / "out"
+    with pytest.raises(report.NotebookFailed, match=r"01_fail.ipynb failed in cell \d+: ValueError: boom"):
+        report.run("smoke", str(mura_tree), out_root=str(out), nb_dir=nbs, html=False)
+    assert (out / "report" / "01_fail.ipynb").is_file()
+    assert not (out / "report" / "02_never.ipynb").exists()
+    log = json.loads((out / "report" / "run_log.json").read_text())
+    assert [e["status"] for e in log["notebooks"]] == ["ok", "failed"]
+    assert log["data_source"] == "mura"
+    executed = nbformat.read(out / "report" / "00_ok.ipynb", as_version=4)
+    assert "smoke" in executed.cells[-1].outputs[0]["text"]  # the profile reached the notebook
+
+    # --only re-runs one notebook and keeps the other entries of the log
+    _nb(nbs / "01_fail.ipynb", "print('fixed')")
+    report.run("smoke", str(mura_tree), only=["01"], out_root=str(out), nb_dir=nbs, html=False)
+    log = json.loads((out / "report" / "run_log.json").read_text())
+    assert [(e["notebook"], e["status"]) for e in log["notebooks"]] == [("00_ok.ipynb", "ok"),
+                                                                       ("01_fail.ipynb", "ok")]
+
+
+def test_unknown_profile_fails_with_the_known_ones(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "utils.report", "--profile", "huge", "--out-root", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "known profiles: smoke, cpu, gpu" in proc.stderr
+
+
+def test_only_with_no_match_names_the_notebooks():
+    with pytest.raises(SystemExit, match="no notebook matches --only 99"):
+        report.find_notebooks(only=["99"])

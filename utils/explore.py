@@ -1,0 +1,180 @@
+"""Data exploration (notebook 00): counts, trivial cues, a CNN probe, sample grids with masks."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from . import data
+from .config import BODY_PARTS, display_path
+
+CUES = {
+    "image size and aspect": ["height", "width", "aspect"],
+    "intensity (mean, std)": ["mean", "std"],
+    "brightest spot (marker, collimation)": ["bright_x", "bright_y"],
+}
+CUES["all trivial cues"] = [c for cols in CUES.values() for c in cols]
+
+
+def counts(index: pd.DataFrame) -> pd.DataFrame:
+    """Images per body part and subset, split by label (normal / abnormal), with totals."""
+    t = index.assign(label=index.label.map({0: "normal", 1: "abnormal"}))
+    tab = t.pivot_table(index="body_part", columns=["subset", "label"], values="path", aggfunc="count",
+                        fill_value=0)
+    tab = tab.reindex(columns=[s for s in ("train", "val", "test") if s in tab.columns.levels[0]], level=0)
+    tab.loc["total"] = tab.sum()
+    return tab
+
+
+def units(index: pd.DataFrame) -> pd.DataFrame:
+    """Patients, studies and images per subset, and the abnormal share of studies."""
+    g = index.groupby("subset")
+    out = pd.DataFrame({"patients": g.patient.nunique(), "studies": g.study_id.nunique(), "images": g.size(),
+                        "abnormal studies %": g.apply(lambda d: 100 * d.groupby("study_id").label.first().mean(),
+                                                      include_groups=False).round(1)})
+    return out.reindex([s for s in ("train", "val", "test") if s in out.index])
+
+
+def trivial_cues(index: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Test accuracy of gradient-boosted trees that see only trivial cues, per cue group.
+
+    Trained on the train subset, scored on the test subset, for the body-part task;
+    the majority class is the floor.
+    """
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.metrics import accuracy_score, f1_score
+
+    df = index.assign(aspect=index.height / index.width)
+    tr, te = df[df.subset == "train"], df[df.subset == "test"]
+    rows = [dict(cues="majority class", features="-",
+                 accuracy=float((te.body_part == tr.body_part.mode()[0]).mean()), macro_f1=np.nan)]
+    for name, cols in CUES.items():
+        clf = HistGradientBoostingClassifier(random_state=seed).fit(tr[cols], tr.body_part)
+        pred = clf.predict(te[cols])
+        rows.append(dict(cues=name, features=", ".join(cols), accuracy=accuracy_score(te.body_part, pred),
+                         macro_f1=f1_score(te.body_part, pred, average="macro")))
+    return pd.DataFrame(rows)
+
+
+def probe_cnn(num_classes: int, width: int = 16) -> nn.Module:
+    """A small CNN (features -> global average pool -> linear head) for a quick capacity check."""
+    def block(i, o):
+        return nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(),
+                             nn.MaxPool2d(2))
+
+    w = width
+    return nn.Sequential(nn.Conv2d(1, w, 5, stride=2, padding=2), nn.ReLU(), block(w, 2 * w), block(2 * w, 4 * w),
+                         block(4 * w, 8 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8 * w, num_classes))
+
+
+def cnn_probe(cache: data.ImageCache, epochs: int = 6, seed: int = 0, batch_size: int = 64, lr: float = 3e-3,
+              device: str | torch.device = "cpu") -> dict:
+    """Train `probe_cnn` briefly on the train subset; test accuracy and macro-F1 on the body-part task.
+
+    This is a probe of the data (can a CNN see the class where trivial cues cannot?),
+    not the study's model: notebook 01 trains that.
+    """
+    from sklearn.metrics import f1_score
+
+    torch.manual_seed(seed)
+    tr = data.CachedImages(cache, "train", transform=data.train_transform())
+    te = data.CachedImages(cache, "test", classes=tr.classes)
+    model = probe_cnn(len(tr.classes)).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr, weight_decay=1e-4)
+    loader = data.make_loader(tr, batch_size, shuffle=True, seed=seed)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * len(loader))
+    for _ in range(epochs):
+        model.train()
+        for x, y in loader:
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x.to(device)), y.to(device)).backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([model(x.to(device)).argmax(1).cpu() for x, _ in data.make_loader(te, 256)]).numpy()
+    return dict(cues="CNN probe (pixels)", features=f"{cache.size} px image, {epochs} epochs",
+                accuracy=float((pred == te.targets).mean()),
+                macro_f1=float(f1_score(te.targets, pred, average="macro")))
+
+
+def intensity_histograms(cache: data.ImageCache, bins: int = 64) -> pd.DataFrame:
+    """Normalised histogram of cached pixel values per body part (letterbox padding excluded)."""
+    imgs = cache.images
+    out = {}
+    for part, grp in cache.index.groupby("body_part"):
+        h = np.zeros(256, np.int64)
+        for r in np.array_split(grp.row.to_numpy(), max(1, len(grp) // 256)):
+            block = imgs[np.sort(r)]
+            h += np.bincount(block[block > 0].ravel(), minlength=256)
+        h = h.reshape(bins, -1).sum(1)
+        out[part] = h / h.sum()
+    return pd.DataFrame(out, index=np.arange(bins) * (256 // bins))
+
+
+def sample_rows(index: pd.DataFrame, per_cell: int = 1, seed: int = 0) -> pd.DataFrame:
+    """`per_cell` test images per (body part, label), deterministic under the seed."""
+    te = index[index.subset == "test"].sample(frac=1.0, random_state=seed)
+    return te.groupby(["body_part", "label"]).head(per_cell).sort_values(["body_part", "label"])
+
+
+def overlay(img: np.ndarray, masks) -> np.ndarray:
+    """RGB rendering of a radiograph with the phantom's masks outlined: bones green, lesions by kind."""
+    import cv2
+
+    rgb = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if masks is None:
+        return rgb
+    bones, lesion = masks
+    lw = max(1, img.shape[0] // 200)
+    for m, colour in ((bones, (60, 220, 60)), (lesion & 4, (80, 160, 255)), (lesion & 2, (255, 200, 0)),
+                      (lesion & 1, (255, 50, 50))):
+        cs, _ = cv2.findContours(np.asarray(m > 0, np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(rgb, cs, -1, colour, lw)
+    return rgb
+
+
+def lesion_kinds(index: pd.DataFrame) -> pd.DataFrame:
+    """For phantom trees: share of images per body part whose lesion mask holds a fracture, hardware, a cast."""
+    rows = []
+    for _, r in index.iterrows():
+        m = data.read_masks(r.path)
+        if m is None:
+            return pd.DataFrame()
+        les = m[1]
+        rows.append(dict(body_part=r.body_part, label=r.label, fracture=bool((les & 1).any()),
+                         hardware=bool((les & 2).any()), cast=bool((les & 4).any())))
+    df = pd.DataFrame(rows)
+    return (df.groupby(["body_part", "label"])[["fracture", "hardware", "cast"]].mean() * 100).round(1)
+
+
+__all__ = ["counts", "units", "trivial_cues", "cnn_probe", "intensity_histograms", "sample_rows", "overlay",
+           "lesion_kinds", "BODY_PARTS"]
+
+
+def source_note(src: dict, index: pd.DataFrame) -> str:
+    """One paragraph (Markdown) saying where the images came from."""
+    n = f"{len(index):,} images, {index.study_id.nunique():,} studies, {index.patient.nunique():,} patients"
+    if src["source"] == "phantom":
+        return (f"**Data: the radiograph phantom** ({n}), generated by `utils.phantom` at `{display_path(src['root'])}`. "
+                "It is a synthetic stand-in written in MURA v1.1's layout, **not images of patients**; "
+                "every number in this report that comes from it says so.")
+    return f"**Data: MURA v1.1** ({n}) read from `{display_path(src['root'])}`."
+
+
+def plot_samples(rows: pd.DataFrame, per_row: int = 4):
+    """Grid of radiographs (phantom masks outlined: bones green, fracture red, hardware yellow, cast blue)."""
+    import matplotlib.pyplot as plt
+
+    parts = list(dict.fromkeys(rows.body_part))
+    fig, axes = plt.subplots(len(parts), per_row, figsize=(2.3 * per_row, 2.4 * len(parts)), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, part in enumerate(parts):
+        for j, (_, r) in enumerate(rows[rows.body_part == part].head(per_row).iterrows()):
+            img = data.read_image(r.path)
+            axes[i, j].imshow(overlay(img, data.read_masks(r.path)))
+            axes[i, j].set_title(f"{part.lower()} · {'abnormal' if r.label else 'normal'}", fontsize=8)
+    fig.tight_layout()
+    return fig

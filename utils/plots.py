@@ -1,0 +1,42 @@
+"""Shared plotting and result-writing helpers for the notebooks."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+DPI = 110  # figures are sized for the web: a 10-inch-wide figure is 1100 px
+
+
+def savefig(fig, name: str, figures_dir: str | Path) -> Path:
+    """Save `fig` as figures/<name>.png (tight, web-sized) and return the path."""
+    out = Path(figures_dir) / f"{name}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=DPI, bbox_inches="tight")
+    return out
+
+
+def _clean(o):
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (float, np.floating)):
+        return None if math.isnan(o) else round(float(o), 6)
+    if isinstance(o, np.ndarray):
+        return _clean(o.tolist())
+    if isinstance(o, Path):
+        return str(o)
+    return o
+
+
+def write_results(name: str, payload: dict, results_dir: str | Path) -> Path:
+    """Write report/results/<name>.json: sorted keys, floats rounded to 6 digits (stable across runs)."""
+    out = Path(results_dir) / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(_clean(payload), indent=2, sort_keys=True) + "\n")
+    return out

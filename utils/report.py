@@ -1,0 +1,153 @@
+"""Execute the numbered notebooks into the report (what `make report` runs).
+
+    python -m utils.report                          # cpu profile, embedded phantom
+    python -m utils.report --profile gpu --data /path/to/MURA-v1.1
+    python -m utils.report --only 02                # re-run one notebook, reusing artifacts/
+
+Each `notebooks/NN_*.ipynb` is executed by papermill on the project's Jupyter
+kernel (the `.venv` interpreter, registered by `make setup`) with the
+parameters `profile`, `data_root` and `out_root`; the executed copy and an HTML
+rendering go to `report/`, and `report/run_log.json` records per notebook the
+wall seconds and status, with the profile, data source and git commit. A
+failing notebook stops the run, naming the notebook and the cell's error; its
+executed copy up to the failure is kept for reading.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .config import ROOT, display_path, get_paths, get_profile
+
+KERNEL_NAME = "xray-bayes"
+NOTEBOOKS = ROOT / "notebooks"
+
+
+class NotebookFailed(RuntimeError):
+    pass
+
+
+def find_notebooks(nb_dir: Path = NOTEBOOKS, only: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks in order, or those whose number (or name) is in `only`."""
+    nbs = sorted(Path(nb_dir).glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        want = [str(o) for o in only]
+        picked = [nb for nb in nbs if any(nb.name.startswith(w.zfill(2)) or nb.stem == w for w in want)]
+        if not picked:
+            raise SystemExit(f"no notebook matches --only {' '.join(want)}; "
+                             f"notebooks: {', '.join(nb.name for nb in nbs)}")
+        return picked
+    return nbs
+
+
+def ensure_kernel(name: str = KERNEL_NAME) -> str:
+    """Register this interpreter as the Jupyter kernel `name` (inside its prefix) if it is not yet."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(name)
+        if Path(spec.argv[0]).exists():
+            return name
+    except NoSuchKernel:
+        pass
+    from ipykernel.kernelspec import install
+
+    install(kernel_name=name, display_name=f"Python ({name})", prefix=sys.prefix)
+    return name
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def render_html(nb_path: Path) -> Path:
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_filename(str(nb_path))
+    out = nb_path.with_suffix(".html")
+    out.write_text(body, encoding="utf-8")
+    return out
+
+
+def run(profile: str = "cpu", data_root: str = "", only: list[str] | None = None, out_root: str = "",
+        nb_dir: Path = NOTEBOOKS, kernel: str = KERNEL_NAME, html: bool = True) -> dict:
+    """Execute the notebooks; returns the run log (also written to report/run_log.json)."""
+    import papermill as pm
+
+    from .data import resolve_data
+
+    prof = get_profile(profile)
+    paths = get_paths(out_root).make()
+    notebooks = find_notebooks(nb_dir, only)
+    ensure_kernel(kernel)
+    t0 = time.time()
+    src = resolve_data(prof, data_root, paths)  # generate the phantom once, before any notebook
+    log_path = paths.report / "run_log.json"
+    log = json.loads(log_path.read_text()) if (only and log_path.exists()) else {}
+    entries = {e["notebook"]: e for e in log.get("notebooks", [])}
+    log.update(profile=prof.name, data_source=src["source"], data_root=display_path(src["root"]), git_commit=git_commit(),
+               started=datetime.now(timezone.utc).isoformat(timespec="seconds"), python=sys.version.split()[0])
+    if not only:
+        log["data_seconds"] = round(time.time() - t0, 1)
+    params = dict(profile=prof.name, data_root=str(data_root or ""), out_root=str(out_root or ""))
+    failure = None
+    for nb in notebooks:
+        out_nb = paths.report / nb.name
+        print(f"[report] {nb.name} ...", flush=True)
+        t = time.time()
+        entry = dict(notebook=nb.name, status="ok")
+        try:
+            pm.execute_notebook(str(nb), str(out_nb), parameters=params, kernel_name=kernel, language="python",
+                                cwd=str(nb.parent), progress_bar=False)
+        except pm.PapermillExecutionError as e:
+            entry.update(status="failed", error=f"cell {e.exec_count}: {e.ename}: {e.evalue}")
+            failure = (f"notebook {nb.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
+                       f"the executed copy up to the failure is {out_nb}")
+        entry["wall_s"] = round(time.time() - t, 1)
+        if html and out_nb.exists():
+            render_html(out_nb)
+        entries[nb.name] = entry
+        print(f"[report] {nb.name} {entry['status']} in {entry['wall_s']} s", flush=True)
+        if failure:
+            break
+    log["notebooks"] = [entries[k] for k in sorted(entries)]
+    log["total_s"] = round(sum(e["wall_s"] for e in log["notebooks"]) + log.get("data_seconds", 0), 1)
+    log_path.write_text(json.dumps(log, indent=2) + "\n")
+    if failure:
+        raise NotebookFailed(failure)
+    return log
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m utils.report", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="cpu", help="smoke, cpu (default) or gpu")
+    ap.add_argument("--data", default="", help="MURA-v1.1 folder; empty: generate the embedded phantom")
+    ap.add_argument("--only", nargs="+", help="notebook numbers to (re-)run, e.g. --only 02 04")
+    ap.add_argument("--out-root", default="", help="write data/, artifacts/, report/, figures/ here "
+                                                   "(default: the repository)")
+    ap.add_argument("--notebooks", default=str(NOTEBOOKS), help=argparse.SUPPRESS)
+    ap.add_argument("--no-html", action="store_true", help="skip the HTML renderings")
+    a = ap.parse_args(argv)
+    try:
+        log = run(a.profile, a.data, a.only, a.out_root, Path(a.notebooks), html=not a.no_html)
+    except (NotebookFailed, ValueError) as e:
+        print(f"[report] error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(f"[report] done: {len(log['notebooks'])} notebook(s), {log['total_s']} s, "
+          f"profile {log['profile']}, data {log['data_source']}")
+
+
+if __name__ == "__main__":
+    main()
