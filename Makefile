@@ -17,7 +17,6 @@ setup: $(STAMP)
 # (re)install when requirements.txt or pyproject.toml change; register the venv as the Jupyter kernel
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name xray-bayes --display-name "Python (xray-bayes)"

@@ -1,0 +1,109 @@
+"""Benchmarks that print their figures and the ratios against the naive way, measured in the same run.
+
+    python -m utils.bench data [--profile cpu]     # DataLoader images/s: memory-mapped cache vs decoding PNGs
+
+Each stage is a function `bench_<stage>(profile, paths, args) -> dict` registered in STAGES;
+`all` runs every stage. Timings are wall-clock on the current machine and device.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .config import get_device, get_paths, get_profile
+
+
+def rss_anon_mb() -> float:
+    """Anonymous resident memory of this process (MB): heap and copies, not file-backed memmap pages."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _one_pass(loader) -> tuple[int, float]:
+    t = time.perf_counter()
+    n = 0
+    for x, _ in loader:
+        n += len(x)
+    return n, time.perf_counter() - t
+
+
+def bench_data(profile, paths, args) -> dict:
+    """One pass over the training split through the DataLoader, from the cache and from the PNGs."""
+    from . import data
+
+    src, index, cache = data.prepare(profile, args.data, paths, progress=False)
+    with tempfile.TemporaryDirectory() as tmp:  # the one-off cost of building the cache, cold
+        t = time.perf_counter()
+        data.build_cache(index, profile.image_size, tmp, progress=False)
+        build_s = time.perf_counter() - t
+    kw = dict(batch_size=profile.batch_size, num_workers=args.workers if args.workers is not None
+              else profile.num_workers)
+    cached = data.CachedImages(cache, "train", task=profile.task)
+    pngs = data.PngImages(cache, "train", task=profile.task)
+    if args.max_images:
+        keep = np.arange(min(args.max_images, len(cached)))
+        for ds in (cached, pngs):
+            ds.index, ds.rows, ds.targets = ds.index.iloc[keep], ds.rows[keep], ds.targets[keep]
+    mem0 = rss_anon_mb()
+    n, t_cache = _one_pass(data.make_loader(cached, **kw))
+    mem_growth = rss_anon_mb() - mem0
+    n2, t_png = _one_pass(data.make_loader(pngs, **kw))
+    assert n == n2
+    array_mb = os.path.getsize(cache.array_path) / 2**20
+    out = dict(
+        source=src["source"], images=n, image_size=profile.image_size, workers=kw["num_workers"],
+        batch_size=kw["batch_size"], cache_build_s=round(build_s, 2),
+        cache_build_images_per_s=round(len(index) / build_s, 1),
+        cache_images_per_s=round(n / t_cache, 1), png_images_per_s=round(n / t_png, 1),
+        speedup=round(t_png / t_cache, 1), cache_array_mb=round(array_mb, 1),
+        rss_anon_growth_mb=round(mem_growth, 1),
+    )
+    print(f"data  ({out['source']}, {n} train images at {profile.image_size} px, batch {kw['batch_size']}, "
+          f"{kw['num_workers']} workers)")
+    print(f"  cache build, once (cold, {os.cpu_count()} procs): {build_s:8.2f} s  "
+          f"({out['cache_build_images_per_s']:.0f} images/s)")
+    print(f"  one pass from the memory-mapped cache: {out['cache_images_per_s']:10.0f} images/s")
+    print(f"  one pass decoding the PNGs each time:  {out['png_images_per_s']:10.0f} images/s")
+    print(f"  ratio cache / PNG:                     {out['speedup']:10.1f} x   (target >= 10 x)")
+    print(f"  memory: cache array {array_mb:.1f} MB on disk; anonymous RSS grew {mem_growth:.1f} MB "
+          "during the cached pass (the array is not loaded into RAM)")
+    return out
+
+
+STAGES = {"data": bench_data}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m utils.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("stage", choices=[*STAGES, "all"])
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--data", default="", help="MURA-v1.1 folder; empty: the profile's phantom")
+    ap.add_argument("--out-root", default="")
+    ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the profile's)")
+    ap.add_argument("--max-images", type=int, default=0, help="limit each pass to this many images")
+    ap.add_argument("--json", default="", help="also write the figures to this JSON file")
+    a = ap.parse_args(argv)
+    profile, paths = get_profile(a.profile), get_paths(a.out_root).make()
+    print(f"# utils.bench on {platform.node()} ({platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores, device {get_device()}), profile {profile.name}")
+    results = {s: STAGES[s](profile, paths, a) for s in (STAGES if a.stage == "all" else [a.stage])}
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
