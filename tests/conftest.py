@@ -61,3 +61,12 @@ def small_phantom(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("phantom")
     return phantom.generate(out, train_patients=12, valid_patients=5, seed=3, max_side=192, workers=1,
                             progress=False)
+
+
+@pytest.fixture(scope="session")
+def small_cache(small_phantom, tmp_path_factory):
+    """The small phantom's cache at 32 px, with a validation split."""
+    from utils import data
+
+    idx = data.carve_validation(data.load_index(small_phantom), 0.25, seed=0)
+    return data.build_cache(idx, 32, tmp_path_factory.mktemp("cache"), workers=1, progress=False)

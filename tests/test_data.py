@@ -263,17 +263,38 @@ def test_png_dataset_matches_cached_dataset(small_phantom, tmp_path):
 def test_shuffled_loader_and_augmentation_are_deterministic_under_a_seed(small_phantom, tmp_path):
     idx = data.carve_validation(data.load_index(small_phantom), 0.3)
     c = data.build_cache(idx, 24, tmp_path / "c", workers=1, progress=False)
-    ds = data.CachedImages(c, "train", transform=data.train_transform())
+    ds = data.CachedImages(c, "train")
+    aug = data.BatchAugment()
 
     def first_batch():
-        torch.manual_seed(0)
-        return next(iter(data.make_loader(ds, 8, shuffle=True, seed=5)))
+        x, y = next(iter(data.make_loader(ds, 8, shuffle=True, seed=5)))
+        return aug(x, torch.Generator().manual_seed(1)), y
 
     (x1, y1), (x2, y2) = first_batch(), first_batch()
     torch.testing.assert_close(x1, x2)
     assert y1.tolist() == y2.tolist()
-    plain = data.CachedImages(c, "train")
-    assert not torch.allclose(x1, torch.stack([plain[i][0] for i in range(8)]))  # augmentation did something
+    x3 = aug(next(iter(data.make_loader(ds, 8, shuffle=True, seed=5)))[0], torch.Generator().manual_seed(2))
+    assert not torch.allclose(x1, x3)
+
+
+def test_batch_augment_without_randomness_is_the_identity_or_a_flip():
+    x = data.standardize(torch.rand(6, 1, 20, 28))
+    out = data.BatchAugment(degrees=0, translate=0, scale=(1, 1), jitter=0, flip=False)(x)
+    torch.testing.assert_close(out, x, atol=1e-5, rtol=0)
+    out = data.BatchAugment(degrees=0, translate=0, scale=(1, 1), jitter=0, flip=True)(
+        x, torch.Generator().manual_seed(0))
+    flipped = [torch.allclose(o, xi.flip(-1), atol=1e-5) for o, xi in zip(out, x)]
+    kept = [torch.allclose(o, xi, atol=1e-5) for o, xi in zip(out, x)]
+    assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
+
+
+def test_batch_augment_rotates_by_the_drawn_angle():
+    """Draws pinned to +1 with degrees=90: a bright top row becomes an edge column, nothing else changes."""
+    x = torch.zeros(1, 1, 16, 16)
+    x[..., 0, :] = 1.0
+    aug = data.BatchAugment(degrees=90, translate=0, scale=(1, 1), jitter=0, flip=False)
+    out = aug(data.standardize(x), u=torch.ones(1, 7)) * data.PIXEL_STD + data.PIXEL_MEAN
+    torch.testing.assert_close(out[0, 0], torch.rot90(x[0, 0], 1), atol=1e-5, rtol=0)  # counter-clockwise
 
 
 def test_dataset_without_subset_column_says_what_to_do(mura_tree, tmp_path):

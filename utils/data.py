@@ -399,8 +399,9 @@ def standardize(x: torch.Tensor) -> torch.Tensor:
 class CachedImages(torch.utils.data.Dataset):
     """(image, target) pairs read from the memory-mapped cache.
 
-    Images are 1 x S x S float tensors: `transform` (e.g. `train_transform()`)
-    acts on [0, 1] images, then they are standardised with PIXEL_MEAN/PIXEL_STD.
+    Images are 1 x S x S float tensors: an optional per-image `transform` acts on
+    [0, 1] images, then they are standardised with PIXEL_MEAN/PIXEL_STD. (Training
+    augments whole batches on the device instead: `BatchAugment`.)
     The array is opened lazily in each process, never read whole into memory.
     """
 
@@ -462,15 +463,44 @@ class PngImages(CachedImages):
         return [self[i] for i in idxs]
 
 
-def train_transform(degrees: float = 15.0, translate: float = 0.06, scale=(0.9, 1.1), jitter: float = 0.2):
-    """Augmentation of [0, 1] image tensors: flip, small rotation/affine, brightness and contrast."""
-    from torchvision.transforms import v2
+class BatchAugment(torch.nn.Module):
+    """Random flip, rotation, shift, scale, brightness and contrast, drawn per image and applied to a
+    whole standardised batch (B x 1 x H x W) at once, on the batch's device, with one affine_grid and
+    grid_sample. Draws come from a CPU `generator`, so a seed gives the same augmentation on any device.
 
-    return v2.Compose([
-        v2.RandomHorizontalFlip(),
-        v2.RandomAffine(degrees=degrees, translate=(translate, translate), scale=scale),
-        v2.ColorJitter(brightness=jitter, contrast=jitter),
-    ])
+    Replaces per-image torchvision transforms in training: on the 2-core CPU they cost 1.1 s of a 4.6 s
+    epoch (cpu profile); this costs a few milliseconds per batch.
+    """
+
+    def __init__(self, degrees: float = 15.0, translate: float = 0.06, scale=(0.9, 1.1), jitter: float = 0.2,
+                 flip: bool = True):
+        super().__init__()
+        self.degrees, self.translate, self.scale, self.jitter, self.flip = degrees, translate, scale, jitter, flip
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, u: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """`u` (B x 7, in [-1, 1]) pins the draws: rotation (positive: counter-clockwise as displayed, as in
+        torchvision), scale, flip, shift x, shift y, brightness, contrast."""
+        import torch.nn.functional as F
+
+        if u is None:
+            u = torch.rand(len(x), 7, generator=generator) * 2 - 1
+        u = u.to(x.device, x.dtype)
+        ang = torch.deg2rad(u[:, 0] * self.degrees)
+        s = self.scale[0] + (u[:, 1] + 1) / 2 * (self.scale[1] - self.scale[0])
+        fl = torch.where(u[:, 2] < 0, -1.0, 1.0) if self.flip else torch.ones_like(s)
+        cos, sin = torch.cos(ang) / s, torch.sin(ang) / s  # output -> input sampling: rotate, then shrink
+        theta = torch.stack([torch.stack([cos * fl, -sin, u[:, 3] * 2 * self.translate], 1),
+                             torch.stack([sin * fl, cos, u[:, 4] * 2 * self.translate], 1)], 1)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        black = -PIXEL_MEAN / PIXEL_STD
+        y = F.grid_sample(x - black, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        x01 = (y + black) * PIXEL_STD + PIXEL_MEAN
+        bright = (1 + self.jitter * u[:, 5]).view(-1, 1, 1, 1)
+        contrast = (1 + self.jitter * u[:, 6]).view(-1, 1, 1, 1)
+        x01 = (x01 * bright).clamp(0, 1)
+        m = x01.mean(dim=(-3, -2, -1), keepdim=True)
+        return standardize(((x01 - m) * contrast + m).clamp(0, 1))
 
 
 def make_loader(dataset, batch_size: int = 64, shuffle: bool = False, seed: int = 0, num_workers: int = 0,

@@ -78,17 +78,18 @@ def cnn_probe(cache: data.ImageCache, epochs: int = 6, seed: int = 0, batch_size
     from sklearn.metrics import f1_score
 
     torch.manual_seed(seed)
-    tr = data.CachedImages(cache, "train", transform=data.train_transform())
+    tr = data.CachedImages(cache, "train")
     te = data.CachedImages(cache, "test", classes=tr.classes)
     model = probe_cnn(len(tr.classes)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr, weight_decay=1e-4)
     loader = data.make_loader(tr, batch_size, shuffle=True, seed=seed)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * len(loader))
+    augment, gen = data.BatchAugment(), torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         model.train()
         for x, y in loader:
             opt.zero_grad()
-            nn.functional.cross_entropy(model(x.to(device)), y.to(device)).backward()
+            nn.functional.cross_entropy(model(augment(x.to(device), gen)), y.to(device)).backward()
             opt.step()
             sched.step()
     model.eval()
