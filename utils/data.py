@@ -215,7 +215,8 @@ def carve_validation(index: pd.DataFrame, val_fraction: float = 0.15, seed: int 
 def task_targets(index: pd.DataFrame, task: str = "bodypart", parts=None) -> tuple[pd.DataFrame, list[str]]:
     """Rows of `index` for the task (restricted to `parts` if given), with an integer `target`.
 
-    bodypart: one class per study type (in MURA's order); abnormality: 0 normal, 1 abnormal.
+    bodypart: one class per study type, all seven (or `parts`) in MURA's order, whether or not the
+    rows hold every one, so class indices agree across splits; abnormality: 0 normal, 1 abnormal.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
@@ -225,10 +226,9 @@ def task_targets(index: pd.DataFrame, task: str = "bodypart", parts=None) -> tup
         if unknown:
             raise ValueError(f"unknown body part(s) {unknown}; known: {', '.join(BODY_PARTS)}")
         index = index[index.body_part.isin(parts)]
-    present = [p for p in BODY_PARTS if p in set(index.body_part)]
     out = index.copy()
     if task == "bodypart":
-        classes = present
+        classes = [p for p in BODY_PARTS if not parts or p in parts]
         out["target"] = out.body_part.map({p: i for i, p in enumerate(classes)}).astype(int)
     else:
         classes = list(ABNORMALITY_CLASSES)
@@ -340,7 +340,7 @@ def build_cache(index: pd.DataFrame, size: int, cache_dir: str | os.PathLike, wo
     settings, so any change rebuilds. Unreadable images are listed with their
     reason in `<key>_unreadable.csv`, excluded, and counted in a warning.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -406,14 +406,13 @@ class CachedImages(torch.utils.data.Dataset):
     """
 
     def __init__(self, cache: ImageCache, subset: str | None = None, task: str = "bodypart", parts=None,
-                 transform=None, index: pd.DataFrame | None = None, classes: list[str] | None = None):
+                 transform=None, index: pd.DataFrame | None = None):
         idx = cache.index if index is None else index
         if subset is not None:
             if "subset" not in idx:
                 raise ValueError("the index has no `subset` column: call carve_validation(index) first")
             idx = idx[idx.subset == subset]
-        idx, found = task_targets(idx, task, parts)
-        self.classes = list(classes) if classes is not None else found
+        idx, self.classes = task_targets(idx, task, parts)
         self.index = idx.reset_index(drop=True)
         self.rows = self.index.row.to_numpy()
         self.targets = self.index.target.to_numpy()

@@ -79,7 +79,7 @@ def cnn_probe(cache: data.ImageCache, epochs: int = 6, seed: int = 0, batch_size
 
     torch.manual_seed(seed)
     tr = data.CachedImages(cache, "train")
-    te = data.CachedImages(cache, "test", classes=tr.classes)
+    te = data.CachedImages(cache, "test")
     model = probe_cnn(len(tr.classes)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr, weight_decay=1e-4)
     loader = data.make_loader(tr, batch_size, shuffle=True, seed=seed)

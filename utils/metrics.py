@@ -60,9 +60,101 @@ def ece(probs, labels, n_bins: int = 15) -> float:
     probs, labels = _check(probs, labels)
     conf = probs.max(1)
     correct = (probs.argmax(1) == labels).astype(np.float64)
-    b = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
+    b = _bins(conf, n_bins)
     gap = np.abs(np.bincount(b, correct, n_bins) - np.bincount(b, conf, n_bins))
     return float(gap.sum() / len(labels))
+
+
+def _bins(conf, n_bins):
+    return np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
+
+
+def reliability(probs, labels, n_bins: int = 15) -> dict:
+    """Reliability-diagram data of the top label: per bin the count, accuracy and mean confidence
+    (NaN in empty bins), with the bin edges."""
+    probs, labels = _check(probs, labels)
+    conf = probs.max(1)
+    correct = (probs.argmax(1) == labels).astype(np.float64)
+    b = _bins(conf, n_bins)
+    n = np.bincount(b, minlength=n_bins)
+    with np.errstate(invalid="ignore"):
+        acc = np.bincount(b, correct, n_bins) / n
+        mean_conf = np.bincount(b, conf, n_bins) / n
+    return dict(edges=np.linspace(0, 1, n_bins + 1), count=n, accuracy=acc, confidence=mean_conf)
+
+
+def mce(probs, labels, n_bins: int = 15) -> float:
+    """Maximum calibration error: the largest |accuracy - confidence| over non-empty bins."""
+    r = reliability(probs, labels, n_bins)
+    ok = r["count"] > 0
+    return float(np.abs(r["accuracy"][ok] - r["confidence"][ok]).max())
+
+
+def classwise_ece(probs, labels, n_bins: int = 15) -> np.ndarray:
+    """Per class c, the ECE of the one-vs-rest probabilities p_c against the indicator y == c
+    (all N images, equal-width bins of p_c)."""
+    probs, labels = _check(probs, labels)
+    out = []
+    for c in range(probs.shape[1]):
+        p, hit = probs[:, c], (labels == c).astype(np.float64)
+        b = _bins(p, n_bins)
+        out.append(np.abs(np.bincount(b, hit, n_bins) - np.bincount(b, p, n_bins)).sum() / len(labels))
+    return np.array(out)
+
+
+def entropy(probs) -> np.ndarray:
+    """Predictive entropy H[p] per image (nats)."""
+    p = np.clip(np.asarray(probs, np.float64), EPS, 1)
+    return -(p * np.log(p)).sum(-1)
+
+
+def mutual_information(samples) -> np.ndarray:
+    """Epistemic part of the predictive entropy from per-sample probabilities (S x N x C):
+    H[mean_s p_s] - mean_s H[p_s] (the information the label carries about the parameters)."""
+    s = np.asarray(samples, np.float64)
+    return entropy(s.mean(0)) - entropy(s).mean(0)
+
+
+def selective(probs, labels, score=None) -> dict:
+    """Accuracy against coverage when the least certain images are referred first (by `score`,
+    higher = less certain; default 1 - confidence), and the area under the risk-coverage curve (AURC)."""
+    probs, labels = _check(probs, labels)
+    score = 1 - probs.max(1) if score is None else np.asarray(score)
+    order = np.argsort(score, kind="stable")  # most certain first
+    correct = (probs.argmax(1) == labels)[order].astype(np.float64)
+    kept = np.arange(1, len(labels) + 1)
+    acc = np.cumsum(correct) / kept
+    return dict(coverage=kept / len(labels), accuracy=acc, aurc=float(np.mean(1 - acc)))
+
+
+def binary_auroc(probs, labels) -> float:
+    """AUROC of the positive class (column 1) for a binary task."""
+    from sklearn.metrics import roc_auc_score
+
+    probs, labels = _check(probs, labels)
+    return float(roc_auc_score(labels, probs[:, 1]))
+
+
+def cohen_kappa(probs, labels) -> float:
+    """Cohen's kappa of the predicted class against the label (MURA's metric)."""
+    from sklearn.metrics import cohen_kappa_score
+
+    probs, labels = _check(probs, labels)
+    return float(cohen_kappa_score(labels, probs.argmax(1)))
+
+
+def study_level(probs, labels, study_ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Aggregate image predictions per study as MURA scores them: the mean of the study's image
+    probabilities. Returns (study probabilities, study labels, study ids), ids in first-seen order."""
+    import pandas as pd
+
+    probs, labels = _check(probs, labels)
+    df = pd.DataFrame(probs).assign(_y=labels, _s=np.asarray(study_ids))
+    g = df.groupby("_s", sort=False)
+    if (g._y.nunique() > 1).any():
+        raise ValueError("images of one study carry different labels")
+    agg = g.mean()
+    return agg.drop(columns="_y").to_numpy(), agg._y.to_numpy().astype(int), agg.index.to_numpy()
 
 
 def summary(probs, labels) -> dict:

@@ -639,7 +639,7 @@ def generate(out: str | os.PathLike, train_patients: int = 1100, valid_patients:
     The tree is written into a temporary folder and renamed into place when
     complete, so an interrupted run never leaves a half tree that looks whole.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     out = Path(out)
     final = out / "MURA-v1.1"

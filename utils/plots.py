@@ -40,3 +40,19 @@ def write_results(name: str, payload: dict, results_dir: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(_clean(payload), indent=2, sort_keys=True) + "\n")
     return out
+
+
+def image_grid(images, titles=None, ncols: int = 4, size: float = 2.4, cmap: str = "gray"):
+    """A grid of images (2D arrays shown in `cmap`, or RGB) with optional titles; returns the figure."""
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    nrows = max(1, -(-n // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, img, t in zip(axes.ravel(), images, titles or [""] * n):
+        ax.imshow(img, cmap=cmap if np.ndim(img) == 2 else None)
+        ax.set_title(t, fontsize=8)
+    fig.tight_layout()
+    return fig

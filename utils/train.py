@@ -160,7 +160,7 @@ def _evaluate(model, ds, device) -> dict:
 def fit(model: nn.Module, train_ds, val_ds, profile: Profile, seed: int, ckpt_dir: Path, meta: dict, device,
         progress: bool = True, on_epoch_end=None) -> dict:
     """Train `model` (resuming from ckpt_dir/last.pt if present); writes best.pt and returns its metadata."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     amp = device.type == "cuda"
     model.to(device).to(memory_format=torch.channels_last)  # faster on CPU (oneDNN) and GPU alike
@@ -224,7 +224,7 @@ def fit(model: nn.Module, train_ds, val_ds, profile: Profile, seed: int, ckpt_di
                  epochs_run=len(history), device=str(device))
     save_atomic(dict(meta=final, state_dict=best_state, history=history), ckpt_dir / "best.pt")
     (ckpt_dir / "history.json").write_text(json.dumps(history, indent=1))
-    for stale in ckpt_dir.glob("logits_*.npy"):
+    for stale in [*ckpt_dir.glob("logits_*.npy"), *ckpt_dir.glob("features_*.npy")]:
         stale.unlink()
     last.unlink(missing_ok=True)
     return final
@@ -233,8 +233,8 @@ def fit(model: nn.Module, train_ds, val_ds, profile: Profile, seed: int, ckpt_di
 def datasets(profile: Profile, cache: data.ImageCache, parts=None):
     """(train, val, test) datasets of the profile's task (training augments whole batches: data.BatchAugment)."""
     tr = data.CachedImages(cache, "train", task=profile.task, parts=parts)
-    va = data.CachedImages(cache, "val", task=profile.task, parts=parts, classes=tr.classes)
-    te = data.CachedImages(cache, "test", task=profile.task, parts=parts, classes=tr.classes)
+    va = data.CachedImages(cache, "val", task=profile.task, parts=parts)
+    te = data.CachedImages(cache, "test", task=profile.task, parts=parts)
     return tr, va, te
 
 
@@ -276,10 +276,28 @@ def member_logits(profile, member: int, cache: data.ImageCache, subset: str, pat
     model, meta = load_member(profile, member, cache, paths, device, parts)
     if f.is_file():
         return np.load(f)
-    ds = data.CachedImages(cache, subset, task=profile.task, parts=parts, classes=meta["classes"])
+    ds = data.CachedImages(cache, subset, task=profile.task, parts=parts)
     logits = predict_logits(model, ds, torch.device(device))
     np.save(f, logits)
     return logits
+
+
+
+
+def history(profile, member: int, paths: Paths | None = None, parts=None):
+    """Per-epoch history of a trained member as a DataFrame."""
+    import pandas as pd
+
+    profile, paths = get_profile(profile), paths or get_paths()
+    return pd.read_json(member_dir(paths, profile, member, parts) / "history.json")
+
+
+def ensemble_logits(profile, cache: data.ImageCache, subset: str, paths: Paths | None = None, device=None,
+                    parts=None, members=None) -> np.ndarray:
+    """Logits of every member (M x N x C) on a subset; members must be trained."""
+    profile = get_profile(profile)
+    members = range(profile.members) if members is None else members
+    return np.stack([member_logits(profile, m, cache, subset, paths, device, parts) for m in members])
 
 
 def main(argv=None):

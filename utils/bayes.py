@@ -1,0 +1,415 @@
+"""Bayesian treatments of trained MAP members, and the baselines beside them.
+
+Last-layer Laplace (laplace-torch). Only the head `fc` is treated
+probabilistically: theta = (W, b) ~ N(theta_MAP, P^-1) with
+P = sum_n GGN_n + delta I. The head's input phi(x) does not depend on theta,
+so the approximation is fitted on the penultimate features, computed once per
+split (`member_features`): the Laplace of `nn.Linear` on phi is the last-layer
+Laplace of the whole network (tests/test_bayes.py checks the posterior precision
+and the predictive), at a fraction of the cost (`python -m utils.bench laplace`).
+
+GLM predictive. The logits are linearised in theta: f ~ N(f_MAP(x), Sigma(x)),
+Sigma(x) = J(x) P^-1 J(x)^T, and p(y|x) = E[softmax(f)], by Monte Carlo or by the
+probit approximation softmax(f_MAP / sqrt(1 + pi/8 diag Sigma)).
+
+The softmax null space. Adding one vector v to every class's weights (and one
+number to every bias) shifts all logits by the same amount and leaves softmax
+unchanged, so the likelihood has no curvature in that direction and the posterior
+keeps the prior's variance 1/delta there. Sigma(x) then carries a large variance
+common to all logits, which MC averages out (softmax ignores it) but the probit
+approximation, which only sees the diagonal, turns into heavy underconfidence.
+`probit(..., project=True)` removes it: Sigma -> C Sigma C with C = I - 11^T/K,
+the covariance of the logits centred over classes, which gives the same softmax.
+
+Baselines: temperature scaling (one temperature fitted on the validation NLL),
+MC dropout (the dropout before the head, sampled on the cached features), deep
+ensembles (the mean of member probabilities), and a mixture of Laplace
+approximations (one per member, averaged).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import data
+from .config import Paths, get_device, get_paths, get_profile
+from .train import datasets, load_member, member_dir
+
+STRUCTURES = ("diag", "kron", "full")
+
+
+# --------------------------------------------------------------------------- features
+
+
+@torch.no_grad()
+def embed(model, ds, device, batch_size: int = 256) -> np.ndarray:
+    """Penultimate features phi(x) (N x K) of a dataset, in eval mode."""
+    model.eval()
+    out = [model.embed(x.to(device)).float().cpu() for x, _ in data.make_loader(ds, batch_size)]
+    return torch.cat(out).numpy()
+
+
+def member_features(profile, member: int, cache: data.ImageCache, paths: Paths | None = None, device=None,
+                    parts=None) -> dict:
+    """{subset: (phi, y)} for train/val/test of a trained member, cached beside its checkpoint."""
+    profile, paths, device = get_profile(profile), paths or get_paths(), device or get_device()
+    d = member_dir(paths, profile, member, parts)
+    model = None
+    out = {}
+    for subset, ds in zip(("train", "val", "test"), datasets(profile, cache, parts)):
+        f = d / f"features_{subset}.npy"
+        if not f.is_file():
+            if model is None:
+                model, _ = load_member(profile, member, cache, paths, device, parts)
+            np.save(f, embed(model, ds, torch.device(device)))
+        out[subset] = (np.load(f), ds.targets.astype(np.int64))
+    return out
+
+
+def head_of(model) -> nn.Sequential:
+    """A copy of the model's head as a one-layer network on the features (the model Laplace is fitted to)."""
+    head = nn.Sequential(nn.Linear(model.fc.in_features, model.fc.out_features))
+    head[0].load_state_dict(model.fc.state_dict())
+    return head.eval()
+
+
+# --------------------------------------------------------------------------- Laplace
+
+
+@dataclass
+class LaplaceFit:
+    """A fitted last-layer Laplace approximation and what it cost."""
+
+    la: object
+    structure: str
+    prior_precision: float
+    fit_s: float = 0.0
+    prior_s: float = 0.0
+    prior_method: str = ""
+    log: dict = field(default_factory=dict)
+
+
+def fit_laplace(head: nn.Module, phi: np.ndarray, y: np.ndarray, structure: str = "kron",
+                prior_precision: float = 1.0, batch_size: int = 512) -> LaplaceFit:
+    """Fit the Laplace approximation of a linear head on features (GGN, laplace-torch's default backend)."""
+    from laplace import Laplace
+
+    if structure not in STRUCTURES:
+        raise ValueError(f"unknown Hessian structure {structure!r}; known: {', '.join(STRUCTURES)}")
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.as_tensor(phi), torch.as_tensor(y)),
+                                         batch_size=batch_size)
+    t = time.perf_counter()
+    la = Laplace(head, "classification", subset_of_weights="all", hessian_structure=structure,
+                 prior_precision=float(prior_precision))
+    la.fit(loader)
+    return LaplaceFit(la, structure, float(prior_precision), fit_s=time.perf_counter() - t)
+
+
+def log_marglik(fit: LaplaceFit, prior_precisions) -> np.ndarray:
+    """Laplace log marginal likelihood at each prior precision (the posterior is refitted analytically)."""
+    return np.array([float(fit.la.log_marginal_likelihood(prior_precision=torch.tensor(float(p))))
+                     for p in prior_precisions])
+
+
+def optimize_prior(fit: LaplaceFit, method: str = "marglik", val: tuple | None = None,
+                   grid=None, predictive: str = "probit", max_widen: int = 4) -> LaplaceFit:
+    """Set the prior precision: by the marginal likelihood (maximised over the scalar) or by a grid
+    search on the validation NLL of the corrected predictive, widening the grid while the optimum
+    lies on its edge."""
+    t = time.perf_counter()
+    if method == "marglik":
+        fit.prior_precision = _maximise_marglik(fit)
+        fit.la.prior_precision = fit.prior_precision
+    elif method == "gridsearch":
+        if val is None:
+            raise ValueError("gridsearch needs the validation features: val=(phi, y)")
+        grid = np.logspace(-2, 4, 13) if grid is None else np.asarray(grid, float)
+        phi, y = val
+        tried: dict[float, float] = {}
+        for _ in range(max_widen + 1):
+            for p in grid:
+                if p not in tried:
+                    fit.la.prior_precision = float(p)
+                    tried[p] = _nll(predict(fit, phi, predictive), y)
+            best = min(tried, key=tried.get)
+            step = grid[1] / grid[0]
+            if best == grid.min():
+                grid = grid.min() / step ** np.arange(1, 5)[::-1]
+            elif best == grid.max():
+                grid = grid.max() * step ** np.arange(1, 5)
+            else:
+                break
+        fit.la.prior_precision = best
+        fit.prior_precision = float(best)
+        fit.log["grid"] = dict(sorted(tried.items()))
+    else:
+        raise ValueError(f"unknown prior optimisation {method!r}; known: marglik, gridsearch")
+    fit.prior_s, fit.prior_method = time.perf_counter() - t, method
+    return fit
+
+
+def head_jacobians(head: nn.Module, phi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Jacobians of a linear head's logits w.r.t. (vec W row-major, b), N x C x (CK + C), and the logits.
+
+    For f = W phi + b they are exact and free: J = [I_C kron phi^T, I_C] (what laplace-torch's
+    backends compute by autodiff, in the same parameter order)."""
+    lin = head[0]
+    c = lin.out_features
+    eye = torch.eye(c, dtype=phi.dtype)
+    jw = torch.einsum("ij,nk->nijk", eye, phi).reshape(len(phi), c, -1)
+    return torch.cat([jw, eye.expand(len(phi), c, c)], -1), lin(phi)
+
+
+def _maximise_marglik(fit: LaplaceFit, lo: float = 1e-4, hi: float = 1e6) -> float:
+    """The scalar prior precision maximising laplace-torch's Laplace log marginal likelihood: a log grid
+    brackets the maximum (widened while it sits on an edge), Brent's method refines it."""
+    from scipy.optimize import minimize_scalar
+
+    def neg(log_p):
+        return -float(fit.la.log_marginal_likelihood(prior_precision=torch.tensor(math.exp(log_p))))
+
+    grid = np.linspace(math.log(lo), math.log(hi), 25)
+    for _ in range(4):
+        vals = np.array([neg(g) for g in grid])
+        i = int(np.argmin(vals))
+        if 0 < i < len(grid) - 1:
+            break
+        step = grid[1] - grid[0]
+        grid = grid - 20 * step if i == 0 else grid + 20 * step
+    res = minimize_scalar(neg, bounds=(grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]), method="bounded",
+                          options=dict(xatol=1e-4))
+    return float(math.exp(res.x))
+
+
+def logit_moments(fit: LaplaceFit, phi: np.ndarray, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (N x C) and covariance (N x C x C) of the linearised logits under the posterior."""
+    la = fit.la
+    mus, vars_ = [], []
+    with torch.no_grad():
+        for i in range(0, len(phi), batch_size):
+            Js, f = head_jacobians(la.model, torch.as_tensor(phi[i:i + batch_size]))
+            mus.append(f)
+            vars_.append(la.functional_variance(Js))
+    return torch.cat(mus), torch.cat(vars_)
+
+
+def center_covariance(f_var: torch.Tensor) -> torch.Tensor:
+    """C Sigma C with C = I - 11^T/K: the covariance of logits centred over classes."""
+    k = f_var.shape[-1]
+    c = torch.eye(k, dtype=f_var.dtype) - 1.0 / k
+    return c @ f_var @ c
+
+
+def probit(f_mu: torch.Tensor, f_var: torch.Tensor, project: bool = True) -> np.ndarray:
+    """Probit approximation of E[softmax(f)]; `project` removes the softmax null-space variance first."""
+    v = center_covariance(f_var) if project else f_var
+    kappa = 1 / torch.sqrt(1 + math.pi / 8 * v.diagonal(dim1=-2, dim2=-1))
+    return torch.softmax(kappa * f_mu, -1).double().numpy()
+
+
+def mc_samples(f_mu: torch.Tensor, f_var: torch.Tensor, n_samples: int = 1000, seed: int = 0) -> torch.Tensor:
+    """Softmax of n_samples draws of the linearised logits: S x N x C."""
+    g = torch.Generator().manual_seed(seed)
+    # a symmetric square root: the covariance may be singular (exactly so along the null space once centred)
+    evals, evecs = torch.linalg.eigh(f_var.double())
+    root = evecs * evals.clamp_min(0).sqrt().unsqueeze(-2)
+    eps = torch.randn(n_samples, *f_mu.shape, generator=g, dtype=torch.float64)
+    f = f_mu.double() + torch.einsum("nij,snj->sni", root, eps)
+    return torch.softmax(f, -1)
+
+
+def predict(fit: LaplaceFit, phi: np.ndarray, how: str = "probit", n_samples: int = 1000, seed: int = 0
+            ) -> np.ndarray:
+    """GLM predictive probabilities (N x C): 'probit' (projected), 'probit_raw' (laplace-torch's, no
+    projection) or 'mc'."""
+    f_mu, f_var = logit_moments(fit, phi)
+    if how == "probit":
+        return probit(f_mu, f_var, project=True)
+    if how == "probit_raw":
+        return probit(f_mu, f_var, project=False)
+    if how == "mc":
+        return mc_samples(f_mu, f_var, n_samples, seed).mean(0).numpy()
+    raise ValueError(f"unknown predictive {how!r}; known: probit, probit_raw, mc")
+
+
+def _nll(probs, y) -> float:
+    return float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
+
+
+def head_samples(fit: LaplaceFit, n_samples: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draws of the head (W: S x C x K, b: S x C) from the posterior, for explanations per sample."""
+    g = torch.Generator().manual_seed(seed)
+    theta = fit.la.sample(n_samples, generator=g).detach()
+    lin = fit.la.model.model[0] if hasattr(fit.la.model, "model") else fit.la.model[0]
+    c, k = lin.weight.shape
+    return theta[:, : c * k].reshape(n_samples, c, k), theta[:, c * k:]
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The temperature T > 0 minimising the NLL of softmax(logits / T) (fitted on validation logits)."""
+    from scipy.optimize import minimize_scalar
+
+    z = torch.as_tensor(logits, dtype=torch.float64)
+    t = torch.as_tensor(y)
+
+    def loss(log_t):
+        return float(nn.functional.cross_entropy(z / math.exp(log_t), t))
+
+    res = minimize_scalar(loss, bounds=(-4, 4), method="bounded", options=dict(xatol=1e-6))
+    return float(math.exp(res.x))
+
+
+def softmax_t(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    return torch.softmax(torch.as_tensor(logits, dtype=torch.float64) / temperature, -1).numpy()
+
+
+def mc_dropout(model, phi: np.ndarray, n_samples: int = 100, seed: int = 0) -> np.ndarray:
+    """Samples of the predictive with the head's dropout active (S x N x C), on cached features."""
+    p = model.dropout.p if isinstance(model.dropout, nn.Dropout) else 0.0
+    if p == 0:
+        raise ValueError("the model has no dropout before its head: MC dropout needs Profile.dropout > 0")
+    g = torch.Generator().manual_seed(seed)
+    x = torch.as_tensor(phi)
+    keep = (torch.rand(n_samples, *x.shape, generator=g) >= p).to(x.dtype) / (1 - p)
+    with torch.no_grad():
+        return torch.softmax(model.fc(keep * x), -1).double()
+
+
+# --------------------------------------------------------------------------- per-member runs, saved predictions
+
+
+def predictions_dir(paths: Paths, profile, parts=None):
+    from .train import run_name
+
+    return paths.artifacts / "predictions" / run_name(get_profile(profile), parts)
+
+
+def save_predictions(folder, name: str, probs: np.ndarray, samples=None, **info) -> None:
+    """`<folder>/<name>.npz`: probabilities (N x C, float32), optional per-sample probabilities
+    (S x N x C, float16) and scalar information (times, prior precision, temperature)."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = dict(probs=np.asarray(probs, np.float32))
+    if samples is not None:
+        arrays["samples"] = np.asarray(samples, np.float16)
+    np.savez_compressed(folder / f"{name}.npz", info=np.array(json.dumps(info)), **arrays)
+
+
+def load_predictions(folder, name: str) -> dict | None:
+    import json
+
+    f = folder / f"{name}.npz"
+    if not f.is_file():
+        return None
+    z = np.load(f)
+    out = dict(probs=z["probs"].astype(np.float64), **json.loads(str(z["info"])))
+    if "samples" in z:
+        out["samples"] = z["samples"]
+    return out
+
+
+def laplace_fit_member(profile, member: int, cache: data.ImageCache, structure: str = "kron",
+                       prior: str = "marglik", paths: Paths | None = None, device=None, parts=None) -> LaplaceFit:
+    """Fit the last-layer Laplace of a trained member on its cached features and set its prior precision
+    (starting from the prior the training implied, N * weight decay)."""
+    profile, paths = get_profile(profile), paths or get_paths()
+    feats = member_features(profile, member, cache, paths, device, parts)
+    model, meta = load_member(profile, member, cache, paths, "cpu", parts)
+    start = meta.get("prior_precision") or 1.0
+    fit = fit_laplace(head_of(model), *feats["train"], structure, prior_precision=start)
+    return optimize_prior(fit, prior, val=feats["val"])
+
+
+def laplace_member(profile, member: int, cache: data.ImageCache, structure: str = "kron", prior: str = "marglik",
+                   paths: Paths | None = None, device=None, parts=None, n_samples: int = 100, subset: str = "test"
+                   ) -> dict:
+    """Predictions of a member's last-layer Laplace on a subset (projected probit, and MC samples), fitted once
+    and saved; returns dict(probs, samples, prior_precision, fit_s, prior_s, predict_s)."""
+    profile, paths = get_profile(profile), paths or get_paths()
+    folder = predictions_dir(paths, profile, parts)
+    name = f"la_{structure}_{prior}__{subset}__m{member:02d}"
+    hit = load_predictions(folder, name)
+    if hit is not None:
+        return hit
+    fit = laplace_fit_member(profile, member, cache, structure, prior, paths, device, parts)
+    phi = member_features(profile, member, cache, paths, device, parts)[subset][0]
+    t = time.perf_counter()
+    f_mu, f_var = logit_moments(fit, phi)
+    probs = probit(f_mu, f_var, project=True)
+    predict_s = time.perf_counter() - t
+    samples = mc_samples(f_mu, f_var, n_samples, seed=member).numpy()
+    save_predictions(folder, name, probs, samples, prior_precision=fit.prior_precision, fit_s=fit.fit_s,
+                     prior_s=fit.prior_s, predict_s=predict_s, structure=structure, prior=prior)
+    return load_predictions(folder, name)
+
+
+def baseline_member(profile, member: int, cache: data.ImageCache, method: str, paths: Paths | None = None,
+                    device=None, parts=None, n_samples: int = 100, subset: str = "test") -> dict:
+    """MAP, temperature-scaled or MC-dropout predictions of a member on a subset, computed once and saved."""
+    from .train import member_logits
+
+    profile, paths = get_profile(profile), paths or get_paths()
+    folder = predictions_dir(paths, profile, parts)
+    name = f"{method}__{subset}__m{member:02d}"
+    hit = load_predictions(folder, name)
+    if hit is not None:
+        return hit
+    logits = member_logits(profile, member, cache, subset, paths, device, parts)
+    t = time.perf_counter()
+    if method == "map":
+        save_predictions(folder, name, softmax_t(logits))
+    elif method == "temperature":
+        temp = fit_temperature(member_logits(profile, member, cache, "val", paths, device, parts),
+                               datasets(profile, cache, parts)[1].targets)
+        save_predictions(folder, name, softmax_t(logits, temp), temperature=temp, fit_s=time.perf_counter() - t)
+    elif method == "mc_dropout":
+        model, _ = load_member(profile, member, cache, paths, "cpu", parts)
+        phi = member_features(profile, member, cache, paths, device, parts)[subset][0]
+        s = mc_dropout(model, phi, n_samples, seed=member).numpy()
+        save_predictions(folder, name, s.mean(0), s, predict_s=time.perf_counter() - t)
+    else:
+        raise ValueError(f"unknown method {method!r}; known: map, temperature, mc_dropout")
+    return load_predictions(folder, name)
+
+
+def compare_fit_cost(profile, member: int, cache: data.ImageCache, structure: str = "kron",
+                     paths: Paths | None = None, device=None, parts=None) -> dict:
+    """Seconds to fit a member's last-layer Laplace and optimise its prior by the marginal likelihood,
+    on cached features and on the whole network (laplace-torch's last-layer Laplace over the images),
+    in one run; with the features' one-off extraction and the agreement of the two posteriors."""
+    from laplace import Laplace
+
+    profile, paths = get_profile(profile), paths or get_paths()
+    device = torch.device(device or get_device())
+    model, meta = load_member(profile, member, cache, paths, device, parts)
+    train_ds = datasets(profile, cache, parts)[0]
+    start = meta.get("prior_precision") or 1.0
+
+    t = time.perf_counter()
+    phi = embed(model, train_ds, device)
+    extract_s = time.perf_counter() - t
+    feat = optimize_prior(fit_laplace(head_of(model).to("cpu"), phi, train_ds.targets.astype(np.int64), structure,
+                                      start), "marglik")
+
+    loader = data.make_loader(train_ds, 512)
+    t = time.perf_counter()
+    whole = Laplace(model, "classification", subset_of_weights="last_layer", hessian_structure=structure,
+                    prior_precision=float(start))
+    whole.fit(loader)
+    whole_fit_s = time.perf_counter() - t
+    t = time.perf_counter()
+    whole_fit = optimize_prior(LaplaceFit(whole, structure, float(start)), "marglik")
+    whole_prior_s = time.perf_counter() - t
+    return dict(structure=structure, features_extract_s=extract_s, features_fit_s=feat.fit_s,
+                features_prior_s=feat.prior_s, network_fit_s=whole_fit_s, network_prior_s=whole_prior_s,
+                ratio=(whole_fit_s + whole_prior_s) / (feat.fit_s + feat.prior_s),
+                prior_features=feat.prior_precision, prior_network=whole_fit.prior_precision)
