@@ -258,7 +258,7 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     from scipy.optimize import minimize_scalar
 
     z = torch.as_tensor(logits, dtype=torch.float64)
-    t = torch.as_tensor(y)
+    t = torch.as_tensor(np.array(y))
 
     def loss(log_t):
         return float(nn.functional.cross_entropy(z / math.exp(log_t), t))

@@ -1,6 +1,9 @@
 """Benchmarks that print their figures and the ratios against the naive way, measured in the same run.
 
     python -m utils.bench data [--profile cpu]     # DataLoader images/s: memory-mapped cache vs decoding PNGs
+    python -m utils.bench train                    # training images/s per architecture on this device
+    python -m utils.bench laplace                  # Laplace fit + prior: cached features vs whole network
+    python -m utils.bench all
 
 Each stage is a function `bench_<stage>(profile, paths, args) -> dict` registered in STAGES;
 `all` runs every stage. Timings are wall-clock on the current machine and device.
@@ -84,7 +87,72 @@ def bench_data(profile, paths, args) -> dict:
     return out
 
 
-STAGES = {"data": bench_data}
+def bench_train(profile, paths, args) -> dict:
+    """Training images/s (forward, backward, step, batch augmentation) for each architecture at the
+    profile's image size and batch size on the current device, from synthetic batches."""
+    import torch
+
+    from .data import BatchAugment
+    from .models import ARCHS, build_model
+
+    device = get_device()
+    amp = device.type == "cuda"
+    bs, size = profile.batch_size, profile.image_size
+    out = {}
+    print(f"train  ({size} px, batch {bs}, device {device}{', bf16 autocast, channels-last' if amp else ''})")
+    for arch in ARCHS:
+        torch.manual_seed(0)
+        model = build_model(arch, 7, profile.dropout).to(device).to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), 0.01, momentum=0.9)
+        x = torch.randn(bs, 1, size, size, device=device)
+        y = torch.randint(0, 7, (bs,), device=device)
+        aug, g = BatchAugment(), torch.Generator().manual_seed(0)
+
+        def step():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = torch.nn.functional.cross_entropy(model(aug(x, g).contiguous(
+                    memory_format=torch.channels_last)).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        for _ in range(2):
+            step()
+        if amp:
+            torch.cuda.synchronize()
+        n, t = 0, time.perf_counter()
+        while time.perf_counter() - t < args.seconds:
+            step()
+            n += 1
+        if amp:
+            torch.cuda.synchronize()
+        ips = n * bs / (time.perf_counter() - t)
+        out[arch] = round(ips, 1)
+        print(f"  {arch:9s} {ips:10.0f} images/s")
+    return out
+
+
+def bench_laplace(profile, paths, args) -> dict:
+    """Last-layer Laplace of member 0: fit + prior optimisation on cached features against the whole network."""
+    from . import bayes, data, train
+
+    _, _, cache = data.prepare(profile, args.data, paths, progress=False)
+    train.train_member(profile, 0, cache, paths, progress=False)
+    print(f"laplace  (member 0 of the {profile.name} profile, marginal-likelihood prior; seconds)")
+    print(f"  {'structure':9s} {'features':>9s} {'network':>9s} {'ratio':>7s}   (features: one-off extraction "
+          "excluded, shown below)")
+    out = {}
+    for s in bayes.STRUCTURES:
+        r = bayes.compare_fit_cost(profile, 0, cache, s, paths)
+        f, w = r["features_fit_s"] + r["features_prior_s"], r["network_fit_s"] + r["network_prior_s"]
+        print(f"  {s:9s} {f:9.3f} {w:9.3f} {r['ratio']:6.1f}x   (prior precision {r['prior_features']:.4g} vs "
+              f"{r['prior_network']:.4g})")
+        out[s] = r
+    print(f"  feature extraction, once per member and split: {r['features_extract_s']:.2f} s")
+    return out
+
+
+STAGES = {"data": bench_data, "train": bench_train, "laplace": bench_laplace}
 
 
 def main(argv=None):
@@ -95,6 +163,7 @@ def main(argv=None):
     ap.add_argument("--out-root", default="")
     ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the profile's)")
     ap.add_argument("--max-images", type=int, default=0, help="limit each pass to this many images")
+    ap.add_argument("--seconds", type=float, default=5.0, help="measuring time per architecture (train)")
     ap.add_argument("--json", default="", help="also write the figures to this JSON file")
     a = ap.parse_args(argv)
     profile, paths = get_profile(a.profile), get_paths(a.out_root).make()
