@@ -245,8 +245,7 @@ def head_samples(fit: LaplaceFit, n_samples: int, seed: int = 0) -> tuple[torch.
     """Draws of the head (W: S x C x K, b: S x C) from the posterior, for explanations per sample."""
     g = torch.Generator().manual_seed(seed)
     theta = fit.la.sample(n_samples, generator=g).detach()
-    lin = fit.la.model.model[0] if hasattr(fit.la.model, "model") else fit.la.model[0]
-    c, k = lin.weight.shape
+    c, k = fit.la.model[0].weight.shape
     return theta[:, : c * k].reshape(n_samples, c, k), theta[:, c * k:]
 
 

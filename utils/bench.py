@@ -3,6 +3,7 @@
     python -m utils.bench data [--profile cpu]     # DataLoader images/s: memory-mapped cache vs decoding PNGs
     python -m utils.bench train                    # training images/s per architecture on this device
     python -m utils.bench laplace                  # Laplace fit + prior: cached features vs whole network
+    python -m utils.bench explain                  # CAMs of 100 Laplace samples: vectorised vs per sample
     python -m utils.bench all
 
 Each stage is a function `bench_<stage>(profile, paths, args) -> dict` registered in STAGES;
@@ -152,7 +153,41 @@ def bench_laplace(profile, paths, args) -> dict:
     return out
 
 
-STAGES = {"data": bench_data, "train": bench_train, "laplace": bench_laplace}
+def bench_explain(profile, paths, args) -> dict:
+    """CAMs of S = 100 Laplace head samples for a batch: vectorised (one forward pass, one einsum) against one
+    forward pass per sample, on member 0 of the profile."""
+    import torch
+
+    from . import bayes, data, explain, train
+
+    _, _, cache = data.prepare(profile, args.data, paths, progress=False)
+    train.train_member(profile, 0, cache, paths, progress=False)
+    model, _ = train.load_member(profile, 0, cache, paths)
+    fit = bayes.laplace_fit_member(profile, 0, cache, "kron", "marglik", paths)
+    W, _ = bayes.head_samples(fit, 100, seed=0)
+    _, _, te = train.datasets(profile, cache)
+    x, y = next(iter(data.make_loader(te, profile.batch_size)))
+
+    def timed(f, reps=3):
+        f()
+        t = time.perf_counter()
+        for _ in range(reps):
+            out = f()
+        return (time.perf_counter() - t) / reps, out
+
+    t_fast, fast = timed(lambda: explain.laplace_cams(model, x, W, y))
+    t_slow, slow = timed(lambda: explain.laplace_cams_loop(model, x, W, y))
+    assert torch.allclose(fast, slow, atol=1e-4)
+    out = dict(samples=100, batch=len(x), image_size=profile.image_size, vectorised_s=t_fast, per_sample_s=t_slow,
+               speedup=t_slow / t_fast)
+    print(f"explain  (CAMs of 100 Laplace samples, batch of {len(x)} at {profile.image_size} px, member 0)")
+    print(f"  vectorised (1 forward pass, 1 einsum): {t_fast * 1e3:9.1f} ms")
+    print(f"  one forward pass per sample:           {t_slow * 1e3:9.1f} ms")
+    print(f"  ratio:                                 {t_slow / t_fast:9.1f} x   (target >= 10 x)")
+    return out
+
+
+STAGES = {"data": bench_data, "train": bench_train, "laplace": bench_laplace, "explain": bench_explain}
 
 
 def main(argv=None):

@@ -578,3 +578,27 @@ def read_masks(image_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray] |
     if mp is None:
         return None
     return cv2.imread(str(mp[0]), cv2.IMREAD_GRAYSCALE) > 0, cv2.imread(str(mp[1]), cv2.IMREAD_GRAYSCALE)
+
+
+def letterbox_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """A mask letterboxed like its image (nearest-neighbour, zero padding), so it lines up with the input."""
+    h, w = mask.shape
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    small = cv2.resize(mask.astype(np.uint8), (nw, nh), interpolation=cv2.INTER_NEAREST)
+    out = np.zeros((size, size), np.uint8)
+    y0, x0 = (size - nh) // 2, (size - nw) // 2
+    out[y0:y0 + nh, x0:x0 + nw] = small
+    return out
+
+
+def masks_for(paths, size: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Letterboxed (bones bool B x S x S, lesion flags uint8 B x S x S) of images, or None without masks."""
+    bones, lesions = [], []
+    for p in paths:
+        m = read_masks(p)
+        if m is None:
+            return None
+        bones.append(letterbox_mask(m[0], size) > 0)
+        lesions.append(letterbox_mask(m[1], size))
+    return np.stack(bones), np.stack(lesions)
