@@ -36,6 +36,7 @@ class PhantomSpec:
     valid_patients: int
     seed: int = 0
     max_side: int = 512  # long side of the written PNGs, as MURA's
+    ood_patients: int = 100  # knees, feet and chests for notebook 06 (never trained on)
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
-        phantom=PhantomSpec(train_patients=48, valid_patients=16),
+        phantom=PhantomSpec(train_patients=48, valid_patients=16, ood_patients=12),
         image_size=48,
         batch_size=32,
         epochs=2,
@@ -82,7 +83,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "cpu": Profile(
         name="cpu",
-        phantom=PhantomSpec(train_patients=1100, valid_patients=260),
+        phantom=PhantomSpec(train_patients=1100, valid_patients=260, ood_patients=120),
         image_size=64,  # the small CNN reaches ~93 % test accuracy at 64 px in 12 epochs of ~3 s on 2 cores
         batch_size=64,
         epochs=12,
@@ -91,7 +92,7 @@ PROFILES: dict[str, Profile] = {
     "gpu": Profile(
         name="gpu",
         # used only when no MURA path is given: a large phantom of MURA's size order
-        phantom=PhantomSpec(train_patients=6000, valid_patients=800),
+        phantom=PhantomSpec(train_patients=6000, valid_patients=800, ood_patients=300),
         image_size=224,
         batch_size=128,
         num_workers=8,
@@ -148,6 +149,10 @@ class Paths:
     def phantom_root(self, profile: Profile) -> Path:
         """Where the phantom of `profile` is generated (the parent of its MURA-v1.1 folder)."""
         return self.data / f"phantom-{profile.name}"
+
+    def ood_root(self, profile: Profile) -> Path:
+        """Where the profile's unfamiliar-parts phantom (knees, feet, chests) is generated."""
+        return self.data / f"phantom-{profile.name}-unfamiliar"
 
     def make(self) -> "Paths":
         for p in (self.data, self.artifacts, self.report, self.results, self.figures):

@@ -66,7 +66,7 @@ def find_mura_root(root: str | os.PathLike) -> Path:
     )
 
 
-def _parse(rel_paths: list[str], where: str) -> pd.DataFrame:
+def _parse(rel_paths: list[str], where: str, extra_parts=()) -> pd.DataFrame:
     rows, bad = [], []
     for rel in rel_paths:
         m = _REL.search(rel)
@@ -80,7 +80,7 @@ def _parse(rel_paths: list[str], where: str) -> pd.DataFrame:
             f"<split>/XR_<PART>/patientN/studyK_<positive|negative>/imageJ.png, e.g. {bad[:3]}"
         )
     df = pd.DataFrame(rows, columns=list(_REL.groupindex) + ["rel_path"])
-    unknown = sorted(set(df.part) - set(BODY_PARTS))
+    unknown = sorted(set(df.part) - set(BODY_PARTS) - set(extra_parts))
     if unknown:
         raise DataError(f"unknown study type(s) XR_{unknown} in {where}; MURA's are XR_{list(BODY_PARTS)}")
     return df
@@ -98,10 +98,10 @@ def _read_path_csv(csv: Path, ncols: int) -> pd.DataFrame:
     return df
 
 
-def _index_split_from_csv(mura: Path, split: str) -> pd.DataFrame:
+def _index_split_from_csv(mura: Path, split: str, extra_parts=()) -> pd.DataFrame:
     csv = mura / f"{split}_image_paths.csv"
     rels = [r.strip() for r in _read_path_csv(csv, 1).iloc[:, 0] if r.strip()]
-    df = _parse(rels, str(csv))
+    df = _parse(rels, str(csv), extra_parts)
     base = mura.parent  # CSV paths start with MURA-v1.1/
     full = [base / r if r.startswith(mura.name + "/") else mura / r for r in rels]
     missing = [str(p) for p in full if not p.is_file()]
@@ -137,7 +137,7 @@ def _study_key(rel: str) -> str:
     return m.group(0) if m else rel.strip().rstrip("/")
 
 
-def _index_split_from_folders(mura: Path, split: str) -> pd.DataFrame:
+def _index_split_from_folders(mura: Path, split: str, extra_parts=()) -> pd.DataFrame:
     top = mura / split
     rels, ignored = [], []
     for dirpath, dirnames, filenames in os.walk(top):
@@ -151,12 +151,12 @@ def _index_split_from_folders(mura: Path, split: str) -> pd.DataFrame:
     if ignored:
         warnings.warn(f"{len(ignored)} file(s) under {top} are not PNG images and are not indexed, "
                       f"e.g. {ignored[:3]}")
-    df = _parse(rels, str(top))
+    df = _parse(rels, str(top), extra_parts)
     df["path"] = [str(mura.parent / r) for r in rels]
     return df
 
 
-def load_index(root: str | os.PathLike) -> pd.DataFrame:
+def load_index(root: str | os.PathLike, extra_parts=()) -> pd.DataFrame:
     """One row per image of a MURA-v1.1 tree.
 
     Columns: path (absolute), rel_path (as in MURA's CSVs), split (MURA's
@@ -164,14 +164,16 @@ def load_index(root: str | os.PathLike) -> pd.DataFrame:
     name), study_id (unique study key), label (0 normal, 1 abnormal), image
     (view number). Reads `{split}_image_paths.csv` and
     `{split}_labeled_studies.csv` where present, otherwise walks the folders.
+    Study types other than MURA's seven are refused unless named in `extra_parts`
+    (the phantom's unfamiliar-input tree of knees, feet and chests).
     """
     mura = find_mura_root(root)
     frames = []
     for split in SPLITS:
         if (mura / f"{split}_image_paths.csv").is_file():
-            frames.append(_index_split_from_csv(mura, split))
+            frames.append(_index_split_from_csv(mura, split, extra_parts))
         elif (mura / split).is_dir():
-            frames.append(_index_split_from_folders(mura, split))
+            frames.append(_index_split_from_folders(mura, split, extra_parts))
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if df.empty:
         raise DataError(
@@ -540,6 +542,20 @@ def resolve_data(profile, data_root: str | os.PathLike | None = "", paths=None, 
     root = phantom.ensure(paths.phantom_root(profile), ph.train_patients, ph.valid_patients, ph.seed,
                           ph.max_side, progress=progress)
     return dict(source="phantom", root=root)
+
+
+def prepare_unfamiliar(profile, paths=None, progress: bool = False):
+    """Index and cache of the profile's unfamiliar-parts phantom (knees, feet, chests; generated if missing).
+    It is a separate tree, read with `extra_parts`, so it never enters a training index."""
+    from . import phantom
+    from .config import get_paths, get_profile
+
+    profile, paths = get_profile(profile), paths or get_paths()
+    ph = profile.phantom
+    root = phantom.ensure(paths.ood_root(profile), 0, ph.ood_patients, ph.seed + 1, ph.max_side, ood=True,
+                          progress=progress)
+    index = load_index(root, extra_parts=phantom.OOD_PARTS)
+    return index, build_cache(index, profile.image_size, paths.cache, progress=progress)
 
 
 def prepare(profile, data_root: str | os.PathLike | None = "", paths=None, progress: bool = True):

@@ -220,6 +220,69 @@ def build_limb(an: Anatomy, flex_deg: float = 0.0, abduct_deg: float = 0.0) -> l
     return P
 
 
+def build_leg(an: Anatomy, flex_deg: float = 0.0, abduct_deg: float = 0.0) -> list[Prim]:
+    """A lower limb (knee and foot films; not a MURA study type): femur, patella, tibia, fibula, ankle, foot."""
+    b, st = an.bone, an.soft
+    P = [_cap("soft_thigh", (0, 0), (0, 420), 70 * st, 55 * st, material="soft"),
+         _cap("femur_shaft", (0, 0), (0, 380), 14 * b, 13 * b, cortex=0.35),
+         _ell("femur_condyles", (0, 405), 42 * b, 20 * b, 0, depth=22),
+         _ell("patella", (0, 385), 21 * b, 25 * b, 0, depth=10),
+         _ell("tibia_plateau", (-2, 440), 40 * b, 11 * b, 0, depth=20)]
+    K = (0.0, 425.0)
+    low = [_cap("soft_leg", (0, 430), (0, 800), 50 * st, 30 * st, material="soft"),
+           _cap("tibia_shaft", (-4, 448), (-6, 790), 14 * b, 10 * b, cortex=0.35),
+           _ell("tibia_head", (-2, 452), 30 * b, 14 * b, 0, depth=16),
+           _cap("fibula", (33, 455), (30, 800), 6 * b, 5 * b, cortex=0.35),
+           _ell("fibula_head", (33, 452), 9 * b, 8 * b, 0, depth=7),
+           _ell("talus", (0, 820), 22 * b, 14 * b, 0, depth=14),
+           _ell("calcaneus", (0, 838), 24 * b, 18 * b, 0, depth=16)]
+    tarsals = {"navicular": ((-8, 852), 14, 7), "cuboid": ((16, 856), 10, 9), "cuneiform1": ((-16, 868), 7, 9),
+               "cuneiform2": ((-4, 869), 6, 8), "cuneiform3": ((7, 869), 6, 8)}
+    for nm, (c, a_, b_) in tarsals.items():
+        low.append(_ell(f"tarsal_{nm}", c, a_ * b, b_ * b, 0, depth=min(a_, b_) * 0.9 * b, cortex=0.2))
+    low.append(_ell("soft_foot", (0, 900), 45 * st, 70, 0, depth=30, material="soft"))
+    for t, x0 in enumerate((-18, -7, 3, 13, 22), 1):
+        ang = math.radians((x0 / 22) * 8)
+        d = (math.sin(ang), math.cos(ang))
+        p0 = (x0, 878)
+        L = 70 if t > 1 else 62
+        p1 = (p0[0] + d[0] * L, p0[1] + d[1] * L)
+        r = (7.5 if t == 1 else 4.8) * b
+        low.append(_cap(f"metatarsal{t}", p0, p1, r, r * 0.8, cortex=0.35))
+        q = (p1[0] + d[0] * 5, p1[1] + d[1] * 5)
+        for k in range(2 if t == 1 else 3):
+            L2 = 22 if k == 0 else 10
+            q2 = (q[0] + d[0] * L2, q[1] + d[1] * L2)
+            low.append(_cap(f"toe{t}_{k}", q, q2, r * (0.8 - 0.12 * k), r * (0.7 - 0.12 * k), cortex=0.35))
+            q = (q2[0] + d[0] * 2.5, q2[1] + d[1] * 2.5)
+    fl = math.radians(flex_deg)
+    return P + [_transform_prim(pr, lambda p: _rot(p, K, fl), 1.0, fl) for pr in low]
+
+
+def build_chest(an: Anatomy, flex_deg: float = 0.0, abduct_deg: float = 0.0) -> list[Prim]:
+    """A chest film (not a MURA study type): spine, both rib cages, lungs, heart, clavicles."""
+    b, st = an.bone, an.soft
+    P = [_ell("torso", (0, 40), 190 * st, 260, 0, depth=110, material="soft"),
+         _ell("lung_r", (-85, 20), 75, 150, 0.05, depth=70, material="air"),
+         _ell("lung_l", (85, 20), 70, 145, -0.05, depth=70, material="air"),
+         _ell("heart", (25, 90), 70, 60, 0.3, depth=50, material="soft")]
+    for i in range(14):
+        P.append(_ell(f"vertebra{i}", (0, -160 + 25 * i), 16 * b, 10 * b, 0, depth=14))
+    for side in (-1, 1):
+        for i in range(9):
+            y0 = -120 + 30 * i
+            pts = [(side * (12 + 16 * k), y0 + 0.0045 * (16 * k) ** 2 - 0.012 * (16 * k) ** 1.5 * 0)
+                   for k in range(11)]
+            for k in range(len(pts) - 1):
+                P.append(replace(_cap(f"rib{side}_{i}_{k}", pts[k], pts[k + 1], 5.0 * b, cortex=0.45),
+                                 group=f"rib{side}_{i}"))
+        clav = [(side * 18, -150), (side * 70, -160), (side * 130, -150)]
+        for k in range(2):
+            P.append(replace(_cap(f"clavicle{side}_{k}", clav[k], clav[k + 1], 7 * b, cortex=0.35),
+                             group=f"clavicle{side}"))
+    return P
+
+
 def _transform_prim(pr: Prim, f, scale: float, dangle: float) -> Prim:
     """Map a solid's points through f; lengths scale by `scale`, ellipse axes rotate by dangle."""
     g = pr.geom
@@ -240,6 +303,10 @@ FOV = {
     "FOREARM": ((-2, 445), 330), "WRIST": ((-3, 585), 135), "HAND": ((-4, 662), 225),
     "FINGER": (None, 95),
 }
+# study types outside MURA (unfamiliar inputs, never in training): field of view and anatomy
+OOD_PARTS = ("KNEE", "FOOT", "CHEST")
+FOV.update({"KNEE": ((0, 425), 210), "FOOT": ((0, 880), 200), "CHEST": ((0, 20), 420)})
+BUILDERS = {"KNEE": build_leg, "FOOT": build_leg, "CHEST": build_chest}
 KEY_BONES = {  # the bones that identify each study type (prefixes of solid names)
     "SHOULDER": ("humerus_head", "humerus_tuberosity", "glenoid", "scapula", "acromion", "coracoid", "clavicle"),
     "HUMERUS": ("humerus_shaft", "humerus_neck"),
@@ -249,6 +316,9 @@ KEY_BONES = {  # the bones that identify each study type (prefixes of solid name
     "WRIST": ("radius_distal", "radius_styloid", "ulna_head", "carpal_"),
     "HAND": ("mc", "pp", "mp", "dp"),
     "FINGER": (),  # the chosen finger's phalanges, filled in per study
+    "KNEE": ("femur_condyles", "patella", "tibia_plateau", "tibia_head", "fibula_head"),
+    "FOOT": ("metatarsal", "toe", "tarsal_", "talus", "calcaneus"),
+    "CHEST": ("vertebra", "rib", "clavicle"),
 }
 # where fractures happen: (solid, range of the position t along it)
 FRACTURE_SITES = {
@@ -493,7 +563,7 @@ def render_view(study: Study, view: int, rng: np.random.Generator, max_side: int
     flex = rng.uniform(0, 15) if proj == "AP" else rng.uniform(35, 100)
     flex = flex if part in ("ELBOW", "FOREARM") else rng.uniform(0, 20)
     abduct = rng.uniform(-5, 35)
-    prims = _apply_lesions(build_limb(study.anatomy, flex, abduct), study.lesion)
+    prims = _apply_lesions(BUILDERS.get(part, build_limb)(study.anatomy, flex, abduct), study.lesion)
     # ---- field of view
     centre, fov = FOV[part]
     if part == "FINGER":
@@ -501,7 +571,9 @@ def render_view(study: Study, view: int, rng: np.random.Generator, max_side: int
     else:  # follow the elbow flexion and the abduction of the arm
         if part in ("ELBOW", "FOREARM", "WRIST", "HAND"):
             centre = _rot(centre, (0, 312), math.radians(flex))
-        if part != "SHOULDER":
+        if part == "FOOT":
+            centre = _rot(centre, (0, 425), math.radians(flex))
+        if part in ("ELBOW", "FOREARM", "WRIST", "HAND", "HUMERUS"):
             centre = _rot(centre, (2, 0), -math.radians(abduct))
     fov = fov * rng.uniform(0.8, 1.25)
     centre = np.asarray(centre, float) + rng.normal(0, 0.09 * fov, 2)
@@ -579,6 +651,19 @@ def render_view(study: Study, view: int, rng: np.random.Generator, max_side: int
 # --------------------------------------------------------------------------- planning and writing
 
 
+def plan_ood_studies(patients: int, seed: int, parts=OOD_PARTS) -> list[Study]:
+    """Normal studies of body parts outside MURA's seven, all in a `valid` split (they are test inputs only)."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2,)))
+    studies = []
+    for pid in range(1, patients + 1):
+        an = Anatomy(size=float(rng.uniform(0.88, 1.12)), bone=float(rng.uniform(0.88, 1.12)),
+                     soft=float(rng.uniform(0.8, 1.35)), spread=1.0)
+        part = parts[int(rng.integers(len(parts)))]
+        studies.append(Study("valid", part, pid, 1, 0, int(rng.choice([1, 2, 3, 4], p=VIEWS_P)), an,
+                             bool(rng.random() < 0.5)))
+    return studies
+
+
 def plan_studies(train_patients: int, valid_patients: int, seed: int) -> list[Study]:
     """Patients, their studies and labels; class shares and abnormal rates follow MURA."""
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
@@ -627,13 +712,15 @@ def _write_study(args) -> list[tuple[str, int]]:
     return rows
 
 
-def settings_dict(train_patients: int, valid_patients: int, seed: int, max_side: int = 512) -> dict:
+def settings_dict(train_patients: int, valid_patients: int, seed: int, max_side: int = 512, ood: bool = False
+                  ) -> dict:
     return dict(generator_version=GENERATOR_VERSION, train_patients=train_patients,
-                valid_patients=valid_patients, seed=seed, max_side=max_side)
+                valid_patients=valid_patients, seed=seed, max_side=max_side,
+                parts=list(OOD_PARTS) if ood else list(PARTS))
 
 
 def generate(out: str | os.PathLike, train_patients: int = 1100, valid_patients: int = 260, seed: int = 0,
-             max_side: int = 512, workers: int | None = None, progress: bool = True) -> Path:
+             max_side: int = 512, workers: int | None = None, progress: bool = True, ood: bool = False) -> Path:
     """Write a phantom MURA-v1.1 tree under `out`; returns the MURA-v1.1 folder.
 
     The tree is written into a temporary folder and renamed into place when
@@ -647,7 +734,7 @@ def generate(out: str | os.PathLike, train_patients: int = 1100, valid_patients:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    studies = plan_studies(train_patients, valid_patients, seed)
+    studies = plan_ood_studies(valid_patients, seed) if ood else plan_studies(train_patients, valid_patients, seed)
     workers = workers or os.cpu_count() or 1
     jobs = [(tmp, st, i, seed, max_side) for i, st in enumerate(studies)]
     t0 = time.time()
@@ -659,11 +746,13 @@ def generate(out: str | os.PathLike, train_patients: int = 1100, valid_patients:
         results = [_write_study(j) for j in tqdm(jobs, desc="phantom studies", disable=not progress)]
     for split in ("train", "valid"):
         img_rows = [r for st, rows in zip(studies, results) if st.split == split for r in rows]
+        if not img_rows:  # e.g. the unfamiliar-parts tree has no train split
+            continue
         with open(tmp / f"{split}_image_paths.csv", "w") as f:
             f.writelines(f"{p}\n" for p, _ in img_rows)
         with open(tmp / f"{split}_labeled_studies.csv", "w") as f:
             f.writelines(f"MURA-v1.1/{st.folder}/,{st.label}\n" for st in studies if st.split == split)
-    meta = settings_dict(train_patients, valid_patients, seed, max_side)
+    meta = settings_dict(train_patients, valid_patients, seed, max_side, ood)
     meta.update(n_studies=len(studies), n_images=sum(len(r) for r in results),
                 seconds=round(time.time() - t0, 1), lesion_flags=dict(fracture=LESION_FRACTURE,
                 hardware=LESION_HARDWARE, cast=LESION_CAST),
@@ -677,16 +766,20 @@ def generate(out: str | os.PathLike, train_patients: int = 1100, valid_patients:
 
 
 def ensure(out: str | os.PathLike, train_patients: int, valid_patients: int, seed: int = 0,
-           max_side: int = 512, **kw) -> Path:
-    """The phantom under `out`, generated only if missing or made with other settings."""
+           max_side: int = 512, ood: bool = False, **kw) -> Path:
+    """The phantom under `out`, generated only if missing or made with other settings.
+
+    `ood=True`: `valid_patients` normal studies of knees, feet and chests (not MURA study types), for testing
+    how the models meet unfamiliar inputs; `train_patients` is ignored."""
     final = Path(out) / "MURA-v1.1"
-    want = settings_dict(train_patients, valid_patients, seed, max_side)
+    train_patients = 0 if ood else train_patients
+    want = settings_dict(train_patients, valid_patients, seed, max_side, ood)
     meta_path = final / "phantom.json"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         if all(meta.get(k) == v for k, v in want.items()):
             return final
-    return generate(out, train_patients, valid_patients, seed, max_side, **kw)
+    return generate(out, train_patients, valid_patients, seed, max_side, ood=ood, **kw)
 
 
 def main(argv=None):
@@ -697,9 +790,11 @@ def main(argv=None):
     ap.add_argument("--valid-patients", type=int, default=260)
     ap.add_argument("--max-side", type=int, default=512, help="long side of the images in px")
     ap.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    ap.add_argument("--ood", action="store_true", help="knees, feet and chests (not MURA types), valid split only")
     a = ap.parse_args(argv)
     t0 = time.time()
-    root = generate(a.out, a.train_patients, a.valid_patients, a.seed, a.max_side, a.workers)
+    root = generate(a.out, 0 if a.ood else a.train_patients, a.valid_patients, a.seed, a.max_side, a.workers,
+                    ood=a.ood)
     meta = json.loads((root / "phantom.json").read_text())
     print(f"wrote {meta['n_images']} images in {meta['n_studies']} studies to {root} "
           f"in {time.time() - t0:.1f} s", file=sys.stderr)
