@@ -26,11 +26,21 @@ def test_there_are_notebooks_and_they_are_stored_without_outputs():
             assert f"{name} =" in params[0].source
 
 
-def test_smoke_profile_runs_every_notebook(tmp_path):
-    """`make test` runs the whole report on the smoke profile into a temporary folder."""
-    proc = subprocess.run([sys.executable, "-m", "utils.report", "--profile", "smoke", "--out-root", str(tmp_path)],
+def _smoke_report(out):
+    proc = subprocess.run([sys.executable, "-m", "utils.report", "--profile", "smoke", "--out-root", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """The whole report on the smoke profile, into a temporary folder (what `make test` runs)."""
+    return _smoke_report(tmp_path_factory.mktemp("smoke"))
+
+
+def test_smoke_profile_runs_every_notebook(smoke_run):
+    tmp_path = smoke_run
     log = json.loads((tmp_path / "report" / "run_log.json").read_text())
     assert log["profile"] == "smoke" and log["data_source"] == "phantom"
     assert [e["notebook"] for e in log["notebooks"]] == [nb.name for nb in NOTEBOOKS]
@@ -40,6 +50,19 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     results = json.loads((tmp_path / "report" / "results" / "data.json").read_text())
     assert results["source"] == "phantom" and results["images"] > 0
     assert any((tmp_path / "figures").glob("00_*.png"))
+    assert len(log["notebooks"]) == len(NOTEBOOKS) and sum(e["wall_s"] for e in log["notebooks"]) < 180
+
+
+def test_the_report_reproduces_its_numbers(smoke_run, tmp_path):
+    """A second run from scratch gives the same report/results/*.json, byte for byte."""
+    again = _smoke_report(tmp_path)
+    first = sorted(p.name for p in (smoke_run / "report" / "results").glob("*.json"))
+    assert first == sorted(p.name for p in (again / "report" / "results").glob("*.json")) and len(first) >= 6
+    for name in first:
+        a = json.loads((smoke_run / "report" / "results" / name).read_text())
+        b = json.loads((again / "report" / "results" / name).read_text())
+        a.pop("root", None), b.pop("root", None)  # where each run's phantom lies
+        assert a == b, f"{name} differs between two runs"
 
 
 def _nb(path, source):
