@@ -271,12 +271,13 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(f"{type(e).__name__}: {e}") from e
 
 
-def letterbox(img: np.ndarray, size: int) -> np.ndarray:
-    """Resize keeping the aspect ratio so the long side is `size`, pad with black to size x size."""
+def letterbox(img: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
+    """Resize keeping the aspect ratio so the long side is `size`, pad with black to size x size.
+    `nearest` resamples by nearest neighbour (for masks), otherwise area (down) or bilinear (up)."""
     h, w = img.shape
     scale = size / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     small = cv2.resize(img, (nw, nh), interpolation=interp)
     out = np.zeros((size, size), np.uint8)
     y0, x0 = (size - nh) // 2, (size - nw) // 2
@@ -596,18 +597,6 @@ def read_masks(image_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray] |
     return cv2.imread(str(mp[0]), cv2.IMREAD_GRAYSCALE) > 0, cv2.imread(str(mp[1]), cv2.IMREAD_GRAYSCALE)
 
 
-def letterbox_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """A mask letterboxed like its image (nearest-neighbour, zero padding), so it lines up with the input."""
-    h, w = mask.shape
-    scale = size / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    small = cv2.resize(mask.astype(np.uint8), (nw, nh), interpolation=cv2.INTER_NEAREST)
-    out = np.zeros((size, size), np.uint8)
-    y0, x0 = (size - nh) // 2, (size - nw) // 2
-    out[y0:y0 + nh, x0:x0 + nw] = small
-    return out
-
-
 def masks_for(paths, size: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Letterboxed (bones bool B x S x S, lesion flags uint8 B x S x S) of images, or None without masks."""
     bones, lesions = [], []
@@ -615,6 +604,6 @@ def masks_for(paths, size: int) -> tuple[np.ndarray, np.ndarray] | None:
         m = read_masks(p)
         if m is None:
             return None
-        bones.append(letterbox_mask(m[0], size) > 0)
-        lesions.append(letterbox_mask(m[1], size))
+        bones.append(letterbox(m[0].astype(np.uint8), size, nearest=True) > 0)
+        lesions.append(letterbox(m[1], size, nearest=True))
     return np.stack(bones), np.stack(lesions)
