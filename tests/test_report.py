@@ -50,7 +50,6 @@ def test_smoke_profile_runs_every_notebook(smoke_run):
     results = json.loads((tmp_path / "report" / "results" / "data.json").read_text())
     assert results["source"] == "phantom" and results["images"] > 0
     assert any((tmp_path / "figures").glob("00_*.png"))
-    assert len(log["notebooks"]) == len(NOTEBOOKS) and sum(e["wall_s"] for e in log["notebooks"]) < 180
 
 
 def test_the_report_reproduces_its_numbers(smoke_run, tmp_path):
