@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import data
+from . import data, metrics
 from .config import Paths, get_device, get_paths, get_profile
 from .train import datasets, load_member, member_dir
 
@@ -135,7 +135,7 @@ def optimize_prior(fit: LaplaceFit, method: str = "marglik", val: tuple | None =
             for p in grid:
                 if p not in tried:
                     fit.la.prior_precision = float(p)
-                    tried[p] = _nll(predict(fit, phi, predictive), y)
+                    tried[p] = metrics.nll(predict(fit, phi, predictive), y)
             best = min(tried, key=tried.get)
             step = grid[1] / grid[0]
             if best == grid.min():
@@ -235,10 +235,6 @@ def predict(fit: LaplaceFit, phi: np.ndarray, how: str = "probit", n_samples: in
     if how == "mc":
         return mc_samples(f_mu, f_var, n_samples, seed).mean(0).numpy()
     raise ValueError(f"unknown predictive {how!r}; known: probit, probit_raw, mc")
-
-
-def _nll(probs, y) -> float:
-    return float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
 
 
 def head_samples(fit: LaplaceFit, n_samples: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

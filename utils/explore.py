@@ -8,6 +8,7 @@ from torch import nn
 
 from . import data
 from .config import BODY_PARTS, display_path
+from .models import build_model
 
 CUES = {
     "image size and aspect": ["height", "width", "aspect"],
@@ -57,30 +58,19 @@ def trivial_cues(index: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def probe_cnn(num_classes: int, width: int = 16) -> nn.Module:
-    """A small CNN (features -> global average pool -> linear head) for a quick capacity check."""
-    def block(i, o):
-        return nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(),
-                             nn.MaxPool2d(2))
-
-    w = width
-    return nn.Sequential(nn.Conv2d(1, w, 5, stride=2, padding=2), nn.ReLU(), block(w, 2 * w), block(2 * w, 4 * w),
-                         block(4 * w, 8 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8 * w, num_classes))
-
-
 def cnn_probe(cache: data.ImageCache, epochs: int = 6, seed: int = 0, batch_size: int = 64, lr: float = 3e-3,
               device: str | torch.device = "cpu") -> dict:
-    """Train `probe_cnn` briefly on the train subset; test accuracy and macro-F1 on the body-part task.
+    """Train the small CNN briefly on the train subset; test accuracy and macro-F1 on the body-part task.
 
-    This is a probe of the data (can a CNN see the class where trivial cues cannot?),
-    not the study's model: notebook 01 trains that.
+    This is a probe of the data (can a CNN see the class where trivial cues cannot?), a few
+    epochs with a one-cycle schedule; notebook 01 trains the study's model properly.
     """
     from sklearn.metrics import f1_score
 
     torch.manual_seed(seed)
     tr = data.CachedImages(cache, "train")
     te = data.CachedImages(cache, "test")
-    model = probe_cnn(len(tr.classes)).to(device)
+    model = build_model("small", len(tr.classes)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr, weight_decay=1e-4)
     loader = data.make_loader(tr, batch_size, shuffle=True, seed=seed)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * len(loader))
