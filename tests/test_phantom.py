@@ -77,7 +77,7 @@ def test_bone_is_brighter_than_soft_tissue():
     rng = np.random.default_rng(0)
     diffs = []
     for st in studies[:30]:
-        img, bones, _, meta = phantom.render_view(st, 1, rng, max_side=160)
+        img, bones, _, meta = phantom.render_view(st, rng, max_side=160)
         inner = cv2.erode((bones > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         if inner.sum() > 30:
             ring = cv2.dilate(inner.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0

@@ -325,3 +325,61 @@ def score_maps(maps: dict[str, torch.Tensor], bones: torch.Tensor) -> dict[str, 
     """Per-image pointing game, relevance mass and top-10 % IoU of each map against the bone masks."""
     return {name: dict(pointing=pointing_game(m, bones).numpy(), mass=relevance_mass(m, bones).numpy(),
                        iou=topk_iou(m, bones).numpy()) for name, m in maps.items()}
+
+
+def score_test_set(models, W: torch.Tensor, dataset, masks=None, n_deletion: int = 120, steps: int = 10,
+                   batch: int = 128, seed: int = 0):
+    """Table 05-1: for every map of `method_maps` (and a random reference), the mean and standard error over
+    the test images of the mask scores (pointing, mass, iou; where `masks` = (bones, lesion) are given) and of
+    the deletion/insertion AUCs over the first `n_deletion` images (ensemble maps scored with the ensemble's
+    predictive, the others with member 0). Maps explain the true class."""
+    import pandas as pd
+
+    from .data import make_loader
+
+    ens_model = MeanProbs(models)
+    scores: dict[str, dict[str, list]] = {}
+    start = 0
+    for xb, yb in make_loader(dataset, batch):
+        maps = method_maps(models, W, xb, yb)
+        maps["random (reference)"] = torch.rand(len(xb), *xb.shape[-2:],
+                                                generator=torch.Generator().manual_seed(seed + start))
+        if masks is not None:
+            bones = torch.as_tensor(masks[0][start:start + len(xb)])
+            for name, d in score_maps(maps, bones).items():
+                for k, v in d.items():
+                    scores.setdefault(name, {}).setdefault(k, []).append(v)
+        if start < n_deletion:
+            k = min(len(xb), n_deletion - start)
+            for name, m in maps.items():
+                if "spread" in name:
+                    continue
+                r = deletion_insertion(ens_model if name.startswith("ensemble") else models[0], xb[:k], m[:k],
+                                       yb[:k], steps=steps)
+                for key in ("deletion_auc", "insertion_auc"):
+                    scores.setdefault(name, {}).setdefault(key, []).append(r[key])
+        start += len(xb)
+    rows = []
+    for name, d in scores.items():
+        if "deletion_auc" not in d:  # the spread maps: not explanations of the class themselves
+            continue
+        row = dict(method=name)
+        for k, v in d.items():
+            v = np.concatenate(v)
+            row[k], row[k + "_se"] = v.mean(), v.std(ddof=1) / np.sqrt(len(v))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def member_spread(models, dataset, batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Per test image: the relative spread of the members' CAMs of the true class (mean std over mean
+    magnitude) and the ensemble's probabilities (N x C)."""
+    from .data import make_loader
+
+    spread, probs = [], []
+    for xb, yb in make_loader(dataset, batch):
+        st = aggregate(member_maps(models, xb, yb))
+        spread.append((st["std"].mean((-2, -1)) / st["mean"].abs().mean((-2, -1)).clamp_min(1e-9)).numpy())
+        probs.append(torch.stack([torch.softmax(m(xb), 1) for m in models]).mean(0).numpy())
+    return np.concatenate(spread), np.concatenate(probs)

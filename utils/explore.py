@@ -140,9 +140,6 @@ def lesion_kinds(index: pd.DataFrame) -> pd.DataFrame:
     return (df.groupby(["body_part", "label"])[["fracture", "hardware", "cast"]].mean() * 100).round(1)
 
 
-__all__ = ["counts", "units", "trivial_cues", "cnn_probe", "intensity_histograms", "sample_rows", "overlay",
-           "lesion_kinds", "BODY_PARTS"]
-
 
 def source_note(src: dict, index: pd.DataFrame) -> str:
     """One paragraph (Markdown) saying where the images came from."""

@@ -554,7 +554,7 @@ def _render(prims: list[Prim], M: np.ndarray, off: np.ndarray, s: float, H: int,
     return A, keym, lesion
 
 
-def render_view(study: Study, view: int, rng: np.random.Generator, max_side: int = 512):
+def render_view(study: Study, rng: np.random.Generator, max_side: int = 512):
     """One radiograph of the study: (uint8 image H x W, bones mask, lesion flags, view metadata)."""
     part = study.part
     # ---- projection and pose of this view
@@ -702,7 +702,7 @@ def _write_study(args) -> list[tuple[str, int]]:
     mdir.mkdir(parents=True, exist_ok=True)
     rows = []
     for v in range(1, study.n_views + 1):
-        img, bones, lesion, _ = render_view(study, v, rng, max_side)
+        img, bones, lesion, _ = render_view(study, rng, max_side)
         if rng.random() < 0.08:  # some MURA files are stored as RGB
             img = np.repeat(img[..., None], 3, axis=2)
         cv2.imwrite(str(sdir / f"image{v}.png"), img)

@@ -84,3 +84,27 @@ def image_grid(images, titles=None, ncols: int = 4, size: float = 2.4, cmap: str
         ax.set_title(t, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def overlay_grid(images, titles, maps_by_col: dict, title: str, size: float = 1.6):
+    """Rows of images (2D, in [0, 1]), each followed by the maps of every column overlaid (normalised per map,
+    jet colours); returns the figure."""
+    import matplotlib.pyplot as plt
+
+    cols = list(maps_by_col)
+    n = len(images)
+    fig, axes = plt.subplots(n, len(cols) + 1, figsize=(size * (len(cols) + 1), (size + 0.05) * n), squeeze=False)
+    for i in range(n):
+        axes[i, 0].imshow(images[i], cmap="gray")
+        axes[i, 0].set_title(titles[i], fontsize=8)
+        for j, c in enumerate(cols):
+            m = np.asarray(maps_by_col[c][i], float)
+            axes[i, j + 1].imshow(images[i], cmap="gray")
+            axes[i, j + 1].imshow((m - m.min()) / (m.max() - m.min() + 1e-12), cmap="jet", alpha=0.45)
+            if i == 0:
+                axes[i, j + 1].set_title(c, fontsize=8)
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.suptitle(title, y=1.0)
+    fig.tight_layout()
+    return fig
