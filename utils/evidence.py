@@ -1,0 +1,460 @@
+"""Intervals for the report's findings: a paired cluster bootstrap over test studies.
+
+Images of one study (1-4 views of one patient's examination) are not independent, so the
+unit of resampling is the study. A replicate draws the test set's S studies with replacement
+(S draws); every image gets its study's draw count as a weight, and the replicate's metric is
+the *weighted* metric of all images (a weight of 2 is the same as the image appearing twice).
+`study_weights` returns these weights as one B x N matrix, and every metric here is
+vectorised over its rows, so
+
+* a replicate is *paired* across methods for free: two methods scored with the same weight
+  matrix (same groups, same seed) see the very same resampled test sets, and the replicate
+  value of a difference is the difference of the replicate values;
+* error bars that also carry the spread over training runs (`member_interval`) draw the
+  members with replacement in each replicate as well, with one set of study weights shared by
+  all drawn members of that replicate (a two-stage bootstrap).
+
+Intervals are percentile intervals of the replicates re-centred on the estimate (`_percentiles`:
+the bootstrap's median bias removed, which matters for the ECE); the estimate is the metric on the
+full data (all weights 1). With unit weights the weighted metrics equal those of
+`utils.metrics` (accuracy, NLL, Brier, 15-bin right-closed top-label ECE, AUROC).
+
+`ece_reference` gives the ECE that a perfectly calibrated predictor with the same predictive
+probabilities would show on this many images (ECE is biased upwards on finite data), and
+`cv_logistic_score` combines several error-flagging scores by logistic regression with
+out-of-fold predictions, folds split by study.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from utils.metrics import EPS, _bins
+
+METRICS = ("accuracy", "error", "nll", "brier", "ece", "auroc", "kappa")
+
+
+# ----------------------------------------------------------------------------------------------
+# resampling weights
+
+
+def _group_codes(groups, n: int | None = None) -> tuple[np.ndarray, int]:
+    """Integer study codes 0..S-1 per image (None: each image its own study)."""
+    if groups is None:
+        if n is None:
+            raise ValueError("groups=None needs the number of images")
+        return np.arange(n), n
+    _, inv = np.unique(np.asarray(groups), return_inverse=True)
+    inv = inv.ravel()
+    return inv, int(inv.max()) + 1 if len(inv) else 0
+
+
+def study_weights(groups, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
+    """Per-image weights of `n_boot` cluster-bootstrap replicates over studies.
+
+    Parameters
+    ----------
+    groups : (N,) study id per image (any sortable hashable: str, int).
+    n_boot, seed : number of replicates and the seed of a numpy Generator.
+
+    Returns
+    -------
+    (n_boot, N) float array: row r holds, for each image, how often its study was drawn in
+    replicate r (S draws with replacement from the S studies; multinomial counts).
+    """
+    inv, s = _group_codes(groups)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, s, size=(n_boot, s))
+    counts = np.bincount((draws + np.arange(n_boot)[:, None] * s).ravel(), minlength=n_boot * s)
+    return counts.reshape(n_boot, s)[:, inv].astype(np.float64)
+
+
+# ----------------------------------------------------------------------------------------------
+# weighted metrics, vectorised over the rows of W
+
+
+def _as_weights(W, n: int) -> np.ndarray:
+    W = np.asarray(W, np.float64)
+    if W.ndim == 1:
+        W = W[None]
+    if W.ndim != 2 or W.shape[1] != n:
+        raise ValueError(f"expected weights B x {n}, got {W.shape}")
+    return W
+
+
+def _weighted_mean(q: np.ndarray, W: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (W @ q) / W.sum(1)
+
+
+def _weighted_ece(conf: np.ndarray, correct: np.ndarray, W: np.ndarray, n_bins: int = 15) -> np.ndarray:
+    """sum_k |sum_{i in bin k} w_i (correct_i - conf_i)| / sum_i w_i, for every row of W (B x N);
+    W may also be one row per replicate of `correct` (B x N)."""
+    onehot = np.zeros((len(conf), n_bins))
+    onehot[np.arange(len(conf)), _bins(conf, n_bins)] = 1.0
+    if correct.ndim == 1:  # weights vary, outcomes fixed
+        gap = np.abs(W @ (onehot * correct[:, None]) - W @ (onehot * conf[:, None]))
+        tot = W.sum(1)
+    else:  # outcomes vary (B x N), unit weights
+        gap = np.abs(correct @ onehot - (onehot * conf[:, None]).sum(0))
+        tot = np.full(len(correct), float(len(conf)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return gap.sum(1) / tot
+
+
+def _weighted_auroc(score: np.ndarray, positive: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Weighted Mann-Whitney AUROC per row of W: sum_{i pos, j neg} w_i w_j [s_i > s_j] (ties 1/2)
+    / (sum_pos w * sum_neg w). NaN for a row in which one class has zero weight."""
+    score = np.asarray(score, np.float64).ravel()
+    positive = np.asarray(positive).astype(bool).ravel()
+    order = np.argsort(score, kind="stable")
+    s = score[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # first index of each tied block
+    Ws = W[:, order]
+    pos = positive[order]
+    wpos = np.add.reduceat(Ws * pos, starts, axis=1)  # B x U: positive weight per distinct score
+    wneg = np.add.reduceat(Ws * ~pos, starts, axis=1)
+    below = np.cumsum(wneg, axis=1) - wneg  # negative weight strictly below each distinct score
+    num = (wpos * (below + 0.5 * wneg)).sum(1)
+    den = wpos.sum(1) * wneg.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _weighted_kappa(pred: np.ndarray, labels: np.ndarray, c: int, W: np.ndarray) -> np.ndarray:
+    """Cohen's kappa of predicted against true classes under each weight row (scikit-learn's
+    `cohen_kappa_score(sample_weight=...)`): (p_o - p_e) / (1 - p_e) from the weighted confusion matrix."""
+    cell = np.eye(c * c)[labels * c + pred]  # N x C^2 one-hot of the (true, predicted) cell
+    conf = (W @ cell).reshape(len(W), c, c)
+    total = conf.sum((1, 2))
+    po = np.trace(conf, axis1=1, axis2=2) / total
+    pe = (conf.sum(2) * conf.sum(1)).sum(1) / total ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pe < 1, (po - pe) / (1 - pe), np.nan)
+
+
+def weighted_metric(name: str, probs, labels, W) -> np.ndarray:
+    """A metric under each row of a weight matrix.
+
+    Parameters
+    ----------
+    name : "accuracy", "error" (1 - accuracy), "nll", "brier", "ece" (15 right-closed bins,
+        top label) or "auroc" (binary: `probs` is a score (N,) or N x 2, column 1 the score;
+        `labels` 0/1), or "kappa" (Cohen's kappa of the predicted class, MURA's metric).
+    probs : (N, C) predictive probabilities.
+    labels : (N,) integer labels.
+    W : (B, N) or (N,) non-negative weights, e.g. from `study_weights`.
+
+    Returns
+    -------
+    (B,) metric per row; with unit weights equal to `utils.metrics` on the data.
+    """
+    labels = np.asarray(labels).astype(int).ravel()
+    n = len(labels)
+    W = _as_weights(W, n)
+    probs = np.asarray(probs, np.float64)
+    if name == "auroc":
+        score = probs[:, 1] if probs.ndim == 2 else probs
+        if len(score) != n:
+            raise ValueError(f"score of {len(score)} for {n} labels")
+        return _weighted_auroc(score, labels == 1, W)
+    if probs.ndim != 2 or len(probs) != n:
+        raise ValueError(f"expected probs N x C and labels N, got {probs.shape} and {labels.shape}")
+    if name in ("accuracy", "error"):
+        correct = (probs.argmax(1) == labels).astype(np.float64)
+        acc = _weighted_mean(correct, W)
+        return acc if name == "accuracy" else 1.0 - acc
+    if name == "nll":
+        return _weighted_mean(-np.log(np.clip(probs[np.arange(n), labels], EPS, None)), W)
+    if name == "brier":
+        onehot = np.eye(probs.shape[1])[labels]
+        return _weighted_mean(((probs - onehot) ** 2).sum(1), W)
+    if name == "ece":
+        conf = probs.max(1)
+        correct = (probs.argmax(1) == labels).astype(np.float64)
+        return _weighted_ece(conf, correct, W)
+    if name == "kappa":
+        return _weighted_kappa(probs.argmax(1), labels, probs.shape[1], W)
+    raise ValueError(f"unknown metric {name!r}; one of {METRICS}")
+
+
+# ----------------------------------------------------------------------------------------------
+# intervals
+
+
+def _percentiles(reps: np.ndarray, level: float, estimate: float | None = None) -> tuple[float, float]:
+    """Percentile interval of the replicates, re-centred on the estimate when it is given.
+
+    A statistic the resampling biases, like the ECE (a replicate repeats studies and so bins fewer distinct
+    images, which raises the ECE: on the report's test set nearly every replicate lies above the estimate),
+    puts its plain percentile interval beside the estimate rather than around it, and Efron's BC correction
+    breaks down when the bias is that strong. The interval here is the replicates' spread around their
+    median, placed around the estimate: [q_lo - b, q_hi - b] with b = median - estimate, the bootstrap
+    estimate of the bias. For an unbiased statistic b ~ 0 and it is the plain percentile interval.
+    """
+    a = (1 - level) / 2
+    lo, hi = np.quantile(reps, [a, 1 - a])
+    bias = float(np.median(reps) - estimate) if estimate is not None and np.isfinite(estimate) else 0.0
+    return float(lo - bias), float(hi - bias)
+
+
+def _summary(estimate: float, reps: np.ndarray, level: float, key: str = "estimate") -> dict:
+    reps = reps[np.isfinite(reps)]
+    lo, hi = _percentiles(reps, level, estimate) if len(reps) else (np.nan, np.nan)
+    return {key: float(estimate), "low": lo, "high": hi,
+            "se": float(reps.std(ddof=1)) if len(reps) > 1 else 0.0, "n_boot": int(len(reps))}
+
+
+def _delta_summary(delta: float, reps: np.ndarray, level: float) -> dict:
+    d = _summary(delta, reps, level, key="delta")
+    d["excludes_zero"] = bool(d["low"] > 0 or d["high"] < 0)
+    return d
+
+
+def interval(metric: str, probs, labels, groups, n_boot: int = 2000, seed: int = 0,
+             level: float = 0.95) -> dict:
+    """Metric on the full data with its study-bootstrap percentile interval.
+
+    Returns dict(estimate, low, high, se, n_boot); `n_boot` is the number of replicates used
+    (for "auroc", replicates in which one class is absent are dropped). groups=None treats
+    every image as its own study.
+    """
+    n = len(np.asarray(labels))
+    est = weighted_metric(metric, probs, labels, np.ones((1, n)))[0]
+    W = study_weights(_group_codes(groups, n)[0], n_boot, seed)
+    return _summary(est, weighted_metric(metric, probs, labels, W), level)
+
+
+def paired_delta(metric: str, probs_a, probs_b, labels, groups, n_boot: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> dict:
+    """metric(a) - metric(b) with a paired interval (both scored on the same resampled studies).
+
+    Returns dict(delta, low, high, se, n_boot, excludes_zero).
+    """
+    n = len(np.asarray(labels))
+    one = np.ones((1, n))
+    delta = weighted_metric(metric, probs_a, labels, one)[0] - weighted_metric(metric, probs_b, labels, one)[0]
+    W = study_weights(_group_codes(groups, n)[0], n_boot, seed)
+    reps = weighted_metric(metric, probs_a, labels, W) - weighted_metric(metric, probs_b, labels, W)
+    return _delta_summary(delta, reps, level)
+
+
+def _member_counts(m: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, m) counts of m members drawn with replacement per replicate (a stream of its own,
+    so the study weights are those of `study_weights(groups, n_boot, seed)`)."""
+    rng = np.random.default_rng([seed, 1])
+    draws = rng.integers(0, m, size=(n_boot, m))
+    return np.bincount((draws + np.arange(n_boot)[:, None] * m).ravel(), minlength=n_boot * m).reshape(n_boot, m)
+
+
+def _as_members(x, n: int, metric: str) -> np.ndarray:
+    """M x N x C member predictions (for "auroc" also M x N scores); one N x C array (or, for
+    "auroc", one score of N or an N x 2 array) becomes a single member."""
+    x = np.asarray(x, np.float64)
+    single = x.ndim == 2 and x.shape[0] == n and (metric != "auroc" or x.shape[1] == 2)
+    return x[None] if single or x.ndim == 1 else x
+
+
+def _member_values(metric: str, member_probs: np.ndarray, labels, W: np.ndarray) -> np.ndarray:
+    """(M, B) metric of every member under every row of W."""
+    return np.stack([weighted_metric(metric, p, labels, W) for p in member_probs])
+
+
+def member_interval(metric: str, member_probs, labels, groups, n_boot: int = 2000, seed: int = 0,
+                    level: float = 0.95) -> dict:
+    """Mean over training runs (members) of a metric, with an interval carrying both the spread
+    over members and the test-set noise.
+
+    Each replicate draws M members with replacement and the studies with replacement (one set
+    of study weights for all members of the replicate); its value is the mean over the drawn
+    members. `member_probs` is M x N x C. Returns dict(estimate, low, high, se, n_boot).
+    """
+    mp = np.asarray(member_probs, np.float64)
+    n = len(np.asarray(labels))
+    est = _member_values(metric, mp, labels, np.ones((1, n)))[:, 0].mean()
+    W = study_weights(_group_codes(groups, n)[0], n_boot, seed)
+    V = _member_values(metric, mp, labels, W)  # M x B
+    K = _member_counts(len(mp), n_boot, seed)  # B x M
+    return _summary(est, (K * V.T).sum(1) / len(mp), level)
+
+
+def paired_member_delta(metric: str, member_probs_a, member_probs_b, labels, groups, n_boot: int = 2000,
+                        seed: int = 0, level: float = 0.95) -> dict:
+    """Mean over members of metric(a_m) - metric(b_m), paired over studies *and* members.
+
+    a and b are M x N x C predictions of the same M members (e.g. member m's Laplace and its
+    MAP), or either is a plain N x C array (e.g. the ensemble's probabilities), used for every
+    member. Each replicate draws the members and the studies with replacement, the same for a
+    and b. Returns dict(delta, low, high, se, n_boot, excludes_zero).
+    """
+    n = len(np.asarray(labels))
+    a, b = _as_members(member_probs_a, n, metric), _as_members(member_probs_b, n, metric)
+    m = max(len(a), len(b))
+    if len(a) not in (1, m) or len(b) not in (1, m):
+        raise ValueError(f"a has {len(a)} members and b {len(b)}")
+    one = np.ones((1, n))
+    delta = _member_values(metric, a, labels, one)[:, 0].mean() - _member_values(metric, b, labels, one)[:, 0].mean()
+    W = study_weights(_group_codes(groups, n)[0], n_boot, seed)
+    V = np.broadcast_to(_member_values(metric, a, labels, W), (m, n_boot)) \
+        - np.broadcast_to(_member_values(metric, b, labels, W), (m, n_boot))
+    K = _member_counts(m, n_boot, seed)
+    return _delta_summary(delta, (K * V.T).sum(1) / m, level)
+
+
+# ----------------------------------------------------------------------------------------------
+# flagging errors
+
+
+def flag_auroc(score, is_error, groups, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """AUROC of `score` (higher = more likely an error) for separating errors from correct
+    predictions, with its study-bootstrap interval.
+
+    Replicates in which the resampled set has no error or no correct prediction are dropped;
+    `n_boot` in the result is the number of replicates used. Returns dict(estimate, low, high,
+    se, n_boot).
+    """
+    return interval("auroc", np.asarray(score, np.float64), np.asarray(is_error).astype(int), groups,
+                    n_boot, seed, level)
+
+
+def paired_auroc_delta(score_a, score_b, is_error, groups, n_boot: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> dict:
+    """AUROC(score_a) - AUROC(score_b) for flagging the same errors, paired over studies.
+
+    Replicates with one class absent are dropped (`n_boot` = number used). Returns
+    dict(delta, low, high, se, n_boot, excludes_zero).
+    """
+    return paired_delta("auroc", np.asarray(score_a, np.float64), np.asarray(score_b, np.float64),
+                        np.asarray(is_error).astype(int), groups, n_boot, seed, level)
+
+
+def _study_folds(is_error, groups, n_splits: int = 5, seed: int = 0) -> np.ndarray:
+    """Fold index per image; all images of a study share a fold (StratifiedGroupKFold, shuffled)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    y = np.asarray(is_error).astype(int)
+    inv, _ = _group_codes(groups, len(y))
+    fold = np.full(len(y), -1)
+    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    for k, (_, test) in enumerate(cv.split(np.zeros((len(y), 1)), y, inv)):
+        fold[test] = k
+    return fold
+
+
+def cv_logistic_score(features, is_error, groups, n_splits: int = 5, seed: int = 0) -> np.ndarray:
+    """Out-of-fold probability of an error from a logistic regression on standardised features.
+
+    Folds are split by study (no study in both the training and the test part of a fold), so
+    the combined score is judged on studies its weights never saw. features: N x F (or N).
+    Returns (N,) out-of-fold predicted probabilities of error.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = np.asarray(features, np.float64)
+    X = X[:, None] if X.ndim == 1 else X
+    y = np.asarray(is_error).astype(int)
+    fold = _study_folds(y, groups, n_splits, seed)
+    out = np.empty(len(y))
+    for k in range(n_splits):
+        test = fold == k
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        model.fit(X[~test], y[~test])
+        out[test] = model.predict_proba(X[test])[:, 1]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# calibration reference
+
+
+def ece_reference(probs, n_boot: int = 1000, seed: int = 0, n_bins: int = 15, level: float = 0.95) -> dict:
+    """ECE that a perfectly calibrated predictor with exactly these probabilities would show.
+
+    Per replicate, labels are sampled y*_i ~ Categorical(probs[i]) by inverse-CDF sampling with
+    one uniform u_i per image, the predicted (top) class first in the CDF: the top label is
+    correct iff u_i < max_c probs[i, c], which is all the top-label ECE looks at. Returns
+    dict(mean, low, high) of ECE(probs, y*) over the replicates (percentile interval).
+    """
+    probs = np.asarray(probs, np.float64)
+    conf = probs.max(1)
+    u = np.random.default_rng(seed).random((n_boot, len(conf)))
+    correct = (u < conf).astype(np.float64)
+    reps = _weighted_ece(conf, correct, None, n_bins)
+    lo, hi = _percentiles(reps, level)
+    return {"mean": float(reps.mean()), "low": lo, "high": hi}
+
+
+# ----------------------------------------------------------------------------------------------
+# formatting
+
+
+def _num(x: float, digits: int, sign: bool) -> str:
+    v = round(float(x), digits) + 0.0  # no "-0.00"
+    return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
+
+
+def fmt_interval(d: dict, scale: float = 1.0, digits: int = 2) -> str:
+    """'2.58 [2.10, 3.05]' from a dict with estimate (or mean), low and high, times `scale`."""
+    est = d["estimate"] if "estimate" in d else d["mean"]
+    return f"{_num(est * scale, digits, False)} [{_num(d['low'] * scale, digits, False)}, " \
+           f"{_num(d['high'] * scale, digits, False)}]"
+
+
+def fmt_delta(d: dict, scale: float = 1.0, digits: int = 2) -> str:
+    """'-0.47 [-0.90, -0.03]' from a dict with delta, low and high (ASCII signs, '+' shown)."""
+    return f"{_num(d['delta'] * scale, digits, True)} [{_num(d['low'] * scale, digits, True)}, " \
+           f"{_num(d['high'] * scale, digits, True)}]"
+
+
+# ----------------------------------------------------------------------------------------------
+# means of per-image scores, and tables
+
+
+def mean_interval(values, groups, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """The mean of a per-image score (e.g. an explanation's pointing hit or relevance mass) with its
+    study-bootstrap interval; NaN values (a score undefined for that image) are left out of every replicate.
+    Returns dict(estimate, low, high, se, n_boot)."""
+    v = np.asarray(values, np.float64)
+    ok = np.isfinite(v)
+    W = study_weights(_group_codes(groups, len(v))[0], n_boot, seed) * ok
+    est = float(v[ok].mean()) if ok.any() else np.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reps = (W @ np.where(ok, v, 0.0)) / W.sum(1)
+    return _summary(est, reps, level)
+
+
+def paired_mean_delta(values_a, values_b, groups, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """mean(a) - mean(b) of two per-image scores of the same images, paired over studies (images where either
+    is NaN are left out). Returns dict(delta, low, high, se, n_boot, excludes_zero)."""
+    a, b = np.asarray(values_a, np.float64), np.asarray(values_b, np.float64)
+    d = mean_interval(a - b, groups, n_boot, seed, level)
+    return dict(delta=d["estimate"], low=d["low"], high=d["high"], se=d["se"], n_boot=d["n_boot"],
+                excludes_zero=bool(d["low"] > 0 or d["high"] < 0))
+
+
+def flagging_table(scores: dict, is_error, groups, reference: str, combine: dict | None = None,
+                   n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> "pd.DataFrame":
+    """How well each score flags errors: AUROC with its interval, and the paired difference from the
+    `reference` score (e.g. the predictive entropy).
+
+    scores : {name: (N,) score, higher = more likely an error}.
+    combine : {name: [score names]}: a combined score, the out-of-fold probability of error of a logistic
+        regression on those scores (`cv_logistic_score`, folds by study), so the combination is judged on
+        images it was not fitted to.
+    """
+    import pandas as pd
+
+    is_error = np.asarray(is_error).astype(int)
+    scores = {k: np.asarray(v, np.float64) for k, v in scores.items()}
+    for name, parts in (combine or {}).items():
+        scores[name] = cv_logistic_score(np.column_stack([scores[p] for p in parts]), is_error, groups, seed=seed)
+    rows = []
+    for name, s in scores.items():
+        d = flag_auroc(s, is_error, groups, n_boot, seed, level)
+        row = dict(score=name, auroc=d["estimate"], low=d["low"], high=d["high"])
+        if name != reference:
+            dd = paired_auroc_delta(s, scores[reference], is_error, groups, n_boot, seed, level)
+            row.update(delta=dd["delta"], delta_low=dd["low"], delta_high=dd["high"])
+        rows.append(row)
+    return pd.DataFrame(rows)
