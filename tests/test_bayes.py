@@ -157,3 +157,225 @@ def test_head_samples_centre_on_the_map(tiny):
     W, b = bayes.head_samples(fit, 4000, seed=0)
     assert W.shape == (4000, 3, model.fc.in_features) and b.shape == (4000, 3)
     torch.testing.assert_close(W.mean(0), model.fc.weight.detach(), atol=0.1, rtol=0)
+
+
+# --------------------------------------------------------------------------- the prior search: bracketed or not
+
+
+def _map_labels(model, phi):
+    """Validation labels that agree with the MAP network everywhere: any posterior variance only lowers the
+    confidence of right answers, so the validation NLL keeps falling as delta grows."""
+    return metrics.softmax(phi @ model.fc.weight.detach().double().numpy().T
+                           + model.fc.bias.detach().double().numpy()).argmax(1)
+
+
+def test_gridsearch_that_runs_off_the_upper_edge_says_so_and_warns(tiny):
+    model, _, y, phi = tiny
+    fit = bayes.fit_laplace(bayes.head_of(model), phi, y.numpy(), "kron")
+    with pytest.warns(bayes.PriorNotBracketedWarning, match=r"kron Hessian.*gridsearch.*collapses onto the MAP"):
+        bayes.optimize_prior(fit, "gridsearch", val=(phi, _map_labels(model, phi)))
+    lo, hi = fit.log["searched"]
+    assert fit.log["bracketed"] is False and fit.log["edge"] == "upper"
+    assert "collapses onto the MAP" in fit.log["reason"]
+    assert fit.prior_precision == pytest.approx(hi) and lo < 1 < 1e6 < hi  # it widened before giving up
+    assert float(fit.la.prior_precision) == pytest.approx(fit.prior_precision)
+    np.testing.assert_allclose(bayes.predict(fit, phi), bayes.softmax_t(phi @ model.fc.weight.detach().numpy().T
+                                                                        + model.fc.bias.detach().numpy()), atol=1e-5)
+
+
+def test_marglik_that_runs_off_the_upper_edge_says_so_and_warns(tiny):
+    """A head at zero: the scatter term vanishes and the Occam factor keeps growing with delta."""
+    model, _, y, phi = tiny
+    head = bayes.head_of(model)
+    with torch.no_grad():
+        head[0].weight.zero_()
+        head[0].bias.zero_()
+    fit = bayes.fit_laplace(head, phi, y.numpy(), "diag")
+    with pytest.warns(bayes.PriorNotBracketedWarning, match=r"diag Hessian.*marglik.*collapses onto the MAP"):
+        bayes.optimize_prior(fit, "marglik")
+    assert fit.log["bracketed"] is False and fit.log["edge"] == "upper"
+    assert fit.prior_precision == pytest.approx(fit.log["searched"][1]) and fit.prior_precision > 1e6
+
+
+@pytest.fixture(scope="module")
+def overfit():
+    """A linear head trained to near-zero training loss on 80 noisy 20-dimensional features of 3 classes: on
+    400 validation features from the same classes it is overconfident, and some posterior variance helps."""
+    rng = np.random.default_rng(0)
+    means = rng.normal(0, 0.6, (3, 20))
+
+    def draw(n):
+        y = rng.integers(0, 3, n)
+        return (means[y] + rng.normal(0, 1, (n, 20))).astype(np.float32), y
+
+    (phi, y), val = draw(80), draw(400)
+    torch.manual_seed(0)
+    head = nn.Sequential(nn.Linear(20, 3))
+    opt = torch.optim.LBFGS(head.parameters(), max_iter=500)
+    x, t = torch.as_tensor(phi), torch.as_tensor(y)
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(head(x), t, reduction="sum") + 5e-3 * sum(
+            (p ** 2).sum() for p in head.parameters())
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return head.eval(), phi, y, val
+
+
+@pytest.mark.parametrize("structure", bayes.STRUCTURES)
+@pytest.mark.parametrize("method", ["marglik", "gridsearch"])
+def test_prior_searches_record_a_bracketed_optimum_and_do_not_warn(overfit, method, structure, recwarn):
+    head, phi, y, val = overfit
+    fit = bayes.fit_laplace(head, phi, y, structure)
+    bayes.optimize_prior(fit, method, val=val)
+    assert not [w for w in recwarn if issubclass(w.category, bayes.PriorNotBracketedWarning)]
+    lo, hi = fit.log["searched"]
+    assert fit.log["bracketed"] is True and fit.log["edge"] is None and lo < fit.prior_precision < hi
+    assert fit.prior_method == method
+    curve = fit.log["marglik" if method == "marglik" else "grid"]
+    assert min(curve) == pytest.approx(lo) and max(curve) == pytest.approx(hi)
+
+
+# --------------------------------------------------------------------------- no trial prior stays on the fit
+
+
+def test_log_marglik_leaves_the_fits_prior_and_predictions_as_they_were(tiny):
+    model, _, y, phi = tiny
+    fit = bayes.fit_laplace(bayes.head_of(model), phi, y.numpy(), "kron", prior_precision=2.0)
+    before = bayes.predict(fit, phi)
+    lml = bayes.log_marglik(fit, [0.01, 1.0, 100.0])
+    assert np.isfinite(lml).all() and len(set(lml.round(6))) == 3
+    assert float(fit.la.prior_precision) == 2.0 and fit.prior_precision == 2.0
+    np.testing.assert_array_equal(bayes.predict(fit, phi), before)
+    assert bayes.log_marglik(fit, [2.0])[0] == pytest.approx(float(fit.la.log_marginal_likelihood()))
+    value, _ = bayes._maximise_marglik(fit)  # the private search, too, leaves the fit as it was
+    assert value != 2.0 and float(fit.la.prior_precision) == 2.0
+
+
+@pytest.mark.parametrize("method", ["marglik", "gridsearch"])
+def test_prior_searches_end_at_the_chosen_value(overfit, method):
+    head, phi, y, val = overfit
+    fit = bayes.optimize_prior(bayes.fit_laplace(head, phi, y, "full", prior_precision=50.0), method, val=val)
+    assert fit.prior_precision != 50.0
+    assert float(fit.la.prior_precision) == pytest.approx(fit.prior_precision, rel=1e-6)
+    fresh = bayes.fit_laplace(head, phi, y, "full", prior_precision=fit.prior_precision)
+    np.testing.assert_allclose(bayes.predict(fit, val[0]), bayes.predict(fresh, val[0]), atol=1e-6)
+
+
+def test_gridsearch_counts_a_trial_prior_it_cannot_evaluate_as_infinite(tiny):
+    """Widening down, a full posterior at a tiny delta defeats a float32 Cholesky: that trial is skipped."""
+    model, _, y, phi = tiny
+    fit = bayes.fit_laplace(bayes.head_of(model), phi, y.numpy(), "full")
+    bayes.optimize_prior(fit, "gridsearch", val=(phi, y.numpy()), grid=[1e-6, 1e-5, 1e-4, 1e-3])
+    assert fit.log["failed"] and all(fit.log["grid"][p] == math.inf for p in fit.log["failed"])
+    assert fit.prior_precision not in fit.log["failed"]
+
+
+# --------------------------------------------------------------------------- the projection, every structure
+
+
+@pytest.mark.parametrize("structure", bayes.STRUCTURES)
+def test_projected_probit_agrees_with_weight_space_mc_for_every_structure(tiny, structure):
+    """laplace-torch 0.3's functional_variance is N x C x C for every structure (for diag, J diag(s) J^T, which
+    is diagonal for a linear head: each logit has its own weights). The centring acts on that full matrix,
+    and the projected probit agrees with Monte Carlo over the head's weights drawn from the same posterior."""
+    model, _, y, phi = tiny
+    fit = bayes.fit_laplace(bayes.head_of(model), phi, y.numpy(), structure, prior_precision=0.05)
+    x = phi[:20]
+    f_mu, f_var = bayes.logit_moments(fit, x)
+    assert f_var.shape == (20, 3, 3)
+    if structure == "diag":
+        J, _ = bayes.head_jacobians(fit.la.model, torch.as_tensor(x))
+        by_hand = torch.einsum("ncp,p,nkp->nck", J, fit.la.posterior_variance, J)
+        torch.testing.assert_close(f_var, by_hand)
+        torch.testing.assert_close(f_var, torch.diag_embed(f_var.diagonal(dim1=-2, dim2=-1)))
+    centred = bayes.center_covariance(f_var.double())
+    one = torch.ones(3, dtype=torch.float64)
+    assert (one @ centred @ one).abs().max() < 1e-9 * f_var.diagonal(dim1=-2, dim2=-1).abs().max()
+    torch.testing.assert_close(centred.sum(-1), torch.zeros(20, 3, dtype=torch.float64), atol=1e-6, rtol=0)
+
+    W, b = bayes.head_samples(fit, 20000, seed=0)  # the weights, drawn by laplace-torch from the posterior
+    mc = torch.softmax(torch.einsum("nk,sck->snc", torch.as_tensor(x), W) + b[:, None], -1).mean(0).double().numpy()
+    proj = bayes.probit(f_mu, f_var, project=True)
+    tv = 0.5 * np.abs(proj - mc).sum(1)
+    assert tv.max() < 0.02, tv.max()
+    tv_fs = 0.5 * np.abs(bayes.mc_samples(f_mu, f_var, 20000, seed=1).mean(0).numpy() - mc).sum(1)
+    assert tv_fs.max() < 0.02  # MC of the linearised logits is MC of the weights (the head is linear)
+
+
+# --------------------------------------------------------------------------- saved predictions, fit cost
+
+
+def _fake_member(monkeypatch, tiny, tmp_path):
+    from utils.config import Paths
+
+    model, _, y, phi = tiny
+    calls = []
+
+    def fit_member(profile, member, cache, structure="kron", prior="marglik", paths=None, device=None, parts=None):
+        calls.append(structure)
+        fit = bayes.fit_laplace(bayes.head_of(model), phi, y.numpy(), structure)
+        return bayes.optimize_prior(fit, prior, val=(phi, y.numpy()))
+
+    monkeypatch.setattr(bayes, "laplace_fit_member", fit_member)
+    monkeypatch.setattr(bayes, "member_features",
+                        lambda *a, **k: {s: (phi, y.numpy()) for s in ("train", "val", "test")})
+    return Paths(tmp_path), calls
+
+
+def test_laplace_member_saves_which_prior_it_used_and_ignores_stale_files(monkeypatch, tiny, tmp_path):
+    paths, calls = _fake_member(monkeypatch, tiny, tmp_path)
+    folder = bayes.predictions_dir(paths, "smoke")
+    stale = np.full((len(tiny[3]), 3), 1 / 3)
+    bayes.save_predictions(folder, "la_kron_marglik__test__m00", stale, prior_precision=1.0)  # an older version's
+    r = bayes.laplace_member("smoke", 0, None, "kron", "marglik", paths, n_samples=10)
+    assert calls == ["kron"]
+    assert r["prior"] == "marglik" and r["prior_method"] == "marglik" and r["bracketed"] is True
+    assert r["searched"][0] < r["prior_precision"] < r["searched"][1] and r["prior_reason"]
+    assert r["version"] == bayes.LAPLACE_VERSION and not np.allclose(r["probs"], stale)
+    assert (folder / f"la_kron_marglik__test__m00__v{bayes.LAPLACE_VERSION}.npz").is_file()
+    again = bayes.laplace_member("smoke", 0, None, "kron", "marglik", paths, n_samples=10)
+    assert calls == ["kron"] and again["prior_precision"] == r["prior_precision"]  # the saved one, not refitted
+    old = bayes.load_predictions(folder, "la_kron_marglik__test__m00")  # old files still load
+    assert old["prior_precision"] == 1.0 and "bracketed" not in old
+
+
+def test_compare_fit_cost_reports_the_ratio_with_and_without_the_feature_extraction(monkeypatch, tiny):
+    from utils import config
+
+    model, x, y, _ = tiny
+
+    class Images(torch.utils.data.TensorDataset):
+        targets = y.numpy()
+
+    monkeypatch.setattr(bayes, "load_member", lambda *a, **k: (model, dict(prior_precision=1.0)))
+    monkeypatch.setattr(bayes, "datasets", lambda *a, **k: (Images(x, y), None, None))
+    r = bayes.compare_fit_cost("smoke", 0, None, "kron", config.Paths(), "cpu")
+    network = r["network_fit_s"] + r["network_prior_s"]
+    features = r["features_fit_s"] + r["features_prior_s"]
+    assert r["ratio"] == pytest.approx(network / features)
+    assert r["ratio_with_extraction"] == pytest.approx(network / (features + r["features_extract_s"]))
+    assert r["ratio_with_extraction"] <= r["ratio"]
+    assert r["prior_features"] == pytest.approx(r["prior_network"], rel=1e-2)
+
+
+def test_bench_laplace_prints_both_ratios(monkeypatch, capsys):
+    import argparse
+
+    from utils import bench, data, train
+
+    def cost(profile, member, cache, structure, paths):
+        return dict(structure=structure, features_extract_s=3.0, features_fit_s=0.5, features_prior_s=0.5,
+                    network_fit_s=30.0, network_prior_s=10.0, ratio=40.0, ratio_with_extraction=10.0,
+                    prior_features=1.0, prior_network=1.0)
+
+    monkeypatch.setattr(data, "prepare", lambda *a, **k: (None, None, None))
+    monkeypatch.setattr(train, "train_member", lambda *a, **k: None)
+    monkeypatch.setattr(bayes, "compare_fit_cost", cost)
+    out = bench.bench_laplace(bench.get_profile("smoke"), None, argparse.Namespace(data=""))
+    assert out["kron"]["ratio_with_extraction"] == 10.0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("kron")]
+    assert "40.0x" in lines[0] and "10.0x" in lines[0]

@@ -109,3 +109,55 @@ def test_study_level_is_the_mean_of_a_studys_images():
     assert sy.tolist() == [1, 0] and ids.tolist() == ["a", "b"]
     with pytest.raises(ValueError, match="different labels"):
         metrics.study_level(p, np.array([1, 0, 0]), ["a", "a", "b"])
+
+
+# --------------------------------------------------------------------------- bins at their exact edges
+
+
+def _at_edges(n_bins=15, seed=0):
+    """Rows whose top confidence is exactly k/n (a Python float, k = 1..n), the rest spread evenly over n other
+    classes (so that 1/n is the top); about half of them right. Returns probabilities, labels and k per row."""
+    classes = n_bins + 1
+    rng = np.random.default_rng(seed)
+    ks = np.repeat(np.arange(1, n_bins + 1), rng.integers(2, 6, n_bins))
+    conf = ks / n_bins
+    p = np.repeat(((1 - conf) / (classes - 1))[:, None], classes, 1)
+    p[:, 0] = conf
+    y = np.where(rng.random(len(ks)) < 0.5, 0, 1 + rng.integers(0, classes - 1, len(ks)))
+    return p, y, ks
+
+
+def test_an_exact_edge_k_over_n_lies_in_the_bin_below_it():
+    """Right-closed bins (k/n, (k+1)/n]: k/n belongs to bin k - 1, and 1 to the last bin."""
+    for n_bins in (15, 25, 10):
+        p, y, ks = _at_edges(n_bins)
+        r = metrics.reliability(p, y, n_bins)
+        np.testing.assert_array_equal(r["count"], np.bincount(ks - 1, minlength=n_bins))
+        right = (p.argmax(1) == y).astype(float)
+        by_hand = sum(abs(right[ks == k].sum() - (ks == k).sum() * k / n_bins) for k in range(1, n_bins + 1))
+        assert metrics.ece(p, y, n_bins) == pytest.approx(by_hand / len(y), abs=1e-12)
+    # 0.56 = 14/25 in float64 times 25 rounds up to 14.000000000000002: a ceil-based binning put it one bin high
+    assert metrics.reliability(np.array([[0.56, 0.44]]), np.array([0]), 25)["count"][13] == 1
+
+
+def test_ece_at_exact_edges_against_torchmetrics():
+    """torchmetrics 1.9 bins float32 confidences left-closed, [k/n, (k+1)/n), against float32 linspace edges, and
+    gives a confidence of exactly 1 a bin of its own. Pushed 1e-6 off an edge (far more than float32 rounding,
+    4e-8 at 1) a confidence is binned alike by both, and the two agree to float32 precision; exactly on the
+    edges they need not, and at 1 they differ as documented in metrics.ece."""
+    from torchmetrics.functional.classification import multiclass_calibration_error as tm_ece
+
+    def ref(p, y):
+        return float(tm_ece(torch.tensor(p), torch.tensor(y), num_classes=p.shape[1], n_bins=15, norm="l1"))
+
+    p, y, ks = _at_edges()
+    below = p.copy()
+    below[:, 0] -= 1e-6  # the bin below the edge in both definitions: ours holds the edge itself
+    assert metrics.ece(p, y) == pytest.approx(ref(below, y), abs=3e-6)
+    above = p[ks < 15].copy()
+    above[:, 0] += 1e-6  # the bin above the edge in both definitions
+    assert metrics.ece(above, y[ks < 15]) == pytest.approx(ref(above, y[ks < 15]), abs=3e-6)
+    # confidence exactly 1 (common for a saturated float32 softmax): one bin with 0.95 here, a 16th in torchmetrics
+    q, t = np.array([[1.0, 0.0], [0.95, 0.05]]), np.array([1, 0])
+    assert metrics.ece(q, t) == pytest.approx(abs(0.5 - 0.975))
+    assert ref(q, t) == pytest.approx((abs(0 - 1.0) + abs(1 - 0.95)) / 2)

@@ -20,6 +20,16 @@ common to all logits, which MC averages out (softmax ignores it) but the probit
 approximation, which only sees the diagonal, turns into heavy underconfidence.
 `probit(..., project=True)` removes it: Sigma -> C Sigma C with C = I - 11^T/K,
 the covariance of the logits centred over classes, which gives the same softmax.
+laplace-torch 0.3's `functional_variance` returns the full N x C x C Sigma(x) for every structure; for
+`diag` it is J diag(s) J^T, itself diagonal for a linear head (each logit has its own weights), and the
+diagonal posterior has no such common variance to remove: projecting it is harmless, and the projected
+probit agrees with Monte Carlo over the posterior's weights for diag, kron and full alike (tests/test_bayes.py).
+
+Prior precision delta. `optimize_prior` maximises the marginal likelihood or minimises the validation NLL over
+a log grid that it widens while the optimum sits on an edge. Either can still end on an edge: `fit.log` records
+`bracketed`, the `searched` range, the `edge` and a `reason`, and an unbracketed search warns
+(PriorNotBracketedWarning). On the upper edge the posterior collapses onto the MAP. Trial values never stay on
+the fit: `log_marglik` and the searches leave `fit.la.prior_precision` as it was, or at the chosen value.
 
 Baselines: temperature scaling (one temperature fitted on the validation NLL),
 MC dropout (the dropout before the head, sampled on the cached features), deep
@@ -41,6 +51,7 @@ from .config import Paths, get_device, get_paths, get_profile
 from .train import datasets, load_member, member_dir
 
 STRUCTURES = ("diag", "kron", "full")
+LAPLACE_VERSION = 2  # in the names of saved Laplace predictions; 2: they record the prior search (bracketed, ...)
 
 
 # --------------------------------------------------------------------------- features
@@ -110,43 +121,124 @@ def fit_laplace(head: nn.Module, phi: np.ndarray, y: np.ndarray, structure: str 
     return LaplaceFit(la, structure, float(prior_precision), fit_s=time.perf_counter() - t)
 
 
+class PriorNotBracketedWarning(UserWarning):
+    """A prior-precision search ended on an edge of the range it searched: no optimum was bracketed."""
+
+
 def log_marglik(fit: LaplaceFit, prior_precisions) -> np.ndarray:
-    """Laplace log marginal likelihood at each prior precision (the posterior is refitted analytically)."""
-    return np.array([float(fit.la.log_marginal_likelihood(prior_precision=torch.tensor(float(p))))
-                     for p in prior_precisions])
+    """Laplace log marginal likelihood at each prior precision (the posterior is refitted analytically).
+
+    laplace-torch's `log_marginal_likelihood(prior_precision=p)` sets the fit's prior to p; the fit's
+    prior is restored afterwards, so this has no side effect on `fit`."""
+    la = fit.la
+    before = la.prior_precision.detach().clone()
+    try:
+        return np.array([float(la.log_marginal_likelihood(prior_precision=torch.tensor(float(p))))
+                         for p in prior_precisions])
+    finally:
+        la.prior_precision = before
+
+
+def _edge(tried: dict, atol: float, rtol: float = 1e-6) -> tuple[float, str | None]:
+    """Where a search of `tried` (key -> loss to minimise, keys ordered along the searched axis) stands: None
+    if an optimum is bracketed (the losses at both ends of the searched range exceed the best by more than
+    atol + rtol |best|), else 'lower' or 'upper', the end the loss is still falling towards or is flat at.
+    Returns (key, edge): the best key, or on an unbracketed search the end key itself (its loss lies within
+    the tolerance of the best, so it is as good, and it says how far the search went)."""
+    keys = sorted(tried)
+    best = min(tried, key=tried.get)
+    if not math.isfinite(tried[best]):
+        raise ValueError("the prior-precision search could not evaluate any of the values it tried")
+    tol = atol + rtol * max(1.0, abs(tried[best]))
+    lo_flat, hi_flat = tried[keys[0]] - tried[best] <= tol, tried[keys[-1]] - tried[best] <= tol
+    if not lo_flat and not hi_flat:
+        return best, None
+    if lo_flat and hi_flat:  # flat at both ends: the side the minimum is on, upper on a tie
+        edge = "lower" if best == keys[0] else "upper"
+    else:
+        edge = "lower" if lo_flat else "upper"
+    return (keys[0] if edge == "lower" else keys[-1]), edge
+
+
+_EDGE_MEANING = {
+    "upper": "the posterior collapses onto the MAP (its predictive is the MAP network's)",
+    "lower": "the prior barely constrains the posterior (its variance is set by the data's curvature alone)",
+}
+
+
+def _record_search(fit: LaplaceFit, method: str, value: float, edge: str | None, searched: tuple[float, float],
+                   trend: str) -> None:
+    """Write whether the prior search bracketed its optimum into `fit.log`, and warn when it did not."""
+    lo, hi = float(searched[0]), float(searched[1])
+    if edge is None:
+        reason = f"the optimum lies inside the searched range [{lo:.3g}, {hi:.3g}]"
+    else:
+        reason = (f"{trend} {'as delta grows' if edge == 'upper' else 'as delta shrinks'} up to the {edge} edge of "
+                  f"the searched range [{lo:.3g}, {hi:.3g}]: {_EDGE_MEANING[edge]}")
+    fit.log.update(bracketed=edge is None, searched=(lo, hi), edge=edge, reason=reason)
+    if edge is not None:
+        import warnings
+
+        warnings.warn(f"Laplace ({fit.structure} Hessian) prior precision by {method} is not bracketed: it ended at "
+                      f"delta = {value:.3g} on the {edge} edge of the searched range [{lo:.3g}, {hi:.3g}], where "
+                      f"{_EDGE_MEANING[edge]}.", PriorNotBracketedWarning, stacklevel=3)
 
 
 def optimize_prior(fit: LaplaceFit, method: str = "marglik", val: tuple | None = None,
                    grid=None, predictive: str = "probit", max_widen: int = 4) -> LaplaceFit:
     """Set the prior precision: by the marginal likelihood (maximised over the scalar) or by a grid
     search on the validation NLL of the corrected predictive, widening the grid while the optimum
-    lies on its edge."""
+    lies on its edge (or the loss is flat towards it).
+
+    The fit ends at the chosen value (`fit.prior_precision` and `fit.la.prior_precision`), and `fit.log`
+    says how it was found: `bracketed` (bool), `searched` (lo, hi), `edge` (None, 'lower' or 'upper'),
+    `reason`, and the curve (`grid`: delta -> validation NLL, or `marglik`: delta -> log marginal
+    likelihood; a grid search also lists under `failed` the trial values whose predictive could not be
+    computed, e.g. a float32 Cholesky at a tiny delta, counted as an infinite NLL). A search that ends on an
+    edge warns (PriorNotBracketedWarning)."""
     t = time.perf_counter()
+    for k in ("bracketed", "searched", "edge", "reason", "grid", "marglik", "failed"):  # a previous search's
+        fit.log.pop(k, None)
     if method == "marglik":
-        fit.prior_precision = _maximise_marglik(fit)
-        fit.la.prior_precision = fit.prior_precision
+        value, info = _maximise_marglik(fit)
+        fit.prior_precision = value
+        fit.la.prior_precision = value
+        fit.log["marglik"] = info["marglik"]
+        _record_search(fit, method, value, info["edge"], info["searched"],
+                       "the log marginal likelihood still increases")
     elif method == "gridsearch":
         if val is None:
             raise ValueError("gridsearch needs the validation features: val=(phi, y)")
-        grid = np.logspace(-2, 4, 13) if grid is None else np.asarray(grid, float)
+        grid = np.logspace(-2, 4, 13) if grid is None else np.sort(np.asarray(grid, float).ravel())
+        if len(grid) < 2 or grid[0] <= 0:
+            raise ValueError(f"gridsearch needs at least two positive prior precisions, got {grid}")
+        step = (grid[-1] / grid[0]) ** (1 / (len(grid) - 1))
         phi, y = val
         tried: dict[float, float] = {}
-        for _ in range(max_widen + 1):
-            for p in grid:
-                if p not in tried:
-                    fit.la.prior_precision = float(p)
-                    tried[p] = metrics.nll(predict(fit, phi, predictive), y)
-            best = min(tried, key=tried.get)
-            step = grid[1] / grid[0]
-            if best == grid.min():
-                grid = grid.min() / step ** np.arange(1, 5)[::-1]
-            elif best == grid.max():
-                grid = grid.max() * step ** np.arange(1, 5)
-            else:
-                break
+        before = fit.la.prior_precision.detach().clone()
+        try:
+            for k in range(max_widen + 1):
+                for p in grid:
+                    p = float(p)
+                    if p not in tried:
+                        fit.la.prior_precision = p
+                        try:
+                            tried[p] = metrics.nll(predict(fit, phi, predictive), y)
+                        except torch.linalg.LinAlgError:  # e.g. a float32 Cholesky of a full posterior at tiny delta
+                            tried[p] = math.inf
+                            fit.log.setdefault("failed", []).append(p)
+                best, edge = _edge(tried, atol=1e-6)  # mean NLL, nats per image
+                if edge is None or k == max_widen:
+                    break
+                grid = (min(tried) / step ** np.arange(4, 0, -1) if edge == "lower"
+                        else max(tried) * step ** np.arange(1, 5))
+        except BaseException:
+            fit.la.prior_precision = before
+            raise
         fit.la.prior_precision = best
         fit.prior_precision = float(best)
         fit.log["grid"] = dict(sorted(tried.items()))
+        _record_search(fit, method, best, edge, (min(tried), max(tried)), "the validation NLL still decreases")
     else:
         raise ValueError(f"unknown prior optimisation {method!r}; known: marglik, gridsearch")
     fit.prior_s, fit.prior_method = time.perf_counter() - t, method
@@ -165,25 +257,48 @@ def head_jacobians(head: nn.Module, phi: torch.Tensor) -> tuple[torch.Tensor, to
     return torch.cat([jw, eye.expand(len(phi), c, c)], -1), lin(phi)
 
 
-def _maximise_marglik(fit: LaplaceFit, lo: float = 1e-4, hi: float = 1e6) -> float:
+def _maximise_marglik(fit: LaplaceFit, lo: float = 1e-4, hi: float = 1e6, max_widen: int = 3
+                      ) -> tuple[float, dict]:
     """The scalar prior precision maximising laplace-torch's Laplace log marginal likelihood: a log grid
-    brackets the maximum (widened while it sits on an edge), Brent's method refines it."""
+    brackets the maximum (widened while it sits on an edge), Brent's method refines it between the best
+    grid point's neighbours. Returns (delta, info) with info = dict(edge, searched, marglik); `edge` is None
+    when the maximum was bracketed. Leaves the fit's prior as it was."""
     from scipy.optimize import minimize_scalar
 
-    def neg(log_p):
-        return -float(fit.la.log_marginal_likelihood(prior_precision=torch.tensor(math.exp(log_p))))
+    la = fit.la
+    tried: dict[float, float] = {}  # log delta -> -log marginal likelihood
 
-    grid = np.linspace(math.log(lo), math.log(hi), 25)
-    for _ in range(4):
-        vals = np.array([neg(g) for g in grid])
-        i = int(np.argmin(vals))
-        if 0 < i < len(grid) - 1:
-            break
+    def neg(log_p):
+        log_p = float(log_p)
+        if log_p not in tried:
+            v = -float(la.log_marginal_likelihood(prior_precision=torch.tensor(math.exp(log_p))))
+            tried[log_p] = v if math.isfinite(v) else math.inf
+        return tried[log_p]
+
+    before = la.prior_precision.detach().clone()
+    try:
+        grid = np.linspace(math.log(lo), math.log(hi), 25)
         step = grid[1] - grid[0]
-        grid = grid - 20 * step if i == 0 else grid + 20 * step
-    res = minimize_scalar(neg, bounds=(grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]), method="bounded",
-                          options=dict(xatol=1e-4))
-    return float(math.exp(res.x))
+        for k in range(max_widen + 1):
+            for g in grid:
+                neg(g)
+            best, edge = _edge(tried, atol=1e-2)  # nats: laplace-torch's float32 log det is noisy at large delta
+            if edge is None or k == max_widen:
+                break
+            grid = (min(tried) - step * np.arange(20, 0, -1) if edge == "lower"
+                    else max(tried) + step * np.arange(1, 21))
+        keys = sorted(tried)
+        value = best
+        if edge is None:
+            i = keys.index(best)
+            res = minimize_scalar(neg, bounds=(keys[i - 1], keys[i + 1]), method="bounded", options=dict(xatol=1e-4))
+            if res.fun <= tried[best]:
+                value = float(res.x)
+    finally:
+        la.prior_precision = before
+    info = dict(edge=edge, searched=(math.exp(keys[0]), math.exp(keys[-1])),
+                marglik={math.exp(g): -tried[g] for g in keys})  # the grid, without Brent's points
+    return float(math.exp(value)), info
 
 
 def logit_moments(fit: LaplaceFit, phi: np.ndarray, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,7 +314,8 @@ def logit_moments(fit: LaplaceFit, phi: np.ndarray, batch_size: int = 512) -> tu
 
 
 def center_covariance(f_var: torch.Tensor) -> torch.Tensor:
-    """C Sigma C with C = I - 11^T/K: the covariance of logits centred over classes."""
+    """C Sigma C with C = I - 11^T/K: the covariance of logits centred over classes (Sigma: ... x K x K, the
+    full covariance, as laplace-torch's functional_variance returns for every Hessian structure)."""
     k = f_var.shape[-1]
     c = torch.eye(k, dtype=f_var.dtype) - 1.0 / k
     return c @ f_var @ c
@@ -328,10 +444,14 @@ def laplace_member(profile, member: int, cache: data.ImageCache, structure: str 
                    paths: Paths | None = None, device=None, parts=None, n_samples: int = 100, subset: str = "test"
                    ) -> dict:
     """Predictions of a member's last-layer Laplace on a subset (projected probit, and MC samples), fitted once
-    and saved; returns dict(probs, samples, prior_precision, fit_s, prior_s, predict_s)."""
+    and saved; returns dict(probs, samples, prior, prior_method, prior_precision, bracketed, searched,
+    prior_reason, fit_s, prior_s, predict_s, structure, version).
+
+    The file name carries LAPLACE_VERSION, so predictions saved by an older version (without the prior search's
+    record) are not found and are recomputed rather than used."""
     profile, paths = get_profile(profile), paths or get_paths()
     folder = predictions_dir(paths, profile, parts)
-    name = f"la_{structure}_{prior}__{subset}__m{member:02d}"
+    name = f"la_{structure}_{prior}__{subset}__m{member:02d}__v{LAPLACE_VERSION}"
     hit = load_predictions(folder, name)
     if hit is not None:
         return hit
@@ -342,8 +462,11 @@ def laplace_member(profile, member: int, cache: data.ImageCache, structure: str 
     probs = probit(f_mu, f_var, project=True)
     predict_s = time.perf_counter() - t
     samples = mc_samples(f_mu, f_var, n_samples, seed=member).numpy()
-    save_predictions(folder, name, probs, samples, prior_precision=fit.prior_precision, fit_s=fit.fit_s,
-                     prior_s=fit.prior_s, predict_s=predict_s, structure=structure, prior=prior)
+    save_predictions(folder, name, probs, samples, prior=prior, prior_method=fit.prior_method,
+                     prior_precision=fit.prior_precision, bracketed=fit.log.get("bracketed"),
+                     searched=list(fit.log.get("searched", ())), prior_reason=fit.log.get("reason", ""),
+                     fit_s=fit.fit_s, prior_s=fit.prior_s, predict_s=predict_s, structure=structure,
+                     version=LAPLACE_VERSION)
     return load_predictions(folder, name)
 
 
@@ -380,7 +503,10 @@ def compare_fit_cost(profile, member: int, cache: data.ImageCache, structure: st
                      paths: Paths | None = None, device=None, parts=None) -> dict:
     """Seconds to fit a member's last-layer Laplace and optimise its prior by the marginal likelihood,
     on cached features and on the whole network (laplace-torch's last-layer Laplace over the images),
-    in one run; with the features' one-off extraction and the agreement of the two posteriors."""
+    in one run; with the features' one-off extraction and the agreement of the two posteriors.
+
+    `ratio` is network / features excluding the one-off feature extraction (which every structure and prior
+    search shares), `ratio_with_extraction` includes it: network / (extraction + fit + prior)."""
     from laplace import Laplace
 
     profile, paths = get_profile(profile), paths or get_paths()
@@ -404,7 +530,9 @@ def compare_fit_cost(profile, member: int, cache: data.ImageCache, structure: st
     t = time.perf_counter()
     whole_fit = optimize_prior(LaplaceFit(whole, structure, float(start)), "marglik")
     whole_prior_s = time.perf_counter() - t
+    network = whole_fit_s + whole_prior_s
     return dict(structure=structure, features_extract_s=extract_s, features_fit_s=feat.fit_s,
                 features_prior_s=feat.prior_s, network_fit_s=whole_fit_s, network_prior_s=whole_prior_s,
-                ratio=(whole_fit_s + whole_prior_s) / (feat.fit_s + feat.prior_s),
+                ratio=network / (feat.fit_s + feat.prior_s),
+                ratio_with_extraction=network / (extract_s + feat.fit_s + feat.prior_s),
                 prior_features=feat.prior_precision, prior_network=whole_fit.prior_precision)

@@ -54,8 +54,17 @@ def brier(probs, labels) -> float:
 def ece(probs, labels, n_bins: int = 15) -> float:
     """Top-label expected calibration error with `n_bins` equal-width confidence bins.
 
-    sum_b |B_b|/N * |accuracy(B_b) - mean confidence(B_b)|, the confidence being the
-    largest probability; bins are right-closed, (k/n, (k+1)/n], as in torchmetrics.
+    sum_b |B_b|/N * |accuracy(B_b) - mean confidence(B_b)|, the confidence being the largest
+    probability (float64); bins are right-closed, B_k = (k/n, (k+1)/n] with edges the float64
+    numbers k/n (the first bin also holds 0): Guo et al. (2017)'s definition.
+
+    torchmetrics 1.9 (`multiclass_calibration_error(..., norm="l1")`) gives the same value up to
+    float32 rounding (about 1e-7) except where a confidence sits exactly on an edge: it casts
+    confidences to float32 and bins them left-closed, [k/n, (k+1)/n), against float32
+    `torch.linspace(0, 1, n + 1)` edges (torch.bucketize(right=True) - 1), which for n = 15 differ from
+    float32(k/15) at k = 3, 6, 7, 8, 9, 10, so an exact k/15 lands in bin k or k - 1 by rounding; and a
+    confidence of exactly 1 gets a bin of its own, an (n+1)-th. Here k/n is always in bin k - 1 and 1
+    in the last bin. tests/test_metrics.py checks both.
     """
     probs, labels = _check(probs, labels)
     conf = probs.max(1)
@@ -66,7 +75,9 @@ def ece(probs, labels, n_bins: int = 15) -> float:
 
 
 def _bins(conf, n_bins):
-    return np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
+    """Bin k of right-closed bins (k/n, (k+1)/n] (0 in bin 0), compared with the float64 edges k/n exactly."""
+    edges = np.arange(n_bins + 1) / n_bins
+    return np.clip(np.searchsorted(edges, np.asarray(conf, np.float64), side="left") - 1, 0, n_bins - 1)
 
 
 def reliability(probs, labels, n_bins: int = 15) -> dict:
@@ -80,7 +91,7 @@ def reliability(probs, labels, n_bins: int = 15) -> dict:
     with np.errstate(invalid="ignore"):
         acc = np.bincount(b, correct, n_bins) / n
         mean_conf = np.bincount(b, conf, n_bins) / n
-    return dict(edges=np.linspace(0, 1, n_bins + 1), count=n, accuracy=acc, confidence=mean_conf)
+    return dict(edges=np.arange(n_bins + 1) / n_bins, count=n, accuracy=acc, confidence=mean_conf)
 
 
 def mce(probs, labels, n_bins: int = 15) -> float:
