@@ -50,6 +50,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -554,8 +555,17 @@ def _render(prims: list[Prim], M: np.ndarray, off: np.ndarray, s: float, H: int,
     return A, keym, lesion
 
 
-def render_view(study: Study, rng: np.random.Generator, max_side: int = 512):
-    """One radiograph of the study: (uint8 image H x W, bones mask, lesion flags, view metadata)."""
+def render_view(study: Study, rng: np.random.Generator, max_side: int = 512, *, lesion: dict | None = None,
+                window: tuple[float, float] | None = None):
+    """One radiograph of the study: (uint8 image H x W, bones mask, lesion flags, view metadata).
+
+    For counterfactuals (`render_study`): `lesion` replaces the study's lesion spec for the solids drawn, while
+    the field of view is still placed on the study's own anatomy (a finger film centres on the proximal
+    phalanx, which a fracture shortens), so both renders are pixel-aligned; `window` = (lo, hi) fixes the
+    display window instead of taking it from the image's percentiles (the draws for those percentiles are
+    made all the same). Neither changes how many numbers are drawn from `rng`. `meta["window"]` is the window
+    used, `meta["field"]` the exposed field (bool H x W; the masks are zero outside it).
+    """
     part = study.part
     # ---- projection and pose of this view
     proj = rng.choice(["AP", "LAT", "OBL"], p=[0.45, 0.35, 0.2])
@@ -563,11 +573,12 @@ def render_view(study: Study, rng: np.random.Generator, max_side: int = 512):
     flex = rng.uniform(0, 15) if proj == "AP" else rng.uniform(35, 100)
     flex = flex if part in ("ELBOW", "FOREARM") else rng.uniform(0, 20)
     abduct = rng.uniform(-5, 35)
-    prims = _apply_lesions(BUILDERS.get(part, build_limb)(study.anatomy, flex, abduct), study.lesion)
+    limb = BUILDERS.get(part, build_limb)(study.anatomy, flex, abduct)
+    prims = _apply_lesions(limb, study.lesion if lesion is None else lesion)
     # ---- field of view
     centre, fov = FOV[part]
     if part == "FINGER":
-        centre = _finger_fov_centre(prims, study.finger)
+        centre = _finger_fov_centre(prims if lesion is None else _apply_lesions(limb, study.lesion), study.finger)
     else:  # follow the elbow flexion and the abduction of the arm
         if part in ("ELBOW", "FOREARM", "WRIST", "HAND"):
             centre = _rot(centre, (0, 312), math.radians(flex))
@@ -626,6 +637,8 @@ def render_view(study: Study, rng: np.random.Generator, max_side: int = 512):
     # ---- processing: window, gamma, detector blur, burned-in text
     sample = D[field_mask][:: 7]
     lo, hi = np.percentile(sample, [rng.uniform(0.2, 3), rng.uniform(99.0, 99.9)])
+    if window is not None:  # float64 scalars as np.percentile gives, so the arithmetic keeps its dtypes
+        lo, hi = np.asarray(window, np.float64)
     img = np.clip((D - lo) / max(hi - lo, 1e-3), 0, 1) ** rng.uniform(0.7, 1.4)
     img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), rng.uniform(0.5, 1.3))
     if colli and rng.random() < 0.35:  # some systems blank the collimated area black
@@ -644,7 +657,7 @@ def render_view(study: Study, rng: np.random.Generator, max_side: int = 512):
     keym = keym * field_mask.astype(np.uint8) * 255
     lesion = lesion * field_mask.astype(np.uint8)
     meta = dict(projection=str(proj), rotation=float(theta), fov_mm=float(fov), collimated=bool(colli),
-                marker=bool(marker), flexion=float(flex))
+                marker=bool(marker), flexion=float(flex), window=(float(lo), float(hi)), field=field_mask)
     return img, keym, lesion, meta
 
 
@@ -710,6 +723,80 @@ def _write_study(args) -> list[tuple[str, int]]:
         cv2.imwrite(str(mdir / f"image{v}_lesion.png"), lesion)
         rows.append((f"MURA-v1.1/{study.folder}/image{v}.png", study.label))
     return rows
+
+
+# --------------------------------------------------------------------------- re-rendering (counterfactuals)
+
+
+class RenderedView(NamedTuple):
+    """One view as `render_study` gives it: the gray image (uint8 H x W; the file holds it as three equal
+    channels where `meta["rgb"]`), the bones mask (0/255), the lesion flags (bits 1 fracture, 2 hardware,
+    4 cast) and render_view's metadata (projection, rotation, ..., window, rgb)."""
+
+    image: np.ndarray
+    bones: np.ndarray
+    lesion: np.ndarray
+    meta: dict
+
+
+def render_study(study: Study, index: int, seed: int, max_side: int = 512, lesion: dict | None = None,
+                 windows: list | None = None) -> list[RenderedView]:
+    """Every view of study number `index` (its position in the plan) as `generate(seed=seed, max_side=...)`
+    wrote it: the same random stream (SeedSequence(seed, spawn_key=(1, index))), consumed in the same order
+    (each view, then the RGB coin), so without `lesion` the images are the files' pixels, byte for byte.
+
+    `lesion` renders the same study with another lesion spec (e.g. without its cast): every random draw is
+    the same (no draw depends on the spec) and the field of view stays on the study's own anatomy, so only
+    the solids that differ change the attenuation. The display window, though, is taken from each image's
+    own percentiles, and metal or a cast moves them; pass the original views' windows
+    (`[v.meta["window"] for v in original]`) to keep it, so that pixels away from the removed object keep
+    their values (see utils.counterfactual)."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, index)))
+    if windows is not None and len(windows) != study.n_views:
+        raise ValueError(f"windows: {len(windows)} given for a study of {study.n_views} view(s)")
+    views = []
+    for v in range(study.n_views):
+        img, bones, les, meta = render_view(study, rng, max_side, lesion=lesion,
+                                            window=None if windows is None else windows[v])
+        meta["rgb"] = bool(rng.random() < 0.08)  # the coin _write_study flips after each view
+        views.append(RenderedView(img, bones, les, meta))
+    return views
+
+
+def as_written(view: RenderedView) -> np.ndarray:
+    """The array `generate` passed to cv2.imwrite for this view (H x W, or H x W x 3 where stored as RGB)."""
+    return np.repeat(view.image[..., None], 3, axis=2) if view.meta.get("rgb") else view.image
+
+
+def load_plan(mura_root: str | os.PathLike) -> tuple[list[Study], int, int]:
+    """(studies, seed, max_side) of a generated phantom tree: the Study objects in generation order (a
+    study's position in the list is the `index` its random stream is spawned from), re-planned from the
+    settings in phantom.json (planning is seeded) and checked against the studies stored there."""
+    root = Path(mura_root)
+    if not (root / "phantom.json").is_file() and (root / "MURA-v1.1" / "phantom.json").is_file():
+        root = root / "MURA-v1.1"
+    path = root / "phantom.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: counterfactual renders need a tree written by "
+                                "utils.phantom (a real MURA tree has no generator plan)")
+    meta = json.loads(path.read_text())
+    if meta.get("generator_version") != GENERATOR_VERSION:
+        raise ValueError(f"{root} was written by phantom generator {meta.get('generator_version')}, this is "
+                         f"{GENERATOR_VERSION}: regenerate it (python -m utils.phantom) to re-render its studies")
+    seed, max_side = int(meta["seed"]), int(meta["max_side"])
+    if list(meta.get("parts", PARTS)) == list(OOD_PARTS):
+        studies = plan_ood_studies(meta["valid_patients"], seed)
+    else:
+        studies = plan_studies(meta["train_patients"], meta["valid_patients"], seed)
+    stored = meta.get("studies")
+    if stored is not None:
+        mine = json.loads(json.dumps([dict(folder=st.folder, anatomy=asdict(st.anatomy), mirror=st.mirror,
+                                           finger=st.finger, lesion=st.lesion) for st in studies]))
+        if mine != stored:
+            bad = next((i for i, (a, b) in enumerate(zip(mine, stored)) if a != b), min(len(mine), len(stored)))
+            raise ValueError(f"{path}: the re-planned studies differ from the stored ones (first at study {bad}); "
+                             "the tree was not written by this generator with these settings")
+    return studies, seed, max_side
 
 
 def settings_dict(train_patients: int, valid_patients: int, seed: int, max_side: int = 512, ood: bool = False

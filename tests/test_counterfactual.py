@@ -1,0 +1,216 @@
+"""Counterfactual renders of the phantom (utils.phantom.render_study, utils.counterfactual): faithful
+re-rendering, locality of the removed object, and the measures on dummy models with known answers."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from utils import counterfactual as cf
+from utils import data, explain, phantom
+from utils.models import XrayNet
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """A tiny phantom (1 train + 8 valid patients, 160 px, 25 images) whose test split holds a normal study
+    with a cast, abnormal studies with casts, hardware and fractures, and studies with no finding."""
+    root = phantom.generate(tmp_path_factory.mktemp("cf"), 1, 8, seed=108, max_side=160, workers=1,
+                            progress=False)
+    studies, _, _ = phantom.load_plan(root)
+    valid = [s for s in studies if s.split == "valid"]
+    assert any("cast" in s.lesion and s.label == 0 for s in valid)
+    assert any("hardware" in s.lesion for s in valid) and any(not s.lesion for s in valid)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cast_pairs(tree):
+    return cf.pairs(tree, kinds=("cast", "hardware"))
+
+
+def _study_with(studies, has=(), lacks=()):
+    return next(i for i, s in enumerate(studies) if s.split == "valid" and all(k in s.lesion for k in has)
+                and not any(k in s.lesion for k in lacks))
+
+
+def test_rerender_is_byte_identical_to_the_written_files(tree):
+    studies, seed, max_side = phantom.load_plan(tree)
+    assert (seed, max_side) == (108, 160)
+    n = 0
+    for i, st in enumerate(studies):
+        for v, view in enumerate(phantom.render_study(st, i, seed, max_side), 1):
+            for arr, path in ((phantom.as_written(view), tree / st.folder / f"image{v}.png"),
+                              (view.bones, tree / "masks" / st.folder / f"image{v}_bones.png"),
+                              (view.lesion, tree / "masks" / st.folder / f"image{v}_lesion.png")):
+                ok, buf = cv2.imencode(".png", arr)
+                assert ok and buf.tobytes() == path.read_bytes(), path
+            n += 1
+    assert n == json.loads((tree / "phantom.json").read_text())["n_images"]
+
+
+def test_load_plan_refuses_trees_it_cannot_reproduce(tree, tmp_path):
+    bad = tmp_path / "MURA-v1.1"
+    bad.mkdir()
+    with pytest.raises(FileNotFoundError, match="utils.phantom"):
+        phantom.load_plan(bad)
+    meta = json.loads((tree / "phantom.json").read_text())
+    meta["studies"][3]["lesion"] = {"site": ["radius_shaft", 0.5], "cast": 0.7}
+    (bad / "phantom.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="differ from the stored"):
+        phantom.load_plan(bad)
+    assert len(phantom.load_plan(tree.parent)[0]) == meta["n_studies"]  # the parent folder works too
+
+
+def test_no_random_draw_depends_on_the_lesion_spec(tree):
+    studies, seed, max_side = phantom.load_plan(tree)
+    i = _study_with(studies, has=("cast", "fracture"))
+    a = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, i)))
+    b = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, i)))
+    for _ in range(studies[i].n_views):
+        phantom.render_view(studies[i], a, max_side)
+        phantom.render_view(studies[i], b, max_side, lesion={})  # no finding at all, window re-derived
+        assert a.bit_generator.state == b.bit_generator.state
+
+
+def test_counterfactual_changes_pixels_only_around_the_removed_object(cast_pairs):
+    kinds = {p.kind for p in cast_pairs}
+    assert kinds == {"cast", "hardware"} and any(p.kind == "cast" and p.label == 0 for p in cast_pairs)
+    for p in cast_pairs:
+        for o, c, m, loc in zip(p.original, p.counterfactual, p.mask, p.locality):
+            if not m.any():
+                continue
+            diff = np.abs(o.astype(int) - c.astype(int))
+            assert diff[m].mean() > 3, (p.study, p.kind)  # the object really is gone
+            near = cv2.distanceTransform((~m).astype(np.uint8), cv2.DIST_L2, 5) <= cf.NEAR_PX
+            assert loc["local_share"] > 0.97, (p.study, p.kind, loc)  # changed pixels: near it or off-field
+            assert loc["max_abs_elsewhere"] <= 3  # in the exposed field, away from it: a few grey levels at most
+            if loc["outside_field"] == 0:
+                assert diff[~near].max(initial=0) <= 3
+    changed = sum(loc["changed"] for p in cast_pairs for loc in p.locality)
+    local = sum(loc["near"] + loc["outside_field"] for p in cast_pairs for loc in p.locality)
+    assert local / changed > 0.99
+
+
+def test_re_derived_window_changes_the_whole_picture(tree, cast_pairs):
+    """Why the counterfactual keeps the original's display window: metal and casts move the percentiles."""
+    auto = cf.pairs(tree, kinds=("hardware",), window="auto")
+    kept = [p for p in cast_pairs if p.kind == "hardware"]
+    share = lambda ps: np.mean([loc["local_share"] for p in ps for loc in p.locality])  # noqa: E731
+    assert share(auto) < 0.8 and share(kept) > 0.99
+
+
+def test_removing_a_finding_the_study_lacks_changes_nothing(tree):
+    studies, seed, max_side = phantom.load_plan(tree)
+    for i in (_study_with(studies, lacks=("site",)), _study_with(studies, has=("hardware",), lacks=("cast",))):
+        orig = phantom.render_study(studies[i], i, seed, max_side)
+        for windows in (None, [v.meta["window"] for v in orig]):
+            cf_views = phantom.render_study(studies[i], i, seed, max_side, lesion=cf.without(studies[i].lesion, "cast"),
+                                            windows=windows)
+            for o, c in zip(orig, cf_views):
+                assert np.array_equal(o.image, c.image) and np.array_equal(o.lesion, c.lesion)
+
+
+def test_finger_counterfactual_keeps_the_field_of_view():
+    """A fracture of the proximal phalanx shortens the solid the finger film is centred on: the counterfactual
+    must centre where the original did, or the whole picture moves."""
+    st = phantom.Study("valid", "FINGER", 1, 1, 1, 2, phantom.Anatomy(), False, 3,
+                       lesion={"site": ("pp3", 0.5), "fracture": dict(gap=1.5, shift=0.3, angle=8.0)})
+    spec = cf.without(st.lesion, "fracture")
+    orig = phantom.render_study(st, 0, 0, 160)
+    win = [v.meta["window"] for v in orig]
+    kept = phantom.render_study(st, 0, 0, 160, lesion=spec, windows=win)
+    moved = phantom.render_study(replace(st, lesion=spec), 0, 0, 160, windows=win)
+    for o, k, m in zip(orig, kept, moved):
+        assert 3 * (o.image != k.image).sum() < (o.image != m.image).sum()
+        assert 2 * ((o.bones > 0) != (k.bones > 0)).sum() < ((o.bones > 0) != (m.bones > 0)).sum()
+
+
+def test_select_is_seeded_capped_and_independent_of_the_kinds_order(tree):
+    studies, _, _ = phantom.load_plan(tree)
+    full = cf.select(studies)
+    assert all(all(k in studies[i].lesion and studies[i].split == "valid" for i in full[k]) for k in full)
+    one = cf.select(studies, max_studies=1, seed=5)
+    assert one == cf.select(studies, max_studies=1, seed=5)
+    assert all(len(v) == min(1, len(full[k])) and set(v) <= set(full[k]) for k, v in one.items())
+    assert cf.select(studies, kinds=("fracture", "cast"), max_studies=1, seed=5)["cast"] == one["cast"]
+
+
+def test_pairs_hold_the_files_pixels_and_prepare_matches_the_cache(tree, cast_pairs, tmp_path):
+    index = data.load_index(tree)
+    cache = data.build_cache(index, 32, tmp_path, workers=1, progress=False)
+    by_path = dict(zip(cache.index.rel_path, cache.index.row))
+    p = next(p for p in cast_pairs if len(p.original) > 1)
+    files = [tree / p.study / f"image{v}.png" for v in range(1, len(p.original) + 1)]
+    for o, f in zip(p.original, files):
+        assert np.array_equal(o, data.read_image(f))
+    rows = [by_path[f"MURA-v1.1/{p.study}/image{v}.png"] for v in range(1, len(files) + 1)]
+    want = data.standardize(data.to_input(np.asarray(cache.images[rows])))
+    assert torch.equal(cf.prepare(p.original, 32), want)
+    small = cf.pairs(tree, kinds=("cast",), size=32)  # letterboxed up front: the same input
+    q = next(s for s in small if s.study == p.study)
+    assert torch.equal(cf.prepare(q.original, 32), want)
+    assert torch.equal(cf.prepare_masks(p.mask, 32), torch.from_numpy(np.stack(q.mask)))
+    with pytest.raises(ValueError, match="letterboxed to 32"):
+        cf.measure([_brightness_model(1.0)], small, 48)
+
+
+def _brightness_model(k: float, features: nn.Module | None = None) -> XrayNet:
+    """A binary 'network' whose abnormal logit is k times the mean (standardised) brightness of its feature
+    map (default: the image itself), normal logit 0; its CAM is k/2 times that map."""
+    m = XrayNet(features or nn.Identity(), 1, 2)
+    with torch.no_grad():
+        m.fc.weight.copy_(torch.tensor([[0.0], [k]]))
+        m.fc.bias.zero_()
+    return m.eval()
+
+
+class _Ones(nn.Module):
+    def forward(self, x):
+        return torch.ones_like(x)
+
+
+def test_measure_gives_the_expected_sign_of_the_shift(cast_pairs):
+    casts = [p for p in cast_pairs if p.kind == "cast"]
+    brighter = _brightness_model(4.0)  # a cast attenuates, so it brightens the film: p(abnormal) drops without it
+    df = cf.measure([brighter, _brightness_model(2.0)], casts, 32)
+    assert len(df) == sum(len(p.original) for p in casts)
+    assert (df.shift_m0 > 0).all() and (df.shift_ens > 0).all()
+    with torch.no_grad():
+        x = cf.prepare([o for p in casts for o in p.original], 32)
+        assert np.allclose(df.p_orig_m0, torch.softmax(brighter(x), 1)[:, 1].numpy(), atol=1e-6)
+    assert (cf.measure([_brightness_model(-4.0)], casts, 32).shift_m0 < 0).all()
+    st = cf.study_shift(df)
+    assert len(st) == len(casts) and (st.shift_m0 > 0).all()
+    one = st.iloc[0]
+    views = df[df.study == one.study]
+    assert one.views == len(views) and np.isclose(one.shift_m0, views.p_orig_m0.mean() - views.p_cf_m0.mean())
+    # the CAM of this model is the brightness: the bright cast holds more of it than an area-matched region
+    assert (df.mass_m0 > df.baseline_mass_m0).mean() > 0.5
+    assert (df.mass_m0 > df.mass_cf_m0).all()  # and less once the cast is gone
+    summary = cf.summarize(df, n_boot=200)
+    assert set(summary.label) == {0, 1} and (summary["study shift lo"] > 0).all()
+
+
+def test_area_matched_baseline_is_the_area_fraction_for_a_uniform_map(cast_pairs):
+    df = cf.measure([_brightness_model(1.0, _Ones())], cast_pairs, 32)  # a constant CAM
+    ok = df.mask_px > 0
+    assert ok.any() and np.allclose(df.baseline_mass_m0[ok], df.area_fraction[ok])
+    assert np.allclose(df.mass_m0[ok], df.area_fraction[ok])
+    assert df.mass_m0[~ok].isna().all()
+    # and in expectation for random (i.i.d.) maps; the translated masks keep their area inside the picture
+    masks = cf.prepare_masks([m for p in cast_pairs for m in p.mask], 32)
+    pics = np.stack([cf._picture(o.shape, 32) for p in cast_pairs for o in p.original])
+    shifted = cf.shifted_masks(masks, pics, n_shifts=8, seed=0)
+    assert torch.equal(shifted.flatten(2).sum(2), masks.flatten(1).sum(1).expand(8, -1))
+    fits = [b for b in range(len(masks)) if masks[b].any() and (masks[b] & ~torch.from_numpy(pics[b])).sum() == 0]
+    assert all((shifted[:, b] & ~torch.from_numpy(pics[b])).sum() == 0 for b in fits)
+    maps = torch.rand((50,) + masks.shape, generator=torch.Generator().manual_seed(0))
+    mass = torch.stack([explain.relevance_mass(maps[r], shifted[r % 8]) for r in range(50)]).mean(0)
+    area = masks.flatten(1).float().mean(1)
+    assert torch.allclose(mass, area, atol=0.01)
