@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torchvision.transforms.v2 import functional as TF
 
-from utils import bayes, data, phantom, robustness
+from utils import bayes, data, explain, metrics, phantom, robustness
 from utils.models import build_model
 
 
@@ -99,3 +100,75 @@ def test_where_abnormal_cams_point_by_hand():
     assert df.loc["fracture with hardware or cast", "peak on hardware"] == 1.0
     assert df.loc["fracture alone", "peak on fracture"] == 1.0
     assert df.loc["hardware or cast, no fracture in view", "peak elsewhere"] == 1.0
+
+
+def test_rotation_resamples_as_the_training_augmentation():
+    """Bilinear, black outside the frame: the same image as data.BatchAugment with only its rotation drawn."""
+    x = data.standardize(torch.rand(3, 1, 24, 24, generator=torch.Generator().manual_seed(0)))
+    for angle in (10.0, -30.0, 45.0):
+        aug = data.BatchAugment(degrees=abs(angle), translate=0.0, scale=(1.0, 1.0), jitter=0.0, flip=False)
+        u = torch.zeros(3, 7)
+        u[:, 0] = float(np.sign(angle))
+        torch.testing.assert_close(robustness.rotate(x, angle), aug(x, u=u), atol=1e-5, rtol=0)
+    r = robustness.rotate(x, 45)
+    torch.testing.assert_close(r[..., 0, 0], torch.full((3, 1), explain.BLACK), atol=1e-6, rtol=0)  # a corner
+    assert not np.isin(r[..., 6:18, 6:18].numpy(), x.numpy()).all()  # interpolated values, not copied pixels
+
+
+def test_bilinear_rotation_is_closer_to_the_rotated_smooth_image_than_nearest():
+    h = 48
+    yy, xx = torch.meshgrid(torch.arange(h) - (h - 1) / 2, torch.arange(h) - (h - 1) / 2, indexing="ij")
+
+    def image(xc, yc):  # a smooth pattern, in pixel coordinates about the centre
+        return torch.sin(xc / 4.0) * torch.cos(yc / 5.0) + 0.3 * torch.sin((xc + yc) / 7.0)
+
+    a = np.deg2rad(12.0)
+    # counter-clockwise as displayed (y down): the output at (x, y) shows the input at R(a) (x, y) in these axes
+    truth = image(np.cos(a) * xx - np.sin(a) * yy, np.sin(a) * xx + np.cos(a) * yy)
+    inside = (xx ** 2 + yy ** 2) <= (h / 2 - 3) ** 2
+    x = image(xx, yy)[None, None]
+    bilinear = robustness.rotate(x, 12.0)[0, 0]
+    nearest = TF.rotate(x, 12.0, interpolation=TF.InterpolationMode.NEAREST, fill=explain.BLACK)[0, 0]
+    err_b, err_n = (bilinear - truth)[inside].abs().mean(), (nearest - truth)[inside].abs().mean()
+    assert err_b < 0.5 * err_n, (err_b, err_n)
+    assert robustness.rotate(x, 0) is x
+
+
+def test_ood_intervals_agree_with_the_point_auroc_and_pair_against_map_entropy():
+    rng = np.random.default_rng(0)
+    p_in = metrics.softmax(rng.normal(0, 3, (120, 4)))
+    p_out = metrics.softmax(rng.normal(0, 1, (60, 4)))
+    pin = {"MAP": dict(probs=p_in), "other": dict(probs=p_in, samples=np.stack([p_in, p_in]))}
+    pout = {"MAP": dict(probs=p_out), "other": dict(probs=p_out, samples=np.stack([p_out, p_out]))}
+    g_in, g_out = np.repeat(np.arange(40), 3), np.repeat(np.arange(30), 2)  # the same ids in both: kept apart
+    tab = robustness.ood_intervals(pin, pout, g_in, g_out, n_boot=300).set_index(["method", "score"])
+    want = robustness.ood_auroc(metrics.entropy(p_in), metrics.entropy(p_out))
+    assert tab.loc[("MAP", "entropy"), "auroc"] == pytest.approx(want)
+    assert tab.loc[("MAP", "entropy"), "low"] <= want <= tab.loc[("MAP", "entropy"), "high"]
+    same = tab.loc[("other", "entropy")]  # identical scores: a paired difference of exactly zero
+    assert same.delta_vs_map_entropy == 0 and same.delta_low == 0 and same.delta_high == 0
+    assert ("other", "mutual information") in tab.index
+
+
+def test_abnormality_table_scores_studies_as_mura_does():
+    rng = np.random.default_rng(1)
+    study = np.repeat(np.arange(60), 2)
+    y = np.repeat(rng.integers(0, 2, 60), 2)
+    pr = metrics.softmax(rng.normal(0, 1, (120, 2)) + 1.2 * np.eye(2)[y])
+    row = robustness.abnormality_table({"m": pr}, y, study, n_boot=300).iloc[0]
+    sp, sy, _ = metrics.study_level(pr, y, study)
+    assert row["study AUROC"] == pytest.approx(metrics.binary_auroc(sp, sy))
+    assert row["study kappa"] == pytest.approx(metrics.cohen_kappa(sp, sy))
+    assert row["AUROC low"] <= row["study AUROC"] <= row["AUROC high"]
+    assert row["kappa low"] <= row["study kappa"] <= row["kappa high"]
+
+
+def test_paired_vs_reference_is_zero_against_itself_and_matches_the_metric():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 90)
+    a = metrics.softmax(rng.normal(0, 2, (90, 3)))
+    pred = {"MAP": dict(probs=a), "copy": dict(probs=a.copy()), "other": dict(probs=metrics.softmax(rng.normal(0, 1, (90, 3))))}
+    tab = robustness.paired_vs(pred, y, np.repeat(np.arange(30), 3), n_boot=200).set_index("method")
+    assert tab.loc["MAP", "ece"] == pytest.approx(metrics.ece(a, y))
+    assert tab.loc["copy", "delta_nll"] == 0 and tab.loc["copy", "delta_nll_low"] == 0
+    assert tab.loc["other", "delta_nll"] == pytest.approx(metrics.nll(pred["other"]["probs"], y) - metrics.nll(a, y))

@@ -25,10 +25,25 @@ CORRUPTIONS = {  # kind -> parameter per severity 1, 2, 3
 
 
 def rotate(x: torch.Tensor, angle: float) -> torch.Tensor:
-    """Rotate standardised images (B x 1 x H x W) by `angle` degrees counter-clockwise, black fill."""
+    """Rotate standardised images (B x C x H x W) by `angle` degrees counter-clockwise (as displayed) about the
+    centre, with the training augmentation's resampling (data.BatchAugment): one affine_grid and a bilinear
+    grid_sample, black (explain.BLACK on the standardised scale) outside the frame, blended bilinearly at its
+    border. Angles that are multiples of 360 return `x` itself.
+
+    torchvision's rotate(..., BILINEAR, fill=...) is not used: it multiplies the border pixels by the
+    in-frame weight twice (mask * (sampled - fill) + fill with an already weighted sample)."""
+    import torch.nn.functional as F
+
     if angle % 360 == 0:
         return x
-    return TF.rotate(x, float(angle), fill=explain.BLACK)
+    h, w = x.shape[-2:]
+    a = np.deg2rad(float(angle))
+    c, s = float(np.cos(a)), float(np.sin(a))
+    # output -> input sampling in affine_grid's [-1, 1] coordinates, a true rotation in pixels for any aspect
+    theta = torch.tensor([[c, -s * h / w, 0.0], [s * w / h, c, 0.0]], dtype=x.dtype, device=x.device)
+    grid = F.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=False)
+    black = explain.BLACK
+    return F.grid_sample(x - black, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + black
 
 
 def corrupt(x: torch.Tensor, kind: str, severity: int, seed: int = 0) -> torch.Tensor:
@@ -201,4 +216,65 @@ def corruption_sweep(predictors: Predictors, x: torch.Tensor, labels: np.ndarray
             for name, p in pred.items():
                 rows.append(dict(corruption=kind, severity=sev, method=name, **scores(p, labels),
                                  **aur.loc[name].to_dict()))
+    return pd.DataFrame(rows)
+
+
+def ood_intervals(pred_in: dict, pred_out: dict, groups_in, groups_out, n_boot: int = 2000, seed: int = 0
+                  ) -> pd.DataFrame:
+    """`ood_table` with 95 % intervals: per method and score (entropy; mutual information where the method
+    has samples), the AUROC of telling `pred_out`'s inputs from `pred_in`'s, resampling the studies of both
+    sets (`evidence.flag_auroc`), and the paired difference from the MAP network's entropy."""
+    from . import evidence
+
+    groups = np.concatenate([np.asarray(groups_in, dtype=object).astype(str),
+                             "unfamiliar/" + np.asarray(groups_out, dtype=object).astype(str)])
+    is_out = np.r_[np.zeros(len(groups_in)), np.ones(len(groups_out))].astype(int)
+    base = np.r_[uncertainty(pred_in["MAP"])["entropy"], uncertainty(pred_out["MAP"])["entropy"]]
+    rows = []
+    for name in pred_in:
+        u_in, u_out = uncertainty(pred_in[name]), uncertainty(pred_out[name])
+        for k in u_in:
+            score = np.r_[u_in[k], u_out[k]]
+            d = evidence.flag_auroc(score, is_out, groups, n_boot, seed)
+            dd = evidence.paired_auroc_delta(score, base, is_out, groups, n_boot, seed)
+            rows.append(dict(method=name, score=k, auroc=d["estimate"], low=d["low"], high=d["high"],
+                             delta_vs_map_entropy=dd["delta"], delta_low=dd["low"], delta_high=dd["high"]))
+    return pd.DataFrame(rows)
+
+
+def abnormality_table(runs: dict[str, np.ndarray], labels, study_ids, n_boot: int = 2000, seed: int = 0
+                      ) -> pd.DataFrame:
+    """MURA's scores of each method's image probabilities (N x 2): the study's probability is the mean over its
+    images; study AUROC and Cohen's kappa (MURA's metric) with 95 % bootstrap intervals over studies, and image
+    AUROC, accuracy, NLL and ECE as point values."""
+    from . import evidence
+
+    rows = []
+    for name, pr in runs.items():
+        sp, sy, sid = metrics.study_level(pr, labels, study_ids)
+        auc = evidence.interval("auroc", sp, sy, sid, n_boot, seed)
+        kap = evidence.interval("kappa", sp, sy, sid, n_boot, seed)
+        rows.append({"method": name, "study AUROC": auc["estimate"], "AUROC low": auc["low"], "AUROC high": auc["high"],
+                     "study kappa": kap["estimate"], "kappa low": kap["low"], "kappa high": kap["high"],
+                     "image AUROC": metrics.binary_auroc(pr, labels), "image accuracy": metrics.accuracy(pr, labels),
+                     "NLL": metrics.nll(pr, labels), "ECE": metrics.ece(pr, labels)})
+    return pd.DataFrame(rows)
+
+
+def paired_vs(pred: dict, labels, groups, reference: str = "MAP", n_boot: int = 2000, seed: int = 0,
+              metrics_=("accuracy", "nll", "ece")) -> pd.DataFrame:
+    """Each method's scores on one (e.g. rotated) test set with 95 % study-bootstrap intervals, and its paired
+    difference from `reference` (the same resampled studies on both sides)."""
+    from . import evidence
+
+    rows = []
+    for name, p in pred.items():
+        row = dict(method=name)
+        for c in metrics_:
+            d = evidence.interval(c, p["probs"], labels, groups, n_boot, seed)
+            row.update({c: d["estimate"], f"{c}_low": d["low"], f"{c}_high": d["high"]})
+            if name != reference:
+                dd = evidence.paired_delta(c, p["probs"], pred[reference]["probs"], labels, groups, n_boot, seed)
+                row.update({f"delta_{c}": dd["delta"], f"delta_{c}_low": dd["low"], f"delta_{c}_high": dd["high"]})
+        rows.append(row)
     return pd.DataFrame(rows)
