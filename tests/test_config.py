@@ -38,3 +38,12 @@ def test_cuda_asked_for_and_absent_is_a_clear_error(monkeypatch):
 
 def test_device_can_be_forced_to_cpu():
     assert config.get_device("cpu") == torch.device("cpu")
+
+
+def test_cuda_asked_for_and_absent_is_device_unavailable(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("XRAY_DEVICE", "cuda:1")
+    with pytest.raises(config.DeviceUnavailable, match=r"device 'cuda:1' was asked for but CUDA is not available"):
+        config.get_device()
+    assert issubclass(config.DeviceUnavailable, RuntimeError)
+    assert config.get_device("cpu") == torch.device("cpu")  # an explicit choice overrides the variable

@@ -313,3 +313,135 @@ def test_resolve_data_prefers_the_users_mura_tree(mura_tree, tmp_path):
     src = data.resolve_data("smoke", str(mura_tree.parent), get_paths(tmp_path))
     assert src == dict(source="mura", root=mura_tree.resolve())
     assert not (tmp_path / "data").exists()  # no phantom generated
+
+
+# --------------------------------------------------------------------------- degenerate data
+
+
+def _spec(train: dict, valid: dict | None = None, views: int = 3, studies: int = 1, abnormal=(0, 1)):
+    """A SPEC for make_mura_tree: {part: patients} per split, `views` images per study, labels alternating
+    over `abnormal`; patient numbers are unique across the tree."""
+    spec, pid = [], 0
+    for split, parts in (("train", train), ("valid", valid or {})):
+        for part, n in parts.items():
+            for _ in range(n):
+                pid += 1
+                for st in range(1, studies + 1):
+                    spec.append((split, part, pid, st, abnormal[(pid + st) % len(abnormal)], views))
+    return spec
+
+
+def _carved(tmp_path, train, valid=None, **kw):
+    return data.carve_validation(data.load_index(make_mura_tree(tmp_path, _spec(train, valid, **kw))), 0.15, 0)
+
+
+def test_min_train_images_is_ten():
+    assert data.MIN_TRAIN_IMAGES == 10 and issubclass(data.DegenerateData, data.DataError)
+    assert issubclass(data.DegenerateData, ValueError)
+
+
+def test_a_tree_of_one_body_part_is_refused_on_the_body_part_task(tmp_path):
+    idx = _carved(tmp_path, {"HAND": 14}, {"HAND": 3})
+    msg = (r"body-part task needs two or more body parts, but the data hold one body part only: HAND "
+           r"\(\d+ train, \d+ val, 9 test images\).*What to do: run the abnormality task \(task=\"abnormality\" "
+           r"in the profile.*or add studies of other body parts")
+    with pytest.raises(data.DegenerateData, match=msg):
+        data.check_task_data(idx, "bodypart")
+    counts = data.check_task_data(idx, "abnormality")  # the same tree is fine for normal/abnormal
+    assert list(counts.index) == ["normal", "abnormal"] and list(counts.columns) == ["train", "val", "test"]
+    assert counts.values.sum() == len(idx) and (counts.train >= data.MIN_TRAIN_IMAGES).all()
+
+
+def test_restricting_the_body_part_task_to_one_part_is_refused(tmp_path):
+    idx = _carved(tmp_path, {"HAND": 8, "WRIST": 8}, {"HAND": 2, "WRIST": 2})
+    with pytest.raises(data.DegenerateData, match=r"parts=\['WRIST'\] leaves one class: WRIST.*What to do: name two or "
+                                                  r"more parts, or run the abnormality task.* on WRIST$"):
+        data.check_task_data(idx, "bodypart", parts=["xr_wrist"])
+    data.check_task_data(idx, "bodypart", parts=["HAND", "WRIST"])  # two parts with enough images
+
+
+def test_a_class_with_too_few_training_images_is_refused_with_the_counts(tmp_path):
+    # two training images of WRIST (the report once ran to 8 % test accuracy on such a tree)
+    spec = _spec({"HAND": 8, "ELBOW": 8}, {"HAND": 2, "ELBOW": 2, "WRIST": 1}) + [("train", "WRIST", 99, 1, 0, 2)]
+    idx = data.carve_validation(data.load_index(make_mura_tree(tmp_path, spec)), 0.15, 0)
+    with pytest.raises(data.DegenerateData) as e:
+        data.check_task_data(idx, "bodypart", parts=["HAND", "ELBOW", "WRIST"])
+    msg = str(e.value)
+    assert msg.startswith("too few training images for the body-part task on parts ['HAND', 'ELBOW', 'WRIST']: "
+                          "WRIST 2 (each class needs at least 10")
+    counts = data.class_counts(idx, "bodypart", ["HAND", "ELBOW", "WRIST"])
+    assert "images per class, train/val/test: " + "; ".join(
+        f"{c} {r.train}/{r.val}/{r.test}" for c, r in counts.iterrows()) in msg
+    assert "WRIST 2/0/3" in msg and "add studies of WRIST to the train split, or leave them out (parts=" in msg
+    # all seven classes (the default): the five parts the tree lacks are listed with their zero counts
+    with pytest.raises(data.DegenerateData, match=r"body-part task: FINGER 0, FOREARM 0, HUMERUS 0, SHOULDER 0, "
+                                                  r"WRIST 2 .*ELBOW \d+/\d+/6; FINGER 0/0/0"):
+        data.check_task_data(idx, "bodypart")
+
+
+def test_a_task_class_with_too_few_training_images_is_refused_on_the_abnormality_task(tmp_path):
+    idx = _carved(tmp_path, {"HAND": 8, "ELBOW": 8}, {"HAND": 2, "ELBOW": 2}, abnormal=(0,))
+    with pytest.raises(data.DegenerateData, match=r"too few training images for the abnormality task: abnormal 0 "
+                                                  r"\(.*normal \d+/\d+/12; abnormal 0/0/0\. What to do: add "
+                                                  r"abnormal studies"):
+        data.check_task_data(idx, "abnormality")
+    idx = _carved(tmp_path / "b", {"HAND": 12, "ELBOW": 1}, {"HAND": 2, "ELBOW": 1})
+    data.check_task_data(idx, "abnormality")
+    with pytest.raises(data.DegenerateData, match=r"abnormality task on parts \['ELBOW'\]: .*widen the parts"):
+        data.check_task_data(idx, "abnormality", parts=["ELBOW"])
+
+
+def test_a_split_left_empty_is_refused_with_the_counts(tmp_path):
+    # one training patient: the carve by patient cannot leave patients in both train and val
+    one = data.load_index(make_mura_tree(tmp_path / "a", _spec({"HAND": 1}, {"HAND": 1}, studies=4)))
+    with pytest.raises(data.DegenerateData, match=r"carved from MURA's train split by patient \(15% of the "
+                                                  r"patients\), but train holds 12 image\(s\) of 1 patient\(s\)"):
+        data.carve_validation(one, 0.15, 0)
+    # no MURA valid split: no test set
+    tree = make_mura_tree(tmp_path / "b", _spec({"HAND": 8, "WRIST": 8}), csv=False)  # no valid/ folder
+    idx = data.carve_validation(data.load_index(tree), 0.15, 0)
+    with pytest.raises(data.DegenerateData, match=r"the test split is empty for the body-part task: images "
+                                                  r"\(patients\) per split: train \d+ \(\d+\), val \d+ \(\d+\), "
+                                                  r"test 0 \(0\); images per class, train/val/test: ELBOW 0/0/0; "
+                                                  r"FINGER 0/0/0; FOREARM 0/0/0; HAND 18/6/0; .*What to do: the test "
+                                                  r"set is MURA's valid split: add it"):
+        data.check_task_data(idx, "bodypart")
+    # a part whose patients all went to train: its val split is empty
+    idx = _carved(tmp_path / "c", {"HAND": 12, "WRIST": 12, "ELBOW": 2}, {"ELBOW": 2}, studies=3)
+    assert (idx[idx.body_part == "ELBOW"].subset != "val").all()
+    with pytest.raises(data.DegenerateData, match=r"the val split is empty for the abnormality task on parts "
+                                                  r"\['ELBOW'\]: .*val 0 \(0\).*add patients to the train split"):
+        data.check_task_data(idx, "abnormality", parts=["ELBOW"])
+
+
+def test_prepare_refuses_degenerate_data_before_building_the_cache(tmp_path):
+    from utils.config import get_paths, get_profile
+
+    root = make_mura_tree(tmp_path / "dl", _spec({"SHOULDER": 14}, {"SHOULDER": 3}))
+    paths = get_paths(tmp_path / "out")
+    with pytest.raises(data.DegenerateData, match="one body part only: SHOULDER"):
+        data.prepare("smoke", str(root), paths, progress=False)
+    assert not list(paths.cache.glob("*.npy"))  # nothing cached
+    _, index, cache = data.prepare(get_profile("smoke", task="abnormality"), str(root), paths, progress=False)
+    assert len(cache.index) == len(index)  # the abnormality task runs on the same tree
+    with pytest.raises(data.DegenerateData, match=r"no images for the abnormality task on parts \['ELBOW'\]: "
+                                                  r"the data hold SHOULDER 51 image\(s\)"):
+        data.prepare(get_profile("smoke", task="abnormality"), str(root), paths, progress=False, parts=["ELBOW"])
+
+
+def test_the_profiles_phantoms_pass_the_checks():
+    """The smoke and cpu phantoms, planned (not rendered) and carved as their profiles do, hold at least
+    MIN_TRAIN_IMAGES training images of every body part and of normal and abnormal."""
+    from utils import phantom
+    from utils.config import get_profile
+
+    for name in ("smoke", "cpu"):
+        p = get_profile(name)
+        ph = p.phantom
+        rows = [dict(split=st.split, body_part=st.part, patient=f"patient{st.patient:05d}", label=st.label)
+                for st in phantom.plan_studies(ph.train_patients, ph.valid_patients, ph.seed)
+                for _ in range(st.n_views)]
+        idx = data.carve_validation(pd.DataFrame(rows), p.val_fraction, p.seed)
+        for task in data.TASKS:
+            counts = data.check_task_data(idx, task)
+            assert (counts.train >= data.MIN_TRAIN_IMAGES).all() and (counts > 0).all().all(), (name, task)

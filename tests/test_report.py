@@ -106,3 +106,49 @@ def test_unknown_profile_fails_with_the_known_ones(tmp_path):
 def test_only_with_no_match_names_the_notebooks():
     with pytest.raises(SystemExit, match="no notebook matches --only 99"):
         report.find_notebooks(only=["99"])
+
+
+def test_cuda_asked_for_and_absent_fails_before_the_first_notebook(tmp_path, monkeypatch, capsys):
+    import papermill as pm
+    import torch
+
+    from utils import config, data
+
+    monkeypatch.setenv("XRAY_DEVICE", "cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(pm, "execute_notebook", lambda *a, **k: pytest.fail("a notebook ran"))
+    monkeypatch.setattr(data, "resolve_data", lambda *a, **k: pytest.fail("data prepared before the device check"))
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _nb(nbs / "00_ok.ipynb", "print(profile)")
+    with pytest.raises(config.DeviceUnavailable, match=r"device 'cuda' was asked for but CUDA is not available.*"
+                                                       r"device='cpu' \(or unset XRAY_DEVICE\)"):
+        report.run("smoke", out_root=str(tmp_path / "out"), nb_dir=nbs, html=False)
+    with pytest.raises(SystemExit) as e:
+        report.main(["--profile", "smoke", "--out-root", str(tmp_path / "out"), "--notebooks", str(nbs)])
+    assert e.value.code == 1
+    assert "[report] error: device 'cuda' was asked for but CUDA is not available" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("transport", ["curve", "ipc"])
+def test_the_kernel_runs_without_the_plain_tcp_warning(tmp_path, mura_tree, monkeypatch, capfd, transport):
+    """ipykernel warns "Kernel is running over TCP without encryption" on plain TCP; the runner starts it with
+    CurveZMQ keys (or, without CurveZMQ, on IPC sockets), so the warning is never printed."""
+    import zmq
+
+    if transport == "ipc":
+        has = zmq.has
+        monkeypatch.setattr(zmq, "has", lambda feature: feature != "curve" and has(feature))
+        assert report.kernel_config().KernelManager.transport == "ipc"
+    else:
+        if not zmq.has("curve"):
+            pytest.skip("libzmq without CurveZMQ")
+        assert report.kernel_config().KernelManager.transport_encryption == "auto"
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _nb(nbs / "00_ok.ipynb", "print(profile * 2)")
+    report.run("smoke", str(mura_tree), out_root=str(tmp_path / "out"), nb_dir=nbs, html=False)
+    executed = nbformat.read(tmp_path / "out" / "report" / "00_ok.ipynb", as_version=4)
+    assert executed.cells[-1].outputs[0]["text"].strip() == "smokesmoke"
+    captured = capfd.readouterr()
+    assert "without encryption" not in captured.err + captured.out

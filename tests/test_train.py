@@ -3,10 +3,23 @@ from __future__ import annotations
 
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
-from utils import config, train
+from utils import config, data, phantom, train
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A phantom cache every class of which has at least data.MIN_TRAIN_IMAGES training images: the smoke
+    profile's plan (64 + 16 patients, seed 2) rendered at 96 px, carved as the profile does, cached at 32 px.
+    (conftest's `small_cache`, 12 patients, lacks ELBOW and HUMERUS in train: training on it is refused.)"""
+    p = config.get_profile("smoke")
+    root = phantom.generate(tmp_path_factory.mktemp("phantom"), p.phantom.train_patients, p.phantom.valid_patients,
+                            p.phantom.seed, max_side=96, workers=1, progress=False)
+    idx = data.carve_validation(data.load_index(root), p.val_fraction, p.seed)
+    return data.build_cache(idx, 32, tmp_path_factory.mktemp("cache"), workers=1, progress=False)
 
 
 def _profile(**kw):
@@ -21,20 +34,20 @@ def _same(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_same_seed_same_weights(small_cache, tmp_path):
+def test_same_seed_same_weights(cache, tmp_path):
     p = _profile()
     pa, pb = config.get_paths(tmp_path / "a"), config.get_paths(tmp_path / "b")
-    train.train_member(p, 0, small_cache, pa, torch.device("cpu"), progress=False)
-    train.train_member(p, 0, small_cache, pb, torch.device("cpu"), progress=False)
+    train.train_member(p, 0, cache, pa, torch.device("cpu"), progress=False)
+    train.train_member(p, 0, cache, pb, torch.device("cpu"), progress=False)
     assert _same(_state(pa, p), _state(pb, p))
-    train.train_member(p, 1, small_cache, pa, torch.device("cpu"), progress=False)
+    train.train_member(p, 1, cache, pa, torch.device("cpu"), progress=False)
     assert not _same(_state(pa, p, 0), _state(pa, p, 1))  # members differ by their seed
 
 
-def test_resume_after_interruption_gives_the_same_weights(small_cache, tmp_path):
+def test_resume_after_interruption_gives_the_same_weights(cache, tmp_path):
     p = _profile()
     whole = config.get_paths(tmp_path / "whole")
-    train.train_member(p, 0, small_cache, whole, torch.device("cpu"), progress=False)
+    train.train_member(p, 0, cache, whole, torch.device("cpu"), progress=False)
 
     cut = config.get_paths(tmp_path / "cut")
 
@@ -43,40 +56,40 @@ def test_resume_after_interruption_gives_the_same_weights(small_cache, tmp_path)
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train.train_member(p, 0, small_cache, cut, torch.device("cpu"), progress=False,
+        train.train_member(p, 0, cache, cut, torch.device("cpu"), progress=False,
                            on_epoch_end=stop_after_first)
     d = train.member_dir(cut, p, 0)
     assert (d / "last.pt").is_file() and not (d / "best.pt").exists()
     epochs_seen = []
-    meta = train.train_member(p, 0, small_cache, cut, torch.device("cpu"), progress=False,
+    meta = train.train_member(p, 0, cache, cut, torch.device("cpu"), progress=False,
                               on_epoch_end=lambda e, h: epochs_seen.append(e))
     assert epochs_seen == [2, 3] and meta["epochs_run"] == 3  # resumed, not restarted
     assert _same(_state(whole, p), _state(cut, p))
     assert not (d / "last.pt").exists()
 
 
-def test_trained_members_are_reused_not_retrained(small_cache, tmp_path, monkeypatch):
+def test_trained_members_are_reused_not_retrained(cache, tmp_path, monkeypatch):
     p = _profile(epochs=1)
     paths = config.get_paths(tmp_path)
-    first = train.train_member(p, 0, small_cache, paths, torch.device("cpu"), progress=False)
+    first = train.train_member(p, 0, cache, paths, torch.device("cpu"), progress=False)
     monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("a trained member was retrained"))
-    again = train.train_member(p, 0, small_cache, paths, torch.device("cpu"), progress=False)
+    again = train.train_member(p, 0, cache, paths, torch.device("cpu"), progress=False)
     assert again == first
 
 
-def test_a_mismatched_checkpoint_is_refused_with_its_message(small_cache, tmp_path):
+def test_a_mismatched_checkpoint_is_refused_with_its_message(cache, tmp_path):
     p = _profile(epochs=1)
     paths = config.get_paths(tmp_path)
-    train.train_member(p, 0, small_cache, paths, torch.device("cpu"), progress=False)
+    train.train_member(p, 0, cache, paths, torch.device("cpu"), progress=False)
     best = train.member_dir(paths, p, 0) / "best.pt"
-    model, meta = train.load_member(p, 0, small_cache, paths)
+    model, meta = train.load_member(p, 0, cache, paths)
     assert meta["arch"] == "small" and meta["prior_precision"] == pytest.approx(meta["n_train"] * p.weight_decay)
     with pytest.raises(train.CheckpointMismatch, match=r"does not match this run \(.*epochs: checkpoint 1, now 5"):
-        train.train_member(p.replace(epochs=5), 0, small_cache, paths, progress=False)
+        train.train_member(p.replace(epochs=5), 0, cache, paths, progress=False)
     # other data: same profile, but the training rows change (a different validation carve)
-    other = small_cache.index.assign(subset=small_cache.index.subset.replace({"val": "train"}))
-    cache2 = type(small_cache)(small_cache.key, small_cache.size, small_cache.array_path, other,
-                               small_cache.unreadable)
+    moved = cache.index.patient == cache.index.patient[cache.index.subset == "val"].iloc[0]
+    other = cache.index.assign(subset=cache.index.subset.mask(moved, "train"))
+    cache2 = type(cache)(cache.key, cache.size, cache.array_path, other, cache.unreadable)
     with pytest.raises(train.CheckpointMismatch, match="data_fingerprint"):
         train.load_checkpoint(best, train.expected_meta(p, 0, *train.datasets(p, cache2)[:2]))
 
@@ -93,14 +106,14 @@ def test_checkpoints_open_without_running_code(tmp_path):
         train.load_checkpoint(path)
 
 
-def test_member_logits_are_cached_and_match_the_model(small_cache, tmp_path):
+def test_member_logits_are_cached_and_match_the_model(cache, tmp_path):
     p = _profile(epochs=1)
     paths = config.get_paths(tmp_path)
-    train.train_member(p, 0, small_cache, paths, torch.device("cpu"), progress=False)
-    a = train.member_logits(p, 0, small_cache, "test", paths, torch.device("cpu"))
+    train.train_member(p, 0, cache, paths, torch.device("cpu"), progress=False)
+    a = train.member_logits(p, 0, cache, "test", paths, torch.device("cpu"))
     assert (train.member_dir(paths, p, 0) / "logits_test.npy").is_file()
-    model, _ = train.load_member(p, 0, small_cache, paths)
-    _, _, te = train.datasets(p, small_cache)
+    model, _ = train.load_member(p, 0, cache, paths)
+    _, _, te = train.datasets(p, cache)
     x = torch.stack([te[i][0] for i in range(len(te))])
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(a), model(x), atol=1e-4, rtol=1e-4)
@@ -110,3 +123,53 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
     lrs = [train.lr_at(s, 100, 10, 1.0) for s in range(101)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[100] == pytest.approx(0.0)
+
+
+# --------------------------------------------------------------------------- degenerate data
+
+
+def test_training_on_too_few_images_is_refused_before_any_training(small_cache, tmp_path, monkeypatch):
+    """conftest's 12-patient phantom: no ELBOW or HUMERUS training image, 9 abnormal ones."""
+    monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("trained on degenerate data"))
+    paths = config.get_paths(tmp_path)
+    with pytest.raises(data.DegenerateData, match=r"too few training images for the body-part task: ELBOW 0, "
+                                                  r"FINGER 7, FOREARM 4, HAND 3, HUMERUS 0, SHOULDER 1, WRIST 9 "):
+        train.train_member(_profile(), 0, small_cache, paths, torch.device("cpu"), progress=False)
+    with pytest.raises(data.DegenerateData, match=r"abnormality task: abnormal 9 .*normal 15/\d+/\d+"):
+        train.train_member(_profile(task="abnormality"), 0, small_cache, paths, torch.device("cpu"),
+                           progress=False)
+    assert not (tmp_path / "artifacts" / "models").exists()
+
+
+def test_the_abnormality_task_on_too_small_parts_is_refused(cache):
+    """notebook 06 trains the abnormality task on chosen parts: HUMERUS alone is too small in this phantom."""
+    pa = _profile(task="abnormality")
+    tr, _, _ = train.datasets(pa, cache)  # all seven parts: fine
+    assert min(np.bincount(tr.targets)) >= data.MIN_TRAIN_IMAGES
+    with pytest.raises(data.DegenerateData, match=r"too few training images for the abnormality task on parts "
+                                                  r"\['HUMERUS'\]: .*widen the parts"):
+        train.datasets(pa, cache, parts=["HUMERUS"])
+    with pytest.raises(data.DegenerateData, match=r"parts=\['HAND'\] leaves one class"):
+        train.datasets(_profile(), cache, parts=["HAND"])
+
+
+def test_the_command_line_refuses_a_one_part_tree_before_caching(tmp_path):
+    from .conftest import make_mura_tree
+
+    spec = [("train", "HAND", p, 1, p % 2, 3) for p in range(1, 15)] + [("valid", "HAND", 20, 1, 1, 2)]
+    root = make_mura_tree(tmp_path / "dl", spec)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        train.main(["--profile", "smoke", "--member", "0", "--data", str(root), "--out-root", str(out)])
+    assert str(e.value.code).startswith("error: the body-part task needs two or more body parts, but the data "
+                                        "hold one body part only: HAND")
+    assert 'task="abnormality"' in str(e.value.code)
+    assert not list((out / "artifacts").rglob("*.npy"))  # nothing cached, nothing trained
+
+
+def test_the_command_line_refuses_cuda_where_there_is_none(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(data, "prepare", lambda *a, **k: pytest.fail("prepared data before checking the device"))
+    with pytest.raises(SystemExit) as e:
+        train.main(["--profile", "smoke", "--member", "0", "--device", "cuda", "--out-root", str(tmp_path)])
+    assert "error: device 'cuda' was asked for but CUDA is not available" in str(e.value.code)

@@ -2,6 +2,7 @@
 
     index  = load_index(root)                      # one row per image
     index  = carve_validation(index, 0.15, seed)   # adds `subset`: train / val / test
+    check_task_data(index, "bodypart")             # refuses data no model can be trained or scored on
     cache  = build_cache(index, size=96, cache_dir=paths.cache)
     ds     = CachedImages(cache, subset="train", task="bodypart")
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import warnings
@@ -40,10 +42,28 @@ _REL = re.compile(
     r"(?P<study>study(?P<study_no>\d+)_(?P<verdict>positive|negative))/image(?P<image>\d+)\.png$"
 )
 INDEX_COLUMNS = ("path", "rel_path", "split", "body_part", "patient", "study", "study_id", "label", "image")
+SUBSETS = ("train", "val", "test")
+
+MIN_TRAIN_IMAGES = 10
+"""Fewest training images a class may have before a run is refused (`check_task_data`).
+
+A floor that catches broken or partial trees, not a recipe for a good model. MURA's studies hold 1-4 views
+(about 2.5 on average), so 10 images are about four studies, typically of three or four patients. Below that
+a class rests on one or two patients: the network can memorise them instead of learning the class, the
+validation carve (by patient) takes all of them or none, and the class's test scores are noise (a tree with
+2 training images of one part once ran the whole report to 8 % test accuracy without a warning). MURA v1.1
+has at least 1,272 training images per study type (HUMERUS); after the validation carve the smoke phantom
+has at least 11 per class and the cpu phantom 117 (tests/test_data.py checks both).
+"""
 
 
 class DataError(ValueError):
     """A problem with the user's data, with a message that says what to do."""
+
+
+class DegenerateData(DataError):
+    """Data that index fine but cannot train or score the task: one body part on the body-part task, a
+    class with fewer than MIN_TRAIN_IMAGES training images, or an empty train / val / test split."""
 
 
 # --------------------------------------------------------------------------- index
@@ -208,10 +228,30 @@ def carve_validation(index: pd.DataFrame, val_fraction: float = 0.15, seed: int 
     out["subset"] = np.where(out.split == "valid", "test", "train")
     tr = np.flatnonzero(out.split == "train")
     if len(tr):
+        groups = out.patient.to_numpy()[tr]
+        n_pat = len(set(groups))
+        if n_pat - math.ceil(val_fraction * n_pat) < 1:  # GroupShuffleSplit's rule: val takes ceil(f * n)
+            raise DegenerateData(
+                f"the validation split is carved from MURA's train split by patient ({val_fraction:.0%} of "
+                f"the patients), but train holds {len(tr)} image(s) of {n_pat} patient(s), so the carve would "
+                "leave train or val empty. What to do: add patients to the train split (folders train/XR_<PART>/"
+                f"patientNNNNN/...): every class needs at least {MIN_TRAIN_IMAGES} training images after the "
+                "carve")
         gss = GroupShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
-        _, val = next(gss.split(tr, groups=out.patient.to_numpy()[tr]))
+        _, val = next(gss.split(tr, groups=groups))
         out.loc[out.index[tr[val]], "subset"] = "val"
     return out
+
+
+def normalize_parts(parts) -> list[str] | None:
+    """Body parts as MURA names them ("xr_hand" -> "HAND"), or None for all; unknown ones are refused."""
+    if not parts:
+        return None
+    parts = [str(p).upper().removeprefix("XR_") for p in ([parts] if isinstance(parts, str) else parts)]
+    unknown = sorted(set(parts) - set(BODY_PARTS))
+    if unknown:
+        raise ValueError(f"unknown body part(s) {unknown}; known: {', '.join(BODY_PARTS)}")
+    return parts
 
 
 def task_targets(index: pd.DataFrame, task: str = "bodypart", parts=None) -> tuple[pd.DataFrame, list[str]]:
@@ -222,11 +262,8 @@ def task_targets(index: pd.DataFrame, task: str = "bodypart", parts=None) -> tup
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
+    parts = normalize_parts(parts)
     if parts:
-        parts = [str(p).upper().removeprefix("XR_") for p in ([parts] if isinstance(parts, str) else parts)]
-        unknown = sorted(set(parts) - set(BODY_PARTS))
-        if unknown:
-            raise ValueError(f"unknown body part(s) {unknown}; known: {', '.join(BODY_PARTS)}")
         index = index[index.body_part.isin(parts)]
     out = index.copy()
     if task == "bodypart":
@@ -236,6 +273,93 @@ def task_targets(index: pd.DataFrame, task: str = "bodypart", parts=None) -> tup
         classes = list(ABNORMALITY_CLASSES)
         out["target"] = out.label.astype(int)
     return out, classes
+
+
+def class_counts(index: pd.DataFrame, task: str = "bodypart", parts=None) -> pd.DataFrame:
+    """Images per class (rows, in class order) and subset (columns train / val / test) of a carved index."""
+    if "subset" not in index:
+        raise ValueError("the index has no `subset` column: call carve_validation(index) first")
+    rows, classes = task_targets(index, task, parts)
+    counts = pd.crosstab(rows.target, rows.subset) if len(rows) else pd.DataFrame()
+    counts = counts.reindex(index=range(len(classes)), columns=list(SUBSETS), fill_value=0).fillna(0).astype(int)
+    counts.index = pd.Index(classes, name="class")
+    counts.columns.name = "images"
+    return counts
+
+
+def _counts_line(counts: pd.DataFrame) -> str:
+    return "; ".join(f"{c} {r.train}/{r.val}/{r.test}" for c, r in counts.iterrows())
+
+
+def check_task_data(index: pd.DataFrame, task: str = "bodypart", parts=None,
+                    min_train: int = MIN_TRAIN_IMAGES) -> pd.DataFrame:
+    """Refuse (DegenerateData) a carved index that cannot train or score `task`; returns `class_counts`.
+
+    Three refusals, each with the counts and what to do: a single body part on the body-part task (one
+    class: "100 % accuracy" that means nothing); a train, val or test split without images of the task;
+    a class with fewer than `min_train` training images (MIN_TRAIN_IMAGES). Called where a run's index is
+    prepared (`prepare`) and where its datasets are made (`utils.train.datasets`), so it fires before any
+    cache is built or any member trained.
+    """
+    counts = class_counts(index, task, parts)
+    rows = task_targets(index, task, parts)[0]
+    parts = normalize_parts(parts)
+    scope = f" on parts {parts}" if parts else ""
+    name = "body-part" if task == "bodypart" else task
+    abnormality = 'the abnormality task (task="abnormality" in the profile: config.get_profile(name, task="abnormality"))'
+    if task == "bodypart":
+        present = sorted(set(rows.body_part))
+        if len(counts) == 1 or len(present) == 1:
+            part = present[0] if present else counts.index[0]
+            r = counts.loc[part]
+            if len(counts) == 1:
+                where, fix = (f"parts={list(counts.index)} leaves one class",
+                              f"name two or more parts, or run {abnormality} on {part}")
+            else:
+                where, fix = (f"the data{scope} hold one body part only",
+                              f"run {abnormality} on these images instead, or add studies of other body parts "
+                              "(train/XR_<PART>/... and valid/XR_<PART>/...) to the tree")
+            raise DegenerateData(
+                f"the body-part task needs two or more body parts, but {where}: {part} ({r.train} train, "
+                f"{r.val} val, {r.test} test images), so every prediction would be {part} and its accuracy "
+                f"meaningless. What to do: {fix}")
+    total = counts.sum(axis=0)
+    if total.sum() == 0:
+        held = index.body_part.value_counts().sort_index()
+        raise DegenerateData(
+            f"no images for the {name} task{scope}: the data hold "
+            + ", ".join(f"{p} {n}" for p, n in held.items())
+            + " image(s). What to do: choose parts the tree holds (or parts=None for all)")
+    empty = [s for s in SUBSETS if total[s] == 0]
+    if empty:
+        patients = {s: rows.patient[rows.subset == s].nunique() for s in SUBSETS}
+        fix = {"train": "add studies to MURA's train split (train/XR_<PART>/patientNNNNN/...)",
+               "val": "the validation split is carved by patient from train: add patients to the train split",
+               "test": "the test set is MURA's valid split: add it (valid/XR_<PART>/patientNNNNN/...; MURA ships "
+                       "one)"}
+        raise DegenerateData(
+            f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty for the {name} task"
+            f"{scope}: images (patients) per split: "
+            + ", ".join(f"{s} {total[s]} ({patients[s]})" for s in SUBSETS)
+            + f"; images per class, train/val/test: {_counts_line(counts)}. What to do: "
+            + "; ".join(fix[s] for s in empty)
+            + ("" if not parts else "; or widen the parts"))
+    few = counts.index[counts.train < min_train].tolist()
+    if few:
+        if task == "bodypart":
+            ok = [c for c in counts.index if c not in few]
+            leave_out = (f", or leave them out (parts={ok})" if len(ok) > 1 else
+                         f", or run {abnormality} on {ok[0]}" if ok else "")
+            fix = f"add studies of {', '.join(few)} to the train split{leave_out}"
+        else:
+            fix = (f"add {' and '.join(few)} studies to the train split"
+                   + (", or widen the parts (parts=None: all seven)" if parts else ""))
+        raise DegenerateData(
+            f"too few training images for the {name} task{scope}: "
+            + ", ".join(f"{c} {counts.train[c]}" for c in few)
+            + f" (each class needs at least {min_train}: fewer cannot be learned, selected or scored); "
+            f"images per class, train/val/test: {_counts_line(counts)}. What to do: {fix}")
+    return counts
 
 
 # --------------------------------------------------------------------------- images
@@ -559,10 +683,12 @@ def prepare_unfamiliar(profile, paths=None, progress: bool = False):
     return index, build_cache(index, profile.image_size, paths.cache, progress=progress)
 
 
-def prepare(profile, data_root: str | os.PathLike | None = "", paths=None, progress: bool = True):
+def prepare(profile, data_root: str | os.PathLike | None = "", paths=None, progress: bool = True, parts=None):
     """Index, patient split and cache for a profile: (source dict, index, cache).
 
-    `cache.index` carries the `subset` column and the per-image statistics.
+    `cache.index` carries the `subset` column and the per-image statistics. Data that cannot train or
+    score the profile's task (on `parts`) are refused with DegenerateData before the cache is built, and
+    again after it if unreadable images leave a class too few.
     """
     from .config import get_paths, get_profile
 
@@ -570,7 +696,10 @@ def prepare(profile, data_root: str | os.PathLike | None = "", paths=None, progr
     paths = paths or get_paths()
     src = resolve_data(profile, data_root, paths, progress)
     index = carve_validation(load_index(src["root"]), profile.val_fraction, profile.seed)
+    check_task_data(index, profile.task, parts)
     cache = build_cache(index, profile.image_size, paths.cache, progress=progress)
+    if len(cache.unreadable):
+        check_task_data(cache.index, profile.task, parts)
     return src, index, cache
 
 

@@ -657,6 +657,13 @@ def score_maps(maps: dict[str, torch.Tensor], bones: torch.Tensor) -> dict[str, 
 METRICS = ("pointing", "mass", "iou", "deletion_auc", "insertion_auc")
 
 
+def deletion_sample(n_total: int, n: int, seed: int = 0) -> np.ndarray:
+    """Sorted positions of `n` of `n_total` images drawn without replacement (seeded): the images deletion and
+    insertion curves, and other costly checks, are computed on."""
+    n = min(int(n), n_total)
+    return np.sort(np.random.default_rng(seed).choice(n_total, n, replace=False))
+
+
 def score_test_set(models, W: torch.Tensor, dataset, masks=None, n_deletion: int = 120, steps: int = 10,
                    batch: int = 128, seed: int = 0, target: str = "predicted", mean_masks: torch.Tensor | None = None):
     """Per-image scores of every explanation of `method_maps` and every baseline of `baseline_maps`.
@@ -665,8 +672,9 @@ def score_test_set(models, W: torch.Tensor, dataset, masks=None, n_deletion: int
     `dataset`, i.e. the row of `dataset.index`, whose `study` column gives the clusters of a study bootstrap),
     `method`, `metric`, `value`, and `target` ("predicted" or "true"). `summarise` turns it into the table of
     means and standard errors. Metrics: against `masks` = (bones, lesion) where given (phantom only):
-    pointing, mass, iou over every image; without masks: deletion_auc and insertion_auc over the first
-    `n_deletion` images (`steps` + 1 fractions).
+    pointing, mass, iou over every image; without masks: deletion_auc and insertion_auc over `n_deletion`
+    images drawn at random (seeded by `seed`; `deletion_sample`), not the first ones: a MURA index is sorted by
+    body part, so the first images would all be elbows.
 
     `target="predicted"` (default, what a deployed model has): member 0's maps, the Laplace maps (head samples
     W, S x C x K, of member 0) and the baselines explain member 0's predicted class and are deleted with
@@ -686,6 +694,8 @@ def score_test_set(models, W: torch.Tensor, dataset, masks=None, n_deletion: int
 
     ens_model = MeanProbs(models)
     parts: list[tuple[str, str, np.ndarray, np.ndarray]] = []
+    chosen = np.zeros(len(dataset), bool)
+    chosen[deletion_sample(len(dataset), n_deletion, seed)] = True
     start = 0
     for xb, yb in make_loader(dataset, batch):
         fmaps, probs = forward_members(models, xb)
@@ -697,15 +707,14 @@ def score_test_set(models, W: torch.Tensor, dataset, masks=None, n_deletion: int
             bones = torch.as_tensor(np.asarray(masks[0][start:start + len(xb)]))
             for name, d in score_maps(maps, bones).items():
                 parts += [(name, k, idx, v) for k, v in d.items()]
-        if start < n_deletion:
-            k = min(len(xb), n_deletion - start)
-            ends = {"member 0": curve_ends(models[0], xb[:k], t0[:k]),
-                    "ensemble": curve_ends(ens_model, xb[:k], te[:k])}
+        k = torch.as_tensor(np.flatnonzero(chosen[start:start + len(xb)]))
+        if len(k):
+            ends = {"member 0": curve_ends(models[0], xb[k], t0[k]), "ensemble": curve_ends(ens_model, xb[k], te[k])}
             for name, m in maps.items():
                 ens = name.startswith("ensemble")
-                r = deletion_insertion(ens_model if ens else models[0], xb[:k], m[:k], (te if ens else t0)[:k],
+                r = deletion_insertion(ens_model if ens else models[0], xb[k], m[k], (te if ens else t0)[k],
                                        steps=steps, ends=ends["ensemble" if ens else "member 0"])
-                parts += [(name, key, idx[:k], r[key]) for key in ("deletion_auc", "insertion_auc")]
+                parts += [(name, key, idx[k.numpy()], r[key]) for key in ("deletion_auc", "insertion_auc")]
         start += len(xb)
     suffix = "" if target == "predicted" else " [true class]"
     if not parts:
@@ -750,7 +759,9 @@ def interval_table(per_image, groups, reference="centre prior", n_boot: int = 20
     difference from the `reference` map on the same images and resamples (`delta`, `delta_low`,
     `delta_high`). One row per (method, metric); a map beats the reference only where the interval of its
     difference excludes zero on the right side (higher is better for every score but `deletion_auc`).
-    `reference` is one method's name, or {metric: method}, e.g. `strongest_baselines(per_image)`."""
+    `reference` is one method's name, or {metric: method}, e.g. `strongest_baselines(per_image)`. Ensemble maps'
+    deletion and insertion curves are taken under the ensemble's predictive and the baselines' under member
+    0's, so those differences would not be paired: they are left out."""
     import pandas as pd
 
     from . import evidence
@@ -764,6 +775,9 @@ def interval_table(per_image, groups, reference="centre prior", n_boot: int = 20
         d = evidence.mean_interval(v.to_numpy(), g, n_boot, seed)
         row = dict(method=method, metric=metric, mean=d["estimate"], low=d["low"], high=d["high"])
         ref = reference.get(metric) if isinstance(reference, dict) else reference
+        curve = metric in ("deletion_auc", "insertion_auc")
+        if curve and method.startswith("ensemble") and not str(ref).startswith("ensemble"):
+            ref = None  # its curve was taken under the ensemble's predictive, the reference's under member 0's
         if ref is not None and method != ref and (ref, metric) in wide.columns:
             dd = evidence.paired_mean_delta(v.to_numpy(), wide[(ref, metric)].to_numpy(), g, n_boot, seed)
             row.update(reference=ref, delta=dd["delta"], delta_low=dd["low"], delta_high=dd["high"])

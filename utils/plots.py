@@ -113,14 +113,14 @@ def overlay_grid(images, titles, maps_by_col: dict, title: str, size: float = 1.
 def plot_prior_search(ax_lml, ax_nll, grid, lml, val_nll, marglik_delta: float, training_delta: float | None = None,
                       grid_delta: float | None = None, grid_bracketed: bool = True, title: str = ""):
     """The prior-precision search of one fit, readable: top, how far the log marginal likelihood lies below
-    its maximum (nats, log axis, so both the flat top and the collapse at large δ show); bottom, the
+    its maximum (nats, a symmetric-log axis, linear below 1 nat, so the optimum, the flat top and the collapse
+    at large δ all show); bottom, the
     validation NLL of the predictive. Both against δ on a log axis, with the marginal-likelihood optimum
     (red, dashed), the grid search's choice (green, dash-dot; 'edge' when the search did not bracket an
     optimum) and the prior the training implied (grey, dotted)."""
     grid, lml, val_nll = (np.asarray(a, float) for a in (grid, lml, val_nll))
     below = lml.max() - lml
-    floor = max(1e-3, float(np.min(below[below > 0])) if (below > 0).any() else 1e-3)
-    ax_lml.plot(grid, np.maximum(below, floor), "-", color="tab:blue")
+    ax_lml.plot(grid, below, "-", color="tab:blue")
     ax_nll.plot(grid, val_nll, "-", color="tab:green")
     for ax in (ax_lml, ax_nll):
         ax.axvline(marglik_delta, color="tab:red", ls="--", label=f"marginal likelihood: δ = {marglik_delta:.3g}")
@@ -130,6 +130,7 @@ def plot_prior_search(ax_lml, ax_nll, grid, lml, val_nll, marglik_delta: float, 
         if training_delta:
             ax.axvline(training_delta, color="0.5", ls=":", label=f"training prior Nλ = {training_delta:.3g}")
         ax.set_xscale("log")
-    ax_lml.set(yscale="log", ylabel="nats below the maximum\nof the log marginal likelihood", title=title)
+    ax_lml.set_yscale("symlog", linthresh=1.0)  # linear below 1 nat, so the maximum itself (0) shows
+    ax_lml.set(ylabel="nats below the maximum\nof the log marginal likelihood", title=title)
     ax_nll.set(xlabel="prior precision δ", ylabel="validation NLL (nats)")
     ax_lml.legend(fontsize=7, loc="upper left")

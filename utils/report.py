@@ -8,21 +8,27 @@ Each `notebooks/NN_*.ipynb` is executed by papermill on the project's Jupyter
 kernel (the `.venv` interpreter, registered by `make setup`) with the
 parameters `profile`, `data_root` and `out_root`; the executed copy and an HTML
 rendering go to `report/`, and `report/run_log.json` records per notebook the
-wall seconds and status, with the profile, data source and git commit. A
+wall seconds and status, with the profile, data source, device and git commit. A
 failing notebook stops the run, naming the notebook and the cell's error; its
-executed copy up to the failure is kept for reading.
+executed copy up to the failure is kept for reading. The device (XRAY_DEVICE)
+is checked before the first notebook, so CUDA asked for and absent fails at once.
+
+The kernel talks to papermill over CurveZMQ-encrypted TCP (or, where CurveZMQ is
+missing, over IPC sockets): ipykernel warns "Kernel is running over TCP without
+encryption" for plain TCP, and that is true, so the runner does not use it.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .config import ROOT, display_path, get_paths, get_profile
+from .config import ROOT, DeviceUnavailable, display_path, get_device, get_paths, get_profile
 
 KERNEL_NAME = "xray-bayes"
 NOTEBOOKS = ROOT / "notebooks"
@@ -61,6 +67,34 @@ def ensure_kernel(name: str = KERNEL_NAME) -> str:
     return name
 
 
+def kernel_config(name: str = KERNEL_NAME):
+    """Traitlets config for papermill's kernel manager that keeps the kernel off plain TCP.
+
+    ipykernel logs "Kernel is running over TCP without encryption ..." (ipykernel/kernelapp.py,
+    `init_sockets`) whenever its transport is TCP and it has no CurveZMQ key, and names the two cures:
+    keys provisioned by the kernel manager, or the IPC transport. jupyter_client (>= 8.10) provisions the
+    keys with `KernelManager.transport_encryption = "auto"` for kernelspecs that declare
+    `metadata.supported_encryption: ["curve"]` (ipykernel >= 7 writes that) when libzmq has CurveZMQ;
+    otherwise, on POSIX, the kernel listens on IPC (Unix) sockets beside its connection file.
+    """
+    import zmq
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+    from jupyter_client.manager import KernelManager
+    from traitlets.config import Config
+
+    try:
+        supported = KernelSpecManager().get_kernel_spec(name).metadata.get("supported_encryption") or []
+    except NoSuchKernel:  # papermill says so when it starts the kernel
+        supported = []
+    supported = [supported] if isinstance(supported, str) else supported
+    if ("curve" in [str(x).lower() for x in supported] and zmq.has("curve")
+            and "transport_encryption" in KernelManager.class_trait_names()):
+        return Config({"KernelManager": {"transport_encryption": "auto"}})
+    if os.name == "posix":
+        return Config({"KernelManager": {"transport": "ipc"}})
+    return Config()
+
+
 def git_commit() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
@@ -89,15 +123,18 @@ def run(profile: str = "cpu", data_root: str = "", only: list[str] | None = None
     from .data import resolve_data
 
     prof = get_profile(profile)
+    device = get_device()  # CUDA asked for (XRAY_DEVICE) and absent fails here, before any notebook
     paths = get_paths(out_root).make()
     notebooks = find_notebooks(nb_dir, only)
     ensure_kernel(kernel)
+    config = kernel_config(kernel)
     t0 = time.time()
     src = resolve_data(prof, data_root, paths)  # generate the phantom once, before any notebook
     log_path = paths.report / "run_log.json"
     log = json.loads(log_path.read_text()) if (only and log_path.exists()) else {}
     entries = {e["notebook"]: e for e in log.get("notebooks", [])}
-    log.update(profile=prof.name, data_source=src["source"], data_root=display_path(src["root"]), git_commit=git_commit(),
+    log.update(profile=prof.name, data_source=src["source"], data_root=display_path(src["root"]),
+               git_commit=git_commit(), device=str(device),
                started=datetime.now(timezone.utc).isoformat(timespec="seconds"), python=sys.version.split()[0])
     if not only:
         log["data_seconds"] = round(time.time() - t0, 1)
@@ -110,7 +147,7 @@ def run(profile: str = "cpu", data_root: str = "", only: list[str] | None = None
         entry = dict(notebook=nb.name, status="ok")
         try:
             pm.execute_notebook(str(nb), str(out_nb), parameters=params, kernel_name=kernel, language="python",
-                                cwd=str(nb.parent), progress_bar=False)
+                                cwd=str(nb.parent), progress_bar=False, config=config)
         except pm.PapermillExecutionError as e:
             entry.update(status="failed", error=f"cell {e.exec_count}: {e.ename}: {e.evalue}")
             failure = (f"notebook {nb.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
@@ -142,7 +179,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     try:
         log = run(a.profile, a.data, a.only, a.out_root, Path(a.notebooks), html=not a.no_html)
-    except (NotebookFailed, ValueError) as e:
+    except (NotebookFailed, ValueError, DeviceUnavailable) as e:
         print(f"[report] error: {e}", file=sys.stderr)
         sys.exit(1)
     print(f"[report] done: {len(log['notebooks'])} notebook(s), {log['total_s']} s, "

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from . import data
-from .config import Paths, Profile, get_device, get_paths, get_profile
+from .config import DeviceUnavailable, Paths, Profile, get_device, get_paths, get_profile
 from .models import build_model
 
 CKPT_VERSION = 1
@@ -231,7 +231,12 @@ def fit(model: nn.Module, train_ds, val_ds, profile: Profile, seed: int, ckpt_di
 
 
 def datasets(profile: Profile, cache: data.ImageCache, parts=None):
-    """(train, val, test) datasets of the profile's task (training augments whole batches: data.BatchAugment)."""
+    """(train, val, test) datasets of the profile's task (training augments whole batches: data.BatchAugment).
+
+    Refuses (data.DegenerateData) a cache that cannot train or score the task on `parts`: one body part on
+    the body-part task, a class with fewer than data.MIN_TRAIN_IMAGES training images, an empty split.
+    """
+    data.check_task_data(cache.index, profile.task, parts)
     tr = data.CachedImages(cache, "train", task=profile.task, parts=parts)
     va = data.CachedImages(cache, "val", task=profile.task, parts=parts)
     te = data.CachedImages(cache, "test", task=profile.task, parts=parts)
@@ -311,13 +316,17 @@ def main(argv=None):
     ap.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
     ap.add_argument("--force", action="store_true", help="retrain even if a checkpoint exists")
     a = ap.parse_args(argv)
-    profile, paths = get_profile(a.profile), get_paths(a.out_root).make()
-    device = get_device(a.device)
-    _, _, cache = data.prepare(profile, a.data, paths)
-    members = range(profile.members) if a.all else a.member
+    try:
+        profile, paths = get_profile(a.profile), get_paths(a.out_root).make()
+        device = get_device(a.device)
+        members = range(profile.members) if a.all else a.member
+        for m in members:
+            if not 0 <= m < profile.members:
+                sys.exit(f"member {m} is outside the profile's ensemble 0..{profile.members - 1}")
+        _, _, cache = data.prepare(profile, a.data, paths)
+    except (ValueError, DeviceUnavailable) as e:  # unknown profile or device, the user's data (data.DataError)
+        sys.exit(f"error: {e}")
     for m in members:
-        if not 0 <= m < profile.members:
-            sys.exit(f"member {m} is outside the profile's ensemble 0..{profile.members - 1}")
         meta = train_member(profile, m, cache, paths, device, force=a.force)
         print(f"member {m}: best epoch {meta['best_epoch']}/{meta['epochs_run']}, val NLL "
               f"{meta['best_val_nll']:.4f}, {meta['train_seconds']:.0f} s -> {member_dir(paths, profile, m)}")
