@@ -406,18 +406,6 @@ def test_explanation_spread_per_image_for_ensemble_laplace_and_dropout(tiny_set)
         explain.explanation_spread(models, W, _ds(x, y))
 
 
-def test_member_spread_explains_the_ensembles_prediction(tiny_set):
-    models, _, x, y = tiny_set
-    spread, probs = explain.member_spread(models, _ds(x, y), batch=4)
-    again, _ = explain.member_spread(models, _ds(x, (y + 1) % 4), batch=4)
-    np.testing.assert_allclose(spread, again)
-    true, _ = explain.member_spread(models, _ds(x, y), batch=4, target="true")
-    te = torch.as_tensor(probs).argmax(1)
-    members = explain.member_maps(models, x, te)
-    np.testing.assert_allclose(spread, explain.spread_scores(members)["relative"], rtol=1e-5)
-    assert spread.shape == true.shape == (10,)
-
-
 def test_interval_table_pairs_each_map_with_the_reference_by_study():
     import pandas as pd
 

@@ -16,7 +16,6 @@ SINGLE_METHODS = {
     "Laplace, kron": ("laplace", "kron"),
     "Laplace, full": ("laplace", "full"),
 }
-COLUMNS = ("accuracy", "macro_f1", "nll", "brier", "ece")
 
 
 def member_predictions(profile, cache, paths, device=None, parts=None, subset: str = "test",
@@ -34,53 +33,6 @@ def member_predictions(profile, cache, paths, device=None, parts=None, subset: s
         out[label] = dict(probs=np.stack([r["probs"] for r in runs]),
                           samples=[r.get("samples") for r in runs],
                           info=[{k: v for k, v in r.items() if k not in ("probs", "samples")} for r in runs])
-    return out
-
-
-def table(preds: dict[str, dict], labels: np.ndarray, seed: int = 0) -> pd.DataFrame:
-    """Scores of every method: single-model methods as mean and standard error over members; deep
-    ensembles and the mixture of Laplace approximations (kron) for each size k over member subsets
-    (standard error over disjoint subsets where two or more fit, else the spread or a single value)."""
-    rows = []
-    for label, p in preds.items():
-        scores = pd.DataFrame([metrics.summary(q, labels) for q in p["probs"]])
-        row = dict(method=label, members=1, over=f"{len(scores)} members")
-        for c in COLUMNS:
-            row[c], row[f"{c}_se"] = scores[c].mean(), scores[c].sem(ddof=1) if len(scores) > 1 else np.nan
-        rows.append(row)
-    for label, base in (("deep ensemble", "MAP"), ("mixture of Laplace (kron)", "Laplace, kron")):
-        if base not in preds:
-            continue
-        curve = ensembles.size_curve(preds[base]["probs"], labels, seed=seed)
-        for r in curve.itertuples():
-            if r.k == 1:
-                continue
-            row = dict(method=f"{label}, k={r.k}", members=r.k, over=f"{r.subsets} {r.drawn}")
-            for c in COLUMNS:
-                row[c] = getattr(r, c)
-                se, sd = getattr(r, f"se_{c}"), getattr(r, f"sd_{c}")
-                row[f"{c}_se"] = se
-                row[f"{c}_sd"] = sd
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def format_table(df: pd.DataFrame) -> pd.DataFrame:
-    """mean ± error as strings: ± SE where it is a standard error, ± (sd) where it is a spread."""
-    out = df[["method", "over"]].copy()
-    for c in COLUMNS:
-        pct = c in ("accuracy", "ece")
-        scale, fmt = (100, "{:.2f}") if pct else (1, "{:.4f}")
-        cells = []
-        for _, r in df.iterrows():
-            v = fmt.format(r[c] * scale)
-            se, sd = r.get(f"{c}_se"), r.get(f"{c}_sd")
-            if pd.notna(se):
-                v += f" ± {fmt.format(se * scale)}"
-            elif pd.notna(sd):
-                v += f" (sd {fmt.format(sd * scale)})"
-            cells.append(v)
-        out[f"{c} (%)" if pct else c] = cells
     return out
 
 

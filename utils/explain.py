@@ -829,21 +829,3 @@ def explanation_spread(models, W: torch.Tensor, dataset, p: float | None = None,
     frame = pd.DataFrame({k: np.concatenate(v) for k, v in cols.items()})
     frame["target"] = target
     return frame
-
-
-@torch.no_grad()
-def member_spread(models, dataset, batch: int = 128, target: str = "predicted") -> tuple[np.ndarray, np.ndarray]:
-    """Per test image: the relative spread of the members' CAMs (`spread_scores`: mean std over mean
-    magnitude) of the ensemble's predicted class (or, with target="true", of the true class), and the
-    ensemble's probabilities (N x C)."""
-    from .data import make_loader
-
-    spread, probs = [], []
-    for xb, yb in make_loader(dataset, batch):
-        fmaps, pm = forward_members(models, xb)
-        _, te = _targets(target, pm, yb)
-        members = torch.stack([upsample(cam_samples(f, m.fc.weight.detach(), te)[0], xb.shape[-2:])
-                               for m, f in zip(models, fmaps)])
-        spread.append(spread_scores(members)["relative"])
-        probs.append(pm.mean(0).numpy())
-    return np.concatenate(spread), np.concatenate(probs)
