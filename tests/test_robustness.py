@@ -172,3 +172,11 @@ def test_paired_vs_reference_is_zero_against_itself_and_matches_the_metric():
     assert tab.loc["MAP", "ece"] == pytest.approx(metrics.ece(a, y))
     assert tab.loc["copy", "delta_nll"] == 0 and tab.loc["copy", "delta_nll_low"] == 0
     assert tab.loc["other", "delta_nll"] == pytest.approx(metrics.nll(pred["other"]["probs"], y) - metrics.nll(a, y))
+
+
+def test_ood_table_is_the_point_auroc_by_each_score():
+    rng = np.random.default_rng(3)
+    p_in, p_out = metrics.softmax(rng.normal(0, 3, (50, 3))), metrics.softmax(rng.normal(0, 1, (40, 3)))
+    tab = robustness.ood_table({"MAP": dict(probs=p_in)}, {"MAP": dict(probs=p_out)}).set_index("method")
+    assert tab.loc["MAP", "AUROC by entropy"] == pytest.approx(
+        robustness.ood_auroc(metrics.entropy(p_in), metrics.entropy(p_out)))

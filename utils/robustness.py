@@ -194,6 +194,15 @@ def images(cache, rows=None) -> torch.Tensor:
     return standardize(to_input(np.asarray(cache.images[np.sort(rows)])[np.argsort(np.argsort(rows))]))
 
 
+def ood_table(pred_in: dict, pred_out: dict) -> pd.DataFrame:
+    """Per method: AUROC of telling `pred_out`'s inputs from `pred_in`'s by entropy and by mutual information."""
+    rows = []
+    for name in pred_in:
+        u_in, u_out = uncertainty(pred_in[name]), uncertainty(pred_out[name])
+        rows.append({"method": name, **{f"AUROC by {k}": ood_auroc(u_in[k], u_out[k]) for k in u_in}})
+    return pd.DataFrame(rows)
+
+
 def corruption_sweep(predictors: Predictors, x: torch.Tensor, labels: np.ndarray, seed: int = 0,
                      clean: dict | None = None) -> pd.DataFrame:
     """Scores of each method under each corruption and severity, with the AUROC of telling the corrupted
