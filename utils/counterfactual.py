@@ -298,26 +298,13 @@ def study_shift(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _boot_mean(values: np.ndarray, groups: np.ndarray, n_boot: int, rng) -> tuple[float, float, float]:
-    """Mean with a 95 % percentile interval from a cluster bootstrap over `groups` (studies)."""
-    ok = np.isfinite(values)
-    values, groups = values[ok], groups[ok]
-    if len(values) == 0:
-        return np.nan, np.nan, np.nan
-    uniq, inv = np.unique(groups, return_inverse=True)
-    sums = np.bincount(inv, values, len(uniq))
-    counts = np.bincount(inv, minlength=len(uniq)).astype(float)
-    w = rng.multinomial(len(uniq), np.full(len(uniq), 1 / len(uniq)), n_boot)
-    boot = (w @ sums) / np.maximum(w @ counts, 1)
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    return float(sums.sum() / counts.sum()), float(lo), float(hi)
-
-
 def summarize(df: pd.DataFrame, model: str = "ens", n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Per kind and study label: studies, the mean study-level shift of p(abnormal), the mean CAM mass on the
     object against its area-matched baseline (and their paired difference), the mean area fraction, and the
-    pointing hit rate against its baseline; intervals: 95 % cluster bootstrap over studies."""
-    rng = np.random.default_rng(seed)
+    pointing hit rate against its baseline; intervals: 95 % cluster bootstrap over studies
+    (`evidence.mean_interval`, images without a mask at this size left out)."""
+    from . import evidence
+
     st = study_shift(df)
     rows = []
     for (kind, label), d in df.groupby(["kind", "label"], sort=False):
@@ -332,8 +319,8 @@ def summarize(df: pd.DataFrame, model: str = "ens", n_boot: int = 2000, seed: in
                 ("mass on cf", d[f"mass_cf_{model}"].to_numpy(), d.study.to_numpy()),
                 ("pointing", d[f"pointing_{model}"].to_numpy(), d.study.to_numpy()),
                 ("baseline pointing", d[f"baseline_pointing_{model}"].to_numpy(), d.study.to_numpy())):
-            m, lo, hi = _boot_mean(np.asarray(vals, float), grp, n_boot, rng)
-            row[name], row[f"{name} lo"], row[f"{name} hi"] = m, lo, hi
+            d_ = evidence.mean_interval(np.asarray(vals, float), grp, n_boot, seed)
+            row[name], row[f"{name} lo"], row[f"{name} hi"] = d_["estimate"], d_["low"], d_["high"]
         row["area fraction"] = float(d.area_fraction[d.mask_px > 0].mean()) if (d.mask_px > 0).any() else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
