@@ -66,7 +66,18 @@ def small_phantom(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_cache(small_phantom, tmp_path_factory):
     """The small phantom's cache at 32 px, with a validation split."""
-    from utils import data
+    from utils import data, sources
 
-    idx = data.carve_validation(data.load_index(small_phantom), 0.25, seed=0)
+    idx = sources.carve_validation(sources.load_index(small_phantom), 0.25, seed=0)
     return data.build_cache(idx, 32, tmp_path_factory.mktemp("cache"), workers=1, progress=False)
+
+
+@pytest.fixture(scope="session")
+def smoke_tree(tmp_path_factory) -> Path:
+    """The smoke profile's plan (64 + 16 patients, seed 2) rendered at 96 px: every class has at least
+    data.MIN_TRAIN_IMAGES training images after the profile's validation carve. Generated once per session."""
+    from utils import config
+
+    p = config.get_profile("smoke")
+    return phantom.generate(tmp_path_factory.mktemp("smoke_phantom"), p.phantom.train_patients,
+                            p.phantom.valid_patients, p.phantom.seed, max_side=96, workers=1, progress=False)

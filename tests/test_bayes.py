@@ -309,51 +309,13 @@ def test_projected_probit_agrees_with_weight_space_mc_for_every_structure(tiny, 
 # --------------------------------------------------------------------------- saved predictions, fit cost
 
 
-def _fake_member(monkeypatch, tiny, tmp_path):
-    from utils.config import Paths
-
-    model, _, y, phi = tiny
-    calls = []
-
-    def fit_member(profile, member, cache, structure="kron", prior="marglik", paths=None, device=None, parts=None):
-        calls.append(structure)
-        fit = bayes.fit_laplace(bayes.head_of(model), phi, y.numpy(), structure)
-        return bayes.optimize_prior(fit, prior, val=(phi, y.numpy()))
-
-    monkeypatch.setattr(bayes, "laplace_fit_member", fit_member)
-    monkeypatch.setattr(bayes, "member_features",
-                        lambda *a, **k: {s: (phi, y.numpy()) for s in ("train", "val", "test")})
-    return Paths(tmp_path), calls
-
-
-def test_laplace_member_saves_which_prior_it_used_and_ignores_stale_files(monkeypatch, tiny, tmp_path):
-    paths, calls = _fake_member(monkeypatch, tiny, tmp_path)
-    folder = bayes.predictions_dir(paths, "smoke")
-    stale = np.full((len(tiny[3]), 3), 1 / 3)
-    bayes.save_predictions(folder, "la_kron_marglik__test__m00", stale, prior_precision=1.0)  # an older version's
-    r = bayes.laplace_member("smoke", 0, None, "kron", "marglik", paths, n_samples=10)
-    assert calls == ["kron"]
-    assert r["prior"] == "marglik" and r["prior_method"] == "marglik" and r["bracketed"] is True
-    assert r["searched"][0] < r["prior_precision"] < r["searched"][1] and r["prior_reason"]
-    assert r["version"] == bayes.LAPLACE_VERSION and not np.allclose(r["probs"], stale)
-    assert (folder / f"la_kron_marglik__test__m00__v{bayes.LAPLACE_VERSION}.npz").is_file()
-    again = bayes.laplace_member("smoke", 0, None, "kron", "marglik", paths, n_samples=10)
-    assert calls == ["kron"] and again["prior_precision"] == r["prior_precision"]  # the saved one, not refitted
-    old = bayes.load_predictions(folder, "la_kron_marglik__test__m00")  # old files still load
-    assert old["prior_precision"] == 1.0 and "bracketed" not in old
-
-
-def test_compare_fit_cost_reports_the_ratio_with_and_without_the_feature_extraction(monkeypatch, tiny):
-    from utils import config
-
+def test_compare_fit_cost_reports_the_ratio_with_and_without_the_feature_extraction(tiny):
     model, x, y, _ = tiny
 
     class Images(torch.utils.data.TensorDataset):
         targets = y.numpy()
 
-    monkeypatch.setattr(bayes, "load_member", lambda *a, **k: (model, dict(prior_precision=1.0)))
-    monkeypatch.setattr(bayes, "datasets", lambda *a, **k: (Images(x, y), None, None))
-    r = bayes.compare_fit_cost("smoke", 0, None, "kron", config.Paths(), "cpu")
+    r = bayes.compare_fit_cost(model, dict(prior_precision=1.0), Images(x, y), "kron", "cpu")
     network = r["network_fit_s"] + r["network_prior_s"]
     features = r["features_fit_s"] + r["features_prior_s"]
     assert r["ratio"] == pytest.approx(network / features)
@@ -365,17 +327,22 @@ def test_compare_fit_cost_reports_the_ratio_with_and_without_the_feature_extract
 def test_bench_laplace_prints_both_ratios(monkeypatch, capsys):
     import argparse
 
-    from utils import bench, data, train
+    from utils import bench, run
 
-    def cost(profile, member, cache, structure, paths):
+    def cost(model, meta, train_ds, structure, device):
         return dict(structure=structure, features_extract_s=3.0, features_fit_s=0.5, features_prior_s=0.5,
                     network_fit_s=30.0, network_prior_s=10.0, ratio=40.0, ratio_with_extraction=10.0,
                     prior_features=1.0, prior_network=1.0)
 
-    monkeypatch.setattr(data, "prepare", lambda *a, **k: (None, None, None))
-    monkeypatch.setattr(train, "train_member", lambda *a, **k: None)
+    class FakeRun:
+        def __init__(self, *a, **k):
+            self.members = [argparse.Namespace(model=None, meta={})]
+            self.datasets = (None, None, None)
+            self.device = "cpu"
+
+    monkeypatch.setattr(run, "Run", FakeRun)
     monkeypatch.setattr(bayes, "compare_fit_cost", cost)
-    out = bench.bench_laplace(bench.get_profile("smoke"), None, argparse.Namespace(data=""))
+    out = bench.bench_laplace(bench.get_profile("smoke"), argparse.Namespace(out_root=""), argparse.Namespace(data=""))
     assert out["kron"]["ratio_with_extraction"] == 10.0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("kron")]
     assert "40.0x" in lines[0] and "10.0x" in lines[0]

@@ -1,27 +1,50 @@
 from __future__ import annotations
 
+import matplotlib
+
+matplotlib.use("Agg")
+
 import numpy as np
+import pandas as pd
 import pytest
 
-from utils import calibration, ensembles, metrics
+from utils import calibration, metrics
+
+
+def _member_probs(rng, y, s, m, c):
+    return metrics.softmax(rng.normal(0, s, (m, len(y), c)) + 2 * np.eye(c)[y])
 
 
 def _preds(seed=0, n=240, c=4, m=3):
+    """Predictions as `Run.predictions()` gives them: single-model methods M x N x C with per-member info,
+    combinations N x C with the members' predictives as samples."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, c, n)
-    mk = lambda s: dict(probs=metrics.softmax(rng.normal(0, s, (m, n, c)) + 2 * np.eye(c)[y]))
-    return {"MAP": mk(1.0), "Laplace, kron": mk(1.0)}, y, np.repeat(np.arange(n // 3), 3)
+    preds = {}
+    for label, info in (("MAP", {}), ("temperature scaling", {"temperature": 0.8}),
+                        ("Laplace, kron", {"prior": "marglik", "prior_precision": 3.5, "bracketed": True}),
+                        ("Laplace, kron, layer-wise prior", {"prior": "marglik-layerwise", "prior_precision": 4.0,
+                                                             "prior_precision_bias": 0.2, "bracketed": True})):
+        preds[label] = dict(probs=_member_probs(rng, y, 1.0, m, c), info=[dict(info) for _ in range(m)])
+    for label, of in (("deep ensemble", "MAP"), ("mixture of Laplace, kron", "Laplace, kron")):
+        member = preds[of]["probs"]
+        preds[label] = dict(probs=member.mean(0), samples=member, members=m)
+    return preds, y, np.repeat(np.arange(n // 3), 3)
 
 
 def test_interval_table_estimates_deltas_and_reference():
     preds, y, groups = _preds()
     tab = calibration.interval_table(preds, y, groups, n_boot=300).set_index("method")
+    assert list(tab.index) == list(preds)  # every entry, in the given order, under its own label
     mp = preds["MAP"]["probs"]
     for c in ("accuracy", "nll", "ece"):
         assert tab.loc["MAP", c] == pytest.approx(np.mean([getattr(metrics, c)(q, y) for q in mp]))
         assert tab.loc["MAP", f"{c}_low"] <= tab.loc["MAP", c] <= tab.loc["MAP", f"{c}_high"]
-    ens = tab.loc["deep ensemble, k=3"]
+    ens = tab.loc["deep ensemble"]
+    assert (ens.kind, ens.members) == ("ensemble", 3) and tab.loc["MAP", "members"] == 1
     assert ens.nll == pytest.approx(metrics.nll(mp.mean(0), y))
+    mix = preds["Laplace, kron"]["probs"].mean(0)
+    assert tab.loc["mixture of Laplace, kron", "nll"] == pytest.approx(metrics.nll(mix, y))
     # the ensemble's delta is against the MAP members as single models, paired
     assert ens.delta_nll == pytest.approx(metrics.nll(mp.mean(0), y) - tab.loc["MAP", "nll"])
     assert np.isnan(tab.loc["MAP"].get("delta_nll", np.nan))
@@ -29,6 +52,31 @@ def test_interval_table_estimates_deltas_and_reference():
     assert 0 < tab.loc["MAP", "ece_reference_low"] < tab.loc["MAP", "ece_reference"] < tab.loc["MAP", "ece_reference_high"]
     shown = calibration.format_interval_table(tab.reset_index())
     assert shown.loc[0, "Δ nll vs MAP"] == "–" and "[" in shown.loc[1, "Δ nll vs MAP"]
+
+
+def test_interval_table_takes_combinations_from_the_predictions():
+    preds, y, groups = _preds()
+    # a combination not built in: appears as its own row, told apart by its N x C shape
+    preds["my combination"] = dict(probs=preds["temperature scaling"]["probs"].mean(0), members=3)
+    # a "combination" of one member is no ensemble: left out
+    preds["mixture of Laplace, kron"]["members"] = 1
+    tab = calibration.interval_table(preds, y, groups, n_boot=100).set_index("method")
+    assert tab.loc["my combination", "kind"] == "ensemble"
+    assert tab.loc["my combination", "nll"] == pytest.approx(metrics.nll(preds["my combination"]["probs"], y))
+    assert "mixture of Laplace, kron" not in tab.index
+
+
+def test_ensemble_is_compared_with_the_best_single_model_method_only():
+    preds, y, groups = _preds()
+    # a combination better than everything must not count as the best *single* model
+    preds["mixture of Laplace, kron"] = dict(probs=np.eye(4)[y] * 0.97 + 0.01, members=3)
+    vb = calibration.ensemble_vs_best_single(preds, y, groups, n_boot=100).set_index("metric")
+    single = ["MAP", "temperature scaling", "Laplace, kron", "Laplace, kron, layer-wise prior"]
+    assert set(vb.best_single) <= set(single)
+    nll = {k: np.mean([metrics.nll(q, y) for q in preds[k]["probs"]]) for k in single}
+    assert vb.loc["nll", "best_single"] == min(nll, key=nll.get)
+    assert vb.loc["nll", "ensemble"] == pytest.approx(metrics.nll(preds["deep ensemble"]["probs"], y))
+    assert vb.loc["nll", "delta"] == pytest.approx(vb.loc["nll", "ensemble"] - nll[vb.loc["nll", "best_single"]])
 
 
 def test_verdict_needs_an_interval_that_excludes_zero():
@@ -40,3 +88,83 @@ def test_verdict_needs_an_interval_that_excludes_zero():
     preds["Laplace, kron"] = dict(probs=preds["MAP"]["probs"].copy())  # the same predictions: no difference
     v = calibration.verdicts(calibration.interval_table(preds, y, groups, n_boot=200))
     assert (v.loc["Laplace, kron"] == "no difference shown").all()
+    assert "MAP" not in v.index and "deep ensemble" in v.index
+
+
+def test_figure_rule_tv_and_priors():
+    preds, y, _ = _preds()
+    preds["MC dropout"] = dict(probs=preds["MAP"]["probs"], info=[{}] * 3)
+    preds["Laplace, diag"] = dict(probs=preds["MAP"]["probs"], info=[{"prior": "marglik", "prior_precision": 11.0,
+                                                                      "bracketed": False}] * 3)
+    # robustness=True single-model methods and MC dropout (member 0), then every combination; not Laplace, diag
+    assert calibration.figure_labels(preds) == ["MAP", "temperature scaling", "Laplace, kron",
+                                                "Laplace, kron, layer-wise prior", "MC dropout", "deep ensemble",
+                                                "mixture of Laplace, kron"]
+    show = calibration.shown_probs(preds)
+    assert all(p.shape == (len(y), 4) for p in show.values())
+    np.testing.assert_array_equal(show["MAP"], preds["MAP"]["probs"][0])
+    np.testing.assert_array_equal(show["deep ensemble"], preds["deep ensemble"]["probs"])
+    tv = calibration.tv_from_map(preds)
+    assert set(tv) == {"temperature scaling", "Laplace, kron", "Laplace, kron, layer-wise prior", "MC dropout",
+                       "Laplace, diag"}  # single-model methods only
+    assert tv["MC dropout"] == 0 and 0 < tv["Laplace, kron"] < 1
+    pri = calibration.priors_summary(preds)
+    assert list(pri) == ["Laplace, kron", "Laplace, kron, layer-wise prior", "Laplace, diag"]
+    assert pri["Laplace, kron"] == [("marglik", 3.5, True)] and pri["Laplace, diag"] == [("marglik", 11.0, False)]
+    assert set(calibration.aurc(show, y)) == set(show)
+    ce = calibration.classwise_ece_table(show, y, ["A", "B", "C", "D"])
+    assert list(ce.index) == ["a", "b", "c", "d"] and list(ce.columns) == list(show)
+    assert ce.loc["a", "MAP"] == pytest.approx(100 * metrics.classwise_ece(show["MAP"], y)[0])
+    for fig in (calibration.plot_reliability_grid(show, y), calibration.plot_selective(show, y),
+                calibration.plot_classwise_ece(show, y, ["A", "B", "C", "D"])):
+        assert fig.axes
+    assert len([a for a in calibration.plot_reliability_grid(show, y).axes if a.get_title()]) == len(show)
+
+
+def _reading(preds, y, groups, tab=None, verdict=None):
+    tab = calibration.interval_table(preds, y, groups, n_boot=100) if tab is None else tab
+    vs_best = calibration.ensemble_vs_best_single(preds, y, groups, n_boot=100)
+    verdict = calibration.verdicts(tab) if verdict is None else verdict
+    text = calibration.reading(tab, vs_best, verdict, calibration.tv_from_map(preds), [0.74, 0.82], preds,
+                               "phantom", len(y), 80, 3)
+    return text, tab, vs_best
+
+
+def test_reading_states_the_numbers_and_chooses_the_words():
+    preds, y, groups = _preds()
+    text, tab, vs_best = _reading(preds, y, groups)
+    m = tab.set_index("method").loc["MAP"]
+    assert f"{100 * m.ece:.1f} [{100 * m.ece_low:.1f}, {100 * m.ece_high:.1f}] %" in text
+    assert "(data: phantom, 240 test images in 80 studies, 3\nmembers" in text
+    assert "0.74 to 0.82, below 1, point to *underconfidence*" in text
+    vb = vs_best.set_index("metric")
+    assert f"NLL {vb.loc['nll', 'delta']:+.3f} [{vb.loc['nll', 'low']:+.3f}, {vb.loc['nll', 'high']:+.3f}]" in text
+    assert f"(best single: *{vb.loc['accuracy', 'best_single']}*)" in text
+    tv = calibration.tv_from_map(preds)
+    assert f"{tv['Laplace, kron']:.3f} (kron) and {tv['Laplace, kron, layer-wise prior']:.3f} (kron, layer-wise prior)" in text
+    assert "kron δ = 3.5 to 3.5, bracketed for every member" in text
+    assert "kron, layer-wise prior δ_W = 4 to 4, δ_b = 0.2 to 0.2" in text
+    # the words follow the paired intervals: hand-made verdicts and temperature-scaling deltas
+    t = tab.copy()
+    ts = t.method == "temperature scaling"
+    t.loc[ts, ["delta_nll", "delta_nll_low", "delta_nll_high"]] = [-0.01, -0.02, 0.005]  # includes zero
+    t.loc[ts, ["delta_ece", "delta_ece_low", "delta_ece_high"]] = [0.001, -0.002, 0.004]
+    verdict = calibration.verdicts(t)
+    text, _, _ = _reading(preds, y, groups, t, verdict)
+    assert "changes the NLL by -0.010 [-0.020, +0.005] and the ECE by\n  +0.100 [-0.200, +0.400] points, " \
+           "so the direction is not shown there" in text
+    assert "no difference shown for" in text and "*temperature scaling*" in text
+    t.loc[ts, ["delta_nll", "delta_nll_low", "delta_nll_high"]] = [-0.01, -0.02, -0.005]  # excludes zero: better
+    t.loc[ts, ["delta_ece", "delta_ece_low", "delta_ece_high"]] = [0.01, 0.002, 0.04]  # excludes zero: worse
+    verdict = calibration.verdicts(t)
+    assert verdict.loc["temperature scaling", "nll"] == "better" and verdict.loc["temperature scaling", "ece"] == "worse"
+    text, _, _ = _reading(preds, y, groups, t, verdict)
+    assert "so on the test set it improves the NLL and worsens the ECE" in text
+    assert "**NLL** better for *temperature scaling*" in text or "*temperature scaling*" in \
+        text.split("**NLL** better for")[1].split(";")[0]
+    assert "worse for *temperature scaling*" in text.split("**ECE**")[1]
+    # none to list: 'none'
+    empty = pd.DataFrame({c: ["no difference shown"] for c in calibration.INTERVAL_METRICS},
+                         index=pd.Index(["temperature scaling"], name="method"))
+    text, _, _ = _reading(preds, y, groups, t, empty)
+    assert "**ECE** better for none; worse for none" in text

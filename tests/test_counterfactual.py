@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from utils import counterfactual as cf
-from utils import data, explain, phantom
+from utils import data, explanation_scores, phantom, sources
 from utils.models import XrayNet
 
 
@@ -142,7 +142,7 @@ def test_select_is_seeded_capped_and_independent_of_the_kinds_order(tree):
 
 
 def test_pairs_hold_the_files_pixels_and_prepare_matches_the_cache(tree, cast_pairs, tmp_path):
-    index = data.load_index(tree)
+    index = sources.load_index(tree)
     cache = data.build_cache(index, 32, tmp_path, workers=1, progress=False)
     by_path = dict(zip(cache.index.rel_path, cache.index.row))
     p = next(p for p in cast_pairs if len(p.original) > 1)
@@ -211,6 +211,6 @@ def test_area_matched_baseline_is_the_area_fraction_for_a_uniform_map(cast_pairs
     fits = [b for b in range(len(masks)) if masks[b].any() and (masks[b] & ~torch.from_numpy(pics[b])).sum() == 0]
     assert all((shifted[:, b] & ~torch.from_numpy(pics[b])).sum() == 0 for b in fits)
     maps = torch.rand((50,) + masks.shape, generator=torch.Generator().manual_seed(0))
-    mass = torch.stack([explain.relevance_mass(maps[r], shifted[r % 8]) for r in range(50)]).mean(0)
+    mass = torch.stack([explanation_scores.relevance_mass(maps[r], shifted[r % 8]) for r in range(50)]).mean(0)
     area = masks.flatten(1).float().mean(1)
     assert torch.allclose(mass, area, atol=0.01)

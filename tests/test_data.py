@@ -1,4 +1,5 @@
-"""The MURA data layer on small trees built here: index, errors, image modes, splits, tasks, cache."""
+"""The data layer on small trees built here: image modes, tasks, cache, datasets, degenerate data.
+(Indexing a tree, the validation carve and resolving a run's source: tests/test_sources.py.)"""
 from __future__ import annotations
 
 import os
@@ -11,91 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from utils import data
+from utils import data, sources
 from utils.config import BODY_PARTS
 
-from .conftest import SPEC, make_mura_tree
-
-
-# --------------------------------------------------------------------------- index
-
-
-def test_index_from_csv_has_one_row_per_image_with_parsed_fields(mura_tree):
-    idx = data.load_index(mura_tree)
-    assert len(idx) == sum(s[-1] for s in SPEC)
-    assert list(idx.columns) == list(data.INDEX_COLUMNS)
-    row = idx[(idx.patient == "patient00003") & (idx.study == "study2_positive")].iloc[0]
-    assert (row.split, row.body_part, row.label, row.image) == ("train", "HAND", 1, 1)
-    assert row.study_id == "train/HAND/patient00003/study2_positive"
-    assert os.path.isfile(row.path) and os.path.isabs(row.path)
-    assert set(idx.split) == {"train", "valid"}
-
-
-def test_csv_and_folder_walk_agree(tmp_path):
-    with_csv = data.load_index(make_mura_tree(tmp_path / "a", csv=True))
-    walked = data.load_index(make_mura_tree(tmp_path / "b", csv=False))
-    cols = ["rel_path", "split", "body_part", "patient", "study", "study_id", "label", "image"]
-    pd.testing.assert_frame_equal(with_csv[cols], walked[cols])
-
-
-def test_root_may_be_the_mura_folder_or_its_parent(mura_tree):
-    a = data.load_index(mura_tree)
-    b = data.load_index(mura_tree.parent)
-    assert a.path.tolist() == b.path.tolist()
-
-
-def test_missing_root_names_the_path_and_the_fix(tmp_path):
-    with pytest.raises(data.DataError, match=r"does-not-exist.*does not exist.*phantom"):
-        data.load_index(tmp_path / "does-not-exist")
-
-
-def test_folder_without_mura_tree_is_refused(tmp_path):
-    (tmp_path / "something").mkdir()
-    with pytest.raises(data.DataError, match="no MURA-v1.1 tree"):
-        data.load_index(tmp_path)
-
-
-def test_tree_without_images_is_refused(tmp_path):
-    (tmp_path / "MURA-v1.1" / "train" / "XR_HAND").mkdir(parents=True)
-    with pytest.raises(data.DataError, match="no images found"):
-        data.load_index(tmp_path)
-
-
-def test_csv_rows_pointing_at_missing_files_are_refused(mura_tree):
-    victim = next((mura_tree / "train" / "XR_WRIST").rglob("image2.png"))
-    victim.unlink()
-    with pytest.raises(data.DataError, match=r"1 of \d+ image\(s\) listed in .*train_image_paths.csv are missing"):
-        data.load_index(mura_tree)
-
-
-def test_study_label_disagreement_is_refused(mura_tree):
-    csv = mura_tree / "train_labeled_studies.csv"
-    lines = csv.read_text().splitlines()
-    lines[0] = lines[0].rsplit(",", 1)[0] + ",0"  # study1_positive labelled normal
-    csv.write_text("\n".join(lines) + "\n")
-    with pytest.raises(data.DataError, match="disagrees with the study folder names"):
-        data.load_index(mura_tree)
-
-
-def test_study_missing_from_labeled_studies_is_refused(mura_tree):
-    csv = mura_tree / "valid_labeled_studies.csv"
-    csv.write_text(csv.read_text().splitlines()[0] + "\n")
-    with pytest.raises(data.DataError, match="not in .*valid_labeled_studies.csv"):
-        data.load_index(mura_tree)
-
-
-def test_path_outside_mura_layout_is_refused(mura_tree):
-    csv = mura_tree / "train_image_paths.csv"
-    csv.write_text(csv.read_text() + "MURA-v1.1/train/elbow/img.png\n")
-    with pytest.raises(data.DataError, match="do not follow MURA's layout"):
-        data.load_index(mura_tree)
-
-
-def test_walk_reports_files_it_does_not_index(tmp_path):
-    root = make_mura_tree(tmp_path, csv=False)
-    (root / "train" / "XR_ELBOW" / "notes.txt").write_text("x")
-    with pytest.warns(UserWarning, match="not PNG images"):
-        data.load_index(root)
+from .conftest import make_mura_tree
 
 
 # --------------------------------------------------------------------------- image modes
@@ -146,24 +66,11 @@ def test_letterbox_keeps_aspect_and_centres():
     assert (out[:, 0] > 0).sum() == 20 and out[0].max() == 0
 
 
-# --------------------------------------------------------------------------- splits and tasks
-
-
-def test_validation_split_is_by_patient_and_deterministic(small_phantom):
-    idx = data.load_index(small_phantom)
-    a = data.carve_validation(idx, 0.3, seed=1)
-    b = data.carve_validation(idx, 0.3, seed=1)
-    c = data.carve_validation(idx, 0.3, seed=2)
-    assert a.subset.tolist() == b.subset.tolist()
-    assert a.subset.tolist() != c.subset.tolist()
-    per_patient = a.groupby("patient").subset.nunique()
-    assert per_patient.max() == 1
-    assert set(a.subset[a.split == "valid"]) == {"test"}
-    assert set(a.subset[a.split == "train"]) == {"train", "val"}
+# --------------------------------------------------------------------------- tasks
 
 
 def test_tasks_targets_and_part_restriction(mura_tree):
-    idx = data.load_index(mura_tree)
+    idx = sources.load_index(mura_tree)
     bp, classes = data.task_targets(idx, "bodypart")
     assert classes == list(BODY_PARTS)  # all seven, also where the tree lacks some (FOREARM, HUMERUS here)
     assert (np.array(classes)[bp.target] == bp.body_part).all()
@@ -181,11 +88,11 @@ def test_tasks_targets_and_part_restriction(mura_tree):
 
 
 def _cache(idx, tmp_path, size=32):
-    return data.build_cache(data.carve_validation(idx, 0.3), size, tmp_path / "cache", workers=1, progress=False)
+    return data.build_cache(sources.carve_validation(idx, 0.3), size, tmp_path / "cache", workers=1, progress=False)
 
 
 def test_cache_holds_the_letterboxed_images(mura_tree, tmp_path):
-    idx = data.load_index(mura_tree)
+    idx = sources.load_index(mura_tree)
     c = _cache(idx, tmp_path)
     imgs = c.images
     assert isinstance(imgs, np.memmap) and imgs.shape == (len(idx), 32, 32)
@@ -195,7 +102,7 @@ def test_cache_holds_the_letterboxed_images(mura_tree, tmp_path):
 
 
 def test_cache_is_reused_and_rebuilt_on_change(mura_tree, tmp_path):
-    idx = data.load_index(mura_tree)
+    idx = sources.load_index(mura_tree)
     c1 = _cache(idx, tmp_path)
     stamp = os.stat(c1.array_path).st_mtime_ns
     c2 = _cache(idx, tmp_path)
@@ -212,7 +119,7 @@ def test_cache_is_reused_and_rebuilt_on_change(mura_tree, tmp_path):
 
 
 def test_unreadable_images_are_listed_excluded_and_warned(mura_tree, tmp_path):
-    idx = data.load_index(mura_tree)
+    idx = sources.load_index(mura_tree)
     bad = idx.path.iloc[3]
     with open(bad, "r+b") as f:
         f.truncate(50)
@@ -225,7 +132,7 @@ def test_unreadable_images_are_listed_excluded_and_warned(mura_tree, tmp_path):
 
 
 def test_cache_built_in_parallel_equals_serial(small_phantom, tmp_path):
-    idx = data.carve_validation(data.load_index(small_phantom), 0.3)
+    idx = sources.carve_validation(sources.load_index(small_phantom), 0.3)
     serial = data.build_cache(idx, 24, tmp_path / "a", workers=1, progress=False)
     para = data.build_cache(idx, 24, tmp_path / "b", workers=2, progress=False)
     np.testing.assert_array_equal(serial.images, para.images)
@@ -235,7 +142,7 @@ def test_cache_built_in_parallel_equals_serial(small_phantom, tmp_path):
 
 
 def test_dataset_reads_standardised_tensors_batched_and_single_alike(small_phantom, tmp_path):
-    idx = data.carve_validation(data.load_index(small_phantom), 0.3)
+    idx = sources.carve_validation(sources.load_index(small_phantom), 0.3)
     c = data.build_cache(idx, 24, tmp_path / "c", workers=1, progress=False)
     ds = data.CachedImages(c, "train")
     x, y = ds[3]
@@ -253,7 +160,7 @@ def test_dataset_reads_standardised_tensors_batched_and_single_alike(small_phant
 
 
 def test_png_dataset_matches_cached_dataset(small_phantom, tmp_path):
-    idx = data.carve_validation(data.load_index(small_phantom), 0.3)
+    idx = sources.carve_validation(sources.load_index(small_phantom), 0.3)
     c = data.build_cache(idx, 24, tmp_path / "c", workers=1, progress=False)
     a, b = data.CachedImages(c, "test"), data.PngImages(c, "test")
     for i in range(0, len(a), 5):
@@ -261,7 +168,7 @@ def test_png_dataset_matches_cached_dataset(small_phantom, tmp_path):
 
 
 def test_shuffled_loader_and_augmentation_are_deterministic_under_a_seed(small_phantom, tmp_path):
-    idx = data.carve_validation(data.load_index(small_phantom), 0.3)
+    idx = sources.carve_validation(sources.load_index(small_phantom), 0.3)
     c = data.build_cache(idx, 24, tmp_path / "c", workers=1, progress=False)
     ds = data.CachedImages(c, "train")
     aug = data.BatchAugment()
@@ -298,21 +205,10 @@ def test_batch_augment_rotates_by_the_drawn_angle():
 
 
 def test_dataset_without_subset_column_says_what_to_do(mura_tree, tmp_path):
-    idx = data.load_index(mura_tree)
+    idx = sources.load_index(mura_tree)
     c = data.build_cache(idx, 16, tmp_path / "c", workers=1, progress=False)
     with pytest.raises(ValueError, match="carve_validation"):
         data.CachedImages(c, "train")
-
-
-# --------------------------------------------------------------------------- resolve
-
-
-def test_resolve_data_prefers_the_users_mura_tree(mura_tree, tmp_path):
-    from utils.config import get_paths
-
-    src = data.resolve_data("smoke", str(mura_tree.parent), get_paths(tmp_path))
-    assert src == dict(source="mura", root=mura_tree.resolve())
-    assert not (tmp_path / "data").exists()  # no phantom generated
 
 
 # --------------------------------------------------------------------------- degenerate data
@@ -332,7 +228,7 @@ def _spec(train: dict, valid: dict | None = None, views: int = 3, studies: int =
 
 
 def _carved(tmp_path, train, valid=None, **kw):
-    return data.carve_validation(data.load_index(make_mura_tree(tmp_path, _spec(train, valid, **kw))), 0.15, 0)
+    return sources.carve_validation(sources.load_index(make_mura_tree(tmp_path, _spec(train, valid, **kw))), 0.15, 0)
 
 
 def test_min_train_images_is_ten():
@@ -363,7 +259,7 @@ def test_restricting_the_body_part_task_to_one_part_is_refused(tmp_path):
 def test_a_class_with_too_few_training_images_is_refused_with_the_counts(tmp_path):
     # two training images of WRIST (the report once ran to 8 % test accuracy on such a tree)
     spec = _spec({"HAND": 8, "ELBOW": 8}, {"HAND": 2, "ELBOW": 2, "WRIST": 1}) + [("train", "WRIST", 99, 1, 0, 2)]
-    idx = data.carve_validation(data.load_index(make_mura_tree(tmp_path, spec)), 0.15, 0)
+    idx = sources.carve_validation(sources.load_index(make_mura_tree(tmp_path, spec)), 0.15, 0)
     with pytest.raises(data.DegenerateData) as e:
         data.check_task_data(idx, "bodypart", parts=["HAND", "ELBOW", "WRIST"])
     msg = str(e.value)
@@ -393,13 +289,13 @@ def test_a_task_class_with_too_few_training_images_is_refused_on_the_abnormality
 
 def test_a_split_left_empty_is_refused_with_the_counts(tmp_path):
     # one training patient: the carve by patient cannot leave patients in both train and val
-    one = data.load_index(make_mura_tree(tmp_path / "a", _spec({"HAND": 1}, {"HAND": 1}, studies=4)))
+    one = sources.load_index(make_mura_tree(tmp_path / "a", _spec({"HAND": 1}, {"HAND": 1}, studies=4)))
     with pytest.raises(data.DegenerateData, match=r"carved from MURA's train split by patient \(15% of the "
                                                   r"patients\), but train holds 12 image\(s\) of 1 patient\(s\)"):
-        data.carve_validation(one, 0.15, 0)
+        sources.carve_validation(one, 0.15, 0)
     # no MURA valid split: no test set
     tree = make_mura_tree(tmp_path / "b", _spec({"HAND": 8, "WRIST": 8}), csv=False)  # no valid/ folder
-    idx = data.carve_validation(data.load_index(tree), 0.15, 0)
+    idx = sources.carve_validation(sources.load_index(tree), 0.15, 0)
     with pytest.raises(data.DegenerateData, match=r"the test split is empty for the body-part task: images "
                                                   r"\(patients\) per split: train \d+ \(\d+\), val \d+ \(\d+\), "
                                                   r"test 0 \(0\); images per class, train/val/test: ELBOW 0/0/0; "
@@ -441,7 +337,7 @@ def test_the_profiles_phantoms_pass_the_checks():
         rows = [dict(split=st.split, body_part=st.part, patient=f"patient{st.patient:05d}", label=st.label)
                 for st in phantom.plan_studies(ph.train_patients, ph.valid_patients, ph.seed)
                 for _ in range(st.n_views)]
-        idx = data.carve_validation(pd.DataFrame(rows), p.val_fraction, p.seed)
+        idx = sources.carve_validation(pd.DataFrame(rows), p.val_fraction, p.seed)
         for task in data.TASKS:
             counts = data.check_task_data(idx, task)
             assert (counts.train >= data.MIN_TRAIN_IMAGES).all() and (counts > 0).all().all(), (name, task)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from utils import ensembles, metrics
@@ -52,3 +53,26 @@ def test_diversity_of_identical_and_opposite_members():
     d = div["disagreement"].to_numpy()
     assert d[0, 1] == 0 and d[0, 2] == 0.5 and np.allclose(d, d.T)
     assert div["error_correlation"].iat[0, 1] == pytest.approx(1.0)
+
+
+def test_reading_states_the_direction_only_where_the_interval_excludes_zero():
+    mp, y = _members()
+    curve = ensembles.size_curve(mp, y)
+    single = pd.DataFrame([metrics.summary(p, y) for p in mp])
+    div = ensembles.diversity(mp, y)
+    gain = dict(accuracy=dict(delta=0.01, low=0.002, high=0.02), nll=dict(delta=-0.05, low=-0.08, high=-0.01),
+                ece=dict(delta=-0.01, low=-0.02, high=0.001))
+    text = ensembles.reading(gain, curve.iloc[-1], single, div, "phantom", 5)
+    assert "does not measurably change the ECE" in text and "+1.00 [+0.20, +2.00] points" in text
+    assert "-0.05 [-0.08, -0.01] nats" in text and "ensemble of 5 members" in text
+    gain["ece"] = dict(delta=-0.01, low=-0.02, high=-0.001)
+    assert "lowers the ECE" in ensembles.reading(gain, curve.iloc[-1], single, div, "phantom", 5)
+    gain["ece"] = dict(delta=0.01, low=0.001, high=0.02)
+    assert "raises the ECE" in ensembles.reading(gain, curve.iloc[-1], single, div, "phantom", 5)
+
+
+def test_member_table_has_a_row_per_member():
+    metas = [dict(member=m, seed=m, epochs_run=3, best_epoch=2, best_val_nll=0.5, train_seconds=1.0, device="cpu")
+             for m in range(3)]
+    t = ensembles.member_table(metas)
+    assert list(t.index) == [0, 1, 2] and t.val_nll.tolist() == [0.5] * 3

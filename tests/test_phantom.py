@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from utils import data, phantom
+from utils import data, phantom, sources
 
 
 def _digest(root):
@@ -41,7 +41,7 @@ def test_layout_is_murAs_and_csvs_match_the_files(small_phantom):
         study, label = line.rsplit(",", 1)
         assert study.endswith("/") and (root.parent / study).is_dir()
         assert int(label) == int(study.rstrip("/").endswith("_positive"))
-    idx = data.load_index(root)  # the real loader reads it, CSV path
+    idx = sources.load_index(root)  # the real loader reads it, CSV path
     assert set(idx.patient[idx.split == "train"]).isdisjoint(idx.patient[idx.split == "valid"])
     meta = json.loads((root / "phantom.json").read_text())
     assert meta["generator_version"] == phantom.GENERATOR_VERSION and meta["seed"] == 3
@@ -49,7 +49,7 @@ def test_layout_is_murAs_and_csvs_match_the_files(small_phantom):
 
 
 def test_every_image_has_masks_of_its_size(small_phantom):
-    idx = data.load_index(small_phantom)
+    idx = sources.load_index(small_phantom)
     bones_seen = 0
     for p in idx.path:
         img = data.read_image(p)
@@ -61,12 +61,12 @@ def test_every_image_has_masks_of_its_size(small_phantom):
 
 
 def test_lesions_only_where_the_study_is_abnormal(small_phantom):
-    idx = data.load_index(small_phantom)
+    idx = sources.load_index(small_phantom)
     flags = {0: 0, 1: 0}
     for _, r in idx.iterrows():
         les = data.read_masks(r.path)[1]
         if not r.label:
-            assert not (les & (phantom.LESION_FRACTURE | phantom.LESION_HARDWARE)).any(), r.rel_path
+            assert not (les & (data.LESION_FRACTURE | data.LESION_HARDWARE)).any(), r.rel_path
         flags[r.label] += bool(les.any())
     assert flags[1] > 0
 
@@ -124,4 +124,4 @@ def test_interrupted_generation_leaves_no_tree_that_looks_whole(tmp_path, monkey
 def test_cli_writes_a_tree(tmp_path):
     phantom.main(["--out", str(tmp_path), "--train-patients", "2", "--valid-patients", "1", "--max-side", "64",
                   "--workers", "1"])
-    assert len(data.load_index(tmp_path)) > 0
+    assert len(sources.load_index(tmp_path)) > 0

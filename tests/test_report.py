@@ -112,12 +112,12 @@ def test_cuda_asked_for_and_absent_fails_before_the_first_notebook(tmp_path, mon
     import papermill as pm
     import torch
 
-    from utils import config, data
+    from utils import config, sources
 
     monkeypatch.setenv("XRAY_DEVICE", "cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(pm, "execute_notebook", lambda *a, **k: pytest.fail("a notebook ran"))
-    monkeypatch.setattr(data, "resolve_data", lambda *a, **k: pytest.fail("data prepared before the device check"))
+    monkeypatch.setattr(sources, "resolve_data", lambda *a, **k: pytest.fail("data prepared before the device check"))
     nbs = tmp_path / "nbs"
     nbs.mkdir()
     _nb(nbs / "00_ok.ipynb", "print(profile)")

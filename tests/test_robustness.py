@@ -1,31 +1,62 @@
 """Rotations, corruptions, unfamiliar inputs, abnormality CAM peaks."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from utils import bayes, data, explain, metrics, phantom, robustness
-from utils.models import build_model
+from utils import data, explain, metrics, phantom, posteriors, robustness, sources
+from utils.run import BatchPredictor
+
+from .test_posteriors import FakeMember
+
+
+class FakeRun:
+    """What `run.BatchPredictor` needs of a `Run`: three untrained members (tests/test_posteriors.FakeMember),
+    the profile's member count and seed, and the fitted posteriors by label (as `Run.posterior`)."""
+
+    def __init__(self, folder, n_members: int = 3):
+        self.members = [FakeMember(folder, index=m, seed=m) for m in range(n_members)]
+        self.profile = SimpleNamespace(members=n_members, seed=0)
+        self._posteriors = {}
+
+    def member(self, m: int):
+        return self.members[m]
+
+    @property
+    def models(self):
+        return [m.model for m in self.members]
+
+    def posterior(self, label: str, member: int = 0):
+        if (label, member) not in self._posteriors:
+            self._posteriors[label, member] = (posteriors.combine(label, self.members)
+                                               if posteriors.REGISTRY[label].combination
+                                               else posteriors.make(label, self.members[member]))
+        return self._posteriors[label, member]
 
 
 @pytest.fixture(scope="module")
-def predictors():
-    torch.manual_seed(0)
-    models = [build_model("small", 3).eval() for _ in range(3)]
-    phi = torch.randn(40, 128).numpy()
-    fit = bayes.fit_laplace(bayes.head_of(models[0]), phi, np.random.default_rng(0).integers(0, 3, 40), "kron")
-    return robustness.Predictors(models, 1.3, fit, n_samples=20)
+def fake_run(tmp_path_factory):
+    return FakeRun(tmp_path_factory.mktemp("predictions"))
 
 
-def test_rotation_by_zero_is_the_identity_on_every_prediction(predictors):
+@pytest.fixture(scope="module")
+def predictor(fake_run):
+    return BatchPredictor(fake_run, posteriors.labels(robustness=True), n_samples=20)
+
+
+def test_rotation_by_zero_is_the_identity_on_every_prediction(predictor):
     x = torch.randn(5, 1, 32, 32)
     assert robustness.rotate(x, 0) is x and robustness.rotate(x, 360) is x
-    a, b = predictors(x), predictors(robustness.rotate(x, 0))
+    a, b = predictor(x), predictor(robustness.rotate(x, 0))
     for name in a:
         np.testing.assert_array_equal(a[name]["probs"], b[name]["probs"])
-    assert set(a) == {"MAP", "temperature scaling", "Laplace, kron", "deep ensemble (k=3)"}
+    assert list(a) == posteriors.labels(robustness=True)
+    assert {"MAP", "temperature scaling", "Laplace, kron", "Laplace, kron, layer-wise prior", "deep ensemble"} == set(a)
 
 
 def test_rotation_is_counter_clockwise_and_invertible_inside():
@@ -41,17 +72,46 @@ def test_ood_auroc_of_the_true_label_is_one_and_of_a_constant_one_half():
     assert robustness.ood_auroc(np.full(10, 0.3), np.full(7, 0.3)) == 0.5
 
 
-def test_temperature_and_ensemble_predictions(predictors):
+def test_temperature_and_ensemble_predictions(predictor, fake_run):
     x = torch.randn(4, 1, 32, 32)
-    p = predictors(x)
+    p = predictor(x)
     with torch.no_grad():
-        logits = predictors.models[0](x)
-        member = torch.stack([torch.softmax(m(x), 1) for m in predictors.models])
-    np.testing.assert_allclose(p["temperature scaling"]["probs"], torch.softmax(logits / 1.3, 1).numpy(), atol=1e-6)
-    np.testing.assert_allclose(p["deep ensemble (k=3)"]["probs"], member.mean(0).numpy(), atol=1e-6)
-    assert p["Laplace, kron"]["samples"].shape == (20, 4, 3)
-    u = robustness.uncertainty(p["deep ensemble (k=3)"])
+        logits = predictor.models[0](x)
+        member = torch.stack([torch.softmax(m(x), 1) for m in predictor.models])
+    t = fake_run.posterior("temperature scaling").temperature
+    np.testing.assert_allclose(p["MAP"]["probs"], torch.softmax(logits, 1).numpy(), atol=1e-6)
+    np.testing.assert_allclose(p["temperature scaling"]["probs"], torch.softmax(logits / t, 1).numpy(), atol=1e-6)
+    np.testing.assert_allclose(p["deep ensemble"]["probs"], member.mean(0).numpy(), atol=1e-6)
+    assert p["deep ensemble"]["samples"].shape == (3, 4, 3)
+    for name in ("Laplace, kron", "Laplace, kron, layer-wise prior"):
+        assert p[name]["samples"].shape == (20, 4, 3)
+    assert "samples" not in p["MAP"] and "samples" not in p["temperature scaling"]
+    u = robustness.uncertainty(p["deep ensemble"])
     assert (u["mutual information"] >= -1e-9).all() and (u["entropy"] >= u["mutual information"] - 1e-9).all()
+
+
+def test_batched_predictions_are_the_batches_concatenated(predictor):
+    x = torch.randn(7, 1, 16, 16)
+    whole, parts = predictor(x), predictor.batched(x, batch=3)
+    for name in whole:
+        np.testing.assert_allclose(parts[name]["probs"], whole[name]["probs"], atol=1e-6)
+        assert set(parts[name]) == set(whole[name])
+        if "samples" in whole[name]:
+            assert parts[name]["samples"].shape == whole[name]["samples"].shape
+    np.testing.assert_allclose(parts["deep ensemble"]["samples"], whole["deep ensemble"]["samples"], atol=1e-6)
+
+
+def test_sweeps_score_every_method_at_every_angle_and_corruption(predictor):
+    x, y = torch.randn(6, 1, 16, 16), np.array([0, 1, 2, 0, 1, 2])
+    sweep = robustness.rotation_sweep(predictor, x, y, [0, 90])
+    labels = posteriors.labels(robustness=True)
+    assert len(sweep) == 2 * len(labels) and list(sweep.method[:len(labels)]) == labels
+    assert {"accuracy", "ece", "nll", "brier", "entropy"} <= set(sweep.columns)
+    corr = robustness.corruption_sweep(predictor, x, y, seed=0)
+    assert len(corr) == len(robustness.CORRUPTIONS) * 3 * len(labels)
+    by = corr.set_index(["corruption", "severity", "method"])
+    assert np.isnan(by.loc[("noise", 1, "MAP"), "AUROC by mutual information"])
+    assert 0 <= by.loc[("noise", 1, "deep ensemble"), "AUROC by mutual information"] <= 1
 
 
 def test_corruptions():
@@ -74,15 +134,15 @@ def test_corruptions():
 def test_unfamiliar_parts_keep_the_layout_and_never_enter_the_training_index(tmp_path, small_phantom):
     root = phantom.ensure(tmp_path, 0, 6, seed=1, max_side=96, ood=True, workers=1, progress=False)
     with pytest.raises(data.DataError, match="unknown study type"):
-        data.load_index(root)  # the default loader refuses them
-    idx = data.load_index(root, extra_parts=phantom.OOD_PARTS)
+        sources.load_index(root)  # the default loader refuses them
+    idx = sources.load_index(root, extra_parts=phantom.OOD_PARTS)
     assert set(idx.body_part) <= set(phantom.OOD_PARTS) and set(idx.split) == {"valid"}
     assert (idx.label == 0).all() and idx.study.str.endswith("_negative").all()
-    assert set(data.load_index(small_phantom).body_part) <= set(phantom.PARTS)
+    assert set(sources.load_index(small_phantom).body_part) <= set(phantom.PARTS)
 
 
 def test_abnormality_labels_match_the_study_folders(small_phantom):
-    idx, classes = data.task_targets(data.load_index(small_phantom), "abnormality")
+    idx, classes = data.task_targets(sources.load_index(small_phantom), "abnormality")
     assert classes == ["normal", "abnormal"]
     assert (idx.target == idx.study.str.endswith("_positive")).all() and idx.target.nunique() == 2
 
@@ -180,3 +240,97 @@ def test_ood_table_is_the_point_auroc_by_each_score():
     tab = robustness.ood_table({"MAP": dict(probs=p_in)}, {"MAP": dict(probs=p_out)}).set_index("method")
     assert tab.loc["MAP", "AUROC by entropy"] == pytest.approx(
         robustness.ood_auroc(metrics.entropy(p_in), metrics.entropy(p_out)))
+
+
+def test_small_tables_of_the_notebook():
+    ood = pd.DataFrame(dict(body_part=["KNEE", "KNEE", "FOOT"], study_id=[1, 1, 2]))
+    assert robustness.unfamiliar_note(ood, 3) == "unfamiliar parts: 3 images (knee 2, foot 1)"
+    pred = {"MAP": dict(probs=np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]]))}
+    said = robustness.predicted_classes(pred, ["a", "b"])
+    assert said.loc["a", "MAP"] == 0.75 and said.loc["b", "MAP"] == 0.25
+    assert robustness.abnormality_note(None, np.array([0, 1, 1, 1]), [5, 5, 6, 7]) == (
+        "abnormality task on all seven body parts: 4 test images, 3 studies, 75% abnormal")
+    assert robustness.abnormality_note(["WRIST", "HAND"], np.array([0, 1]), [1, 2]).startswith(
+        "abnormality task on WRIST, HAND: 2 test images")
+    x = torch.randn(2, 1, 8, 8)
+    mx, my = robustness.mixed_test_set(x, np.array([0, 1]))
+    assert mx.shape == (6, 1, 8, 8) and list(my) == [0, 1, 0, 1, 0, 1]
+    torch.testing.assert_close(mx[:2], x)
+
+
+def test_referral_table_reads_the_curve_at_all_and_at_80_percent():
+    labels = np.array([0] * 10)
+    probs = np.tile([0.9, 0.1], (10, 1))
+    probs[[8, 9]] = [0.45, 0.55]  # the two least certain images are also the two wrong ones
+    curves = robustness.referral_curves({"m": dict(probs=probs)}, labels)
+    row = robustness.referral_table(curves)["m"]
+    assert row["all"] == pytest.approx(0.8) and row["keep80"] == pytest.approx(1.0)
+    assert row["aurc"] == pytest.approx(curves["m"]["aurc"])
+
+
+def test_cam_peaks_label_each_explanation():
+    lesion = np.zeros((1, 4, 4), np.uint8)
+    lesion[0, 0, 0], lesion[0, 3, 3] = 1, 4  # a fracture and a cast
+    a, b = torch.zeros(1, 4, 4), torch.zeros(1, 4, 4)
+    a[0, 0, 0], b[0, 3, 3] = 1, 1
+    df = robustness.cam_peaks({"A": a, "B": b}, lesion).set_index("explanation")
+    assert df.loc["A", "peak on fracture"] == 1.0 and df.loc["B", "peak on cast"] == 1.0
+
+
+def test_verdict_reads_the_interval_of_a_difference():
+    assert robustness.verdict(0.01, 0.05) == "better" and robustness.verdict(-0.05, -0.01) == "worse"
+    assert robustness.verdict(0.01, 0.05, higher_is_better=False) == "worse"
+    assert robustness.verdict(-0.05, -0.01, higher_is_better=False) == "better"
+    assert robustness.verdict(-0.01, 0.02) == "no difference shown" and robustness.verdict(0, 0) == "no difference shown"
+
+
+def _reading_tables(layerwise: bool):
+    methods = ["MAP", "temperature scaling", "Laplace, kron"] + (["Laplace, kron, layer-wise prior"] if layerwise
+                                                                  else []) + ["deep ensemble"]
+    at90 = []
+    for m in methods:
+        row = dict(method=m, accuracy=0.5, accuracy_low=0.45, accuracy_high=0.55, ece=0.2, ece_low=0.15,
+                   ece_high=0.25, nll=1.5, nll_low=1.4, nll_high=1.6)
+        if m != "MAP":
+            row.update(delta_accuracy=0.0, delta_accuracy_low=-0.01, delta_accuracy_high=0.01,
+                       delta_ece=-0.05, delta_ece_low=-0.08, delta_ece_high=-0.02,  # lower ECE: better
+                       delta_nll=0.1, delta_nll_low=0.05, delta_nll_high=0.15)  # higher NLL: worse
+        at90.append(row)
+    ood = [dict(method="MAP", score="entropy", auroc=0.8057, low=0.7727, high=0.8359, delta_vs_map_entropy=0.0,
+                delta_low=0.0, delta_high=0.0)]
+    for m in methods[1:]:
+        for s in ("entropy",) + (("mutual information",) if m != "temperature scaling" else ()):
+            ood.append(dict(method=m, score=s, auroc=0.85, low=0.8, high=0.9, delta_vs_map_entropy=0.05,
+                            delta_low=0.02, delta_high=0.08))
+    abn = pd.DataFrame([{"method": m, "study AUROC": 0.66199, "AUROC low": 0.60128, "AUROC high": 0.71747,
+                         "study kappa": 0.10698, "kappa low": 0.0264, "kappa high": 0.1871} for m in methods])
+    return pd.DataFrame(at90), pd.DataFrame(ood), abn
+
+
+def test_reading_states_the_numbers_and_the_verdicts():
+    at90, ood, abn = _reading_tables(layerwise=False)
+    cf = pd.DataFrame([{"kind": "cast", "studies": 21, "label": 1, "study shift": 0.033083, "study shift lo": 0.014531,
+                        "study shift hi": 0.05342, "mass": 0.368618, "baseline mass": 0.35034,
+                        "mass - baseline": 0.018279, "mass - baseline lo": -0.018804, "mass - baseline hi": 0.059455,
+                        "area fraction": 0.288625}])
+    text = " ".join(robustness.reading("phantom", at90, ood, abn, cf, members=3, image_size=64, grid=4).split())
+    assert "(data: phantom;" in text
+    assert "accuracy 50.0 [45.0, 55.0] %" in text and "ECE 20.0 [15.0, 25.0] %" in text
+    assert "accuracy differs by 0.0 [-1.0, 1.0] points (no difference shown)" in text
+    assert "ECE by -5.0 [-8.0, -2.0] points (better)" in text
+    assert "NLL by 0.100 [0.050, 0.150] nats (worse)" in text
+    assert "AUROC 0.81 [0.77, 0.84]" in text and "+0.050 [+0.020, +0.080] (better)" in text
+    assert "ensemble of 3 reaches a study-level AUROC of 0.66 [0.60, 0.72] and kappa 0.11 [0.03, 0.19] at 64 px" in text
+    assert "cast removed from 21 abnormal studies: p(abnormal) falls by 0.033 [0.015, 0.053]" in text
+    assert "(difference +0.018 [-0.019, +0.059]; the object covers 28.9% of the image)" in text
+    assert "1/16 of the image (4 x 4 cells at 64 px)" in text
+    assert "layer-wise" not in text
+    empty = robustness.reading("mura", at90, ood, abn, pd.DataFrame(), members=3, image_size=64, grid=4)
+    assert "(no counterfactual pairs: real data)" in empty
+
+
+def test_reading_adds_the_layerwise_prior_where_the_tables_hold_it():
+    at90, ood, abn = _reading_tables(layerwise=True)
+    text = " ".join(robustness.reading("phantom", at90, ood, abn, pd.DataFrame(), members=5, image_size=64, grid=4).split())
+    assert "With the layer-wise prior, the Laplace predictive's ECE differs by -5.0 [-8.0, -2.0] points (better)" in text
+    assert "with the layer-wise prior, its entropy +0.050 [+0.020, +0.080] (better)" in text

@@ -7,18 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from utils import config, data, phantom, train
+from utils import config, data, phantom, sources, train
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """A phantom cache every class of which has at least data.MIN_TRAIN_IMAGES training images: the smoke
-    profile's plan (64 + 16 patients, seed 2) rendered at 96 px, carved as the profile does, cached at 32 px.
-    (conftest's `small_cache`, 12 patients, lacks ELBOW and HUMERUS in train: training on it is refused.)"""
+def cache(smoke_tree, tmp_path_factory):
+    """A phantom cache every class of which has at least data.MIN_TRAIN_IMAGES training images: conftest's
+    `smoke_tree` carved as the smoke profile does, cached at 32 px. (conftest's `small_cache`, 12 patients,
+    lacks ELBOW and HUMERUS in train: training on it is refused.)"""
     p = config.get_profile("smoke")
-    root = phantom.generate(tmp_path_factory.mktemp("phantom"), p.phantom.train_patients, p.phantom.valid_patients,
-                            p.phantom.seed, max_side=96, workers=1, progress=False)
-    idx = data.carve_validation(data.load_index(root), p.val_fraction, p.seed)
+    idx = sources.carve_validation(sources.load_index(smoke_tree), p.val_fraction, p.seed)
     return data.build_cache(idx, 32, tmp_path_factory.mktemp("cache"), workers=1, progress=False)
 
 
@@ -117,6 +115,46 @@ def test_member_logits_are_cached_and_match_the_model(cache, tmp_path):
     x = torch.stack([te[i][0] for i in range(len(te))])
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(a), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_member_features_are_recomputed_when_the_checkpoint_is_replaced(cache, tmp_path, monkeypatch):
+    """bayes.member_features tells its cached features are stale from best.pt itself (train.fit leaves them
+    alone): a replaced checkpoint gives the new model's features, an unchanged one reuses the files."""
+    from utils import bayes
+
+    p = _profile(epochs=1)
+    paths, cpu = config.get_paths(tmp_path), torch.device("cpu")
+    train.train_member(p, 0, cache, paths, cpu, progress=False)
+    d = train.member_dir(paths, p, 0)
+    _, _, te = train.datasets(p, cache)
+    first = bayes.member_features(p, 0, cache, paths, cpu)
+    model, _ = train.load_member(p, 0, cache, paths)
+    np.testing.assert_array_equal(np.load(d / "features_test.npy"), bayes.embed(model, te, cpu))  # bitwise
+    np.testing.assert_array_equal(first["test"][0], bayes.embed(model, te, cpu))
+
+    loads = []
+    real_load = bayes.load_member
+    monkeypatch.setattr(bayes, "load_member", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    again = bayes.member_features(p, 0, cache, paths, cpu)
+    assert not loads  # same checkpoint: the cached files, not a recomputation
+    assert all(np.array_equal(again[s][0], first[s][0]) for s in first)
+
+    ck = torch.load(d / "best.pt", weights_only=True)  # another checkpoint, same metadata: different weights
+    ck["state_dict"] = {k: v * 1.5 if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
+    train.save_atomic(ck, d / "best.pt")
+    replaced = bayes.member_features(p, 0, cache, paths, cpu)
+    assert len(loads) == 1
+    model, _ = train.load_member(p, 0, cache, paths)
+    for s, ds in zip(("train", "val", "test"), train.datasets(p, cache)):
+        np.testing.assert_array_equal(replaced[s][0], bayes.embed(model, ds, cpu))
+        assert not np.array_equal(replaced[s][0], first[s][0])
+
+    train.train_member(p, 0, cache, paths, cpu, force=True, progress=False)  # retrained in place
+    assert (d / "features_test.npy").is_file()  # training leaves the feature cache alone ...
+    retrained = bayes.member_features(p, 0, cache, paths, cpu)
+    assert len(loads) == 2  # ... and member_features notices the new checkpoint
+    model, _ = train.load_member(p, 0, cache, paths)
+    np.testing.assert_array_equal(retrained["test"][0], bayes.embed(model, te, cpu))
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero():

@@ -65,19 +65,51 @@ def embed(model, ds, device, batch_size: int = 256) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
+def _checkpoint_sha256(path) -> str:
+    """sha256 of a checkpoint file's bytes: which weights features were computed from."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _features_source(sidecar) -> str | None:
+    """The checkpoint hash a `features_<subset>.json` sidecar records, or None (missing or unreadable)."""
+    import json
+
+    try:
+        return json.loads(sidecar.read_text())["checkpoint_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def member_features(profile, member: int, cache: data.ImageCache, paths: Paths | None = None, device=None,
                     parts=None) -> dict:
-    """{subset: (phi, y)} for train/val/test of a trained member, cached beside its checkpoint."""
+    """{subset: (phi, y)} for train/val/test of a trained member, cached beside its checkpoint.
+
+    Each `features_<subset>.npy` has a sidecar `features_<subset>.json` recording the sha256 of the `best.pt`
+    it was computed from. Features whose checkpoint has since changed (retrained, replaced), or without a
+    sidecar, are recomputed from the checkpoint there now; training need not know this cache exists.
+    """
+    import json
+
     profile, paths, device = get_profile(profile), paths or get_paths(), device or get_device()
     d = member_dir(paths, profile, member, parts)
+    ckpt = d / "best.pt"
+    source = _checkpoint_sha256(ckpt) if ckpt.is_file() else None  # None: load_member says what is missing
     model = None
     out = {}
     for subset, ds in zip(("train", "val", "test"), datasets(profile, cache, parts)):
-        f = d / f"features_{subset}.npy"
-        if not f.is_file():
+        f, sidecar = d / f"features_{subset}.npy", d / f"features_{subset}.json"
+        if source is None or not f.is_file() or _features_source(sidecar) != source:
             if model is None:
                 model, _ = load_member(profile, member, cache, paths, device, parts)
+            sidecar.unlink(missing_ok=True)  # never a sidecar vouching for features being rewritten
             np.save(f, embed(model, ds, torch.device(device)))
+            sidecar.write_text(json.dumps(dict(checkpoint_sha256=source)))
         out[subset] = (np.load(f), ds.targets.astype(np.int64))
     return out
 
@@ -361,6 +393,36 @@ def head_samples(fit: LaplaceFit, n_samples: int, seed: int = 0) -> tuple[torch.
     return theta[:, : c * k].reshape(n_samples, c, k), theta[:, c * k:]
 
 
+def val_nll_curve(fit: LaplaceFit, val: tuple, prior_precisions, how: str = "probit") -> np.ndarray:
+    """Validation NLL of the predictive at each prior precision; the fit's prior is restored afterwards."""
+    phi, y = val
+    before = fit.la.prior_precision.detach().clone()
+    try:
+        out = []
+        for p in prior_precisions:
+            fit.la.prior_precision = float(p)
+            out.append(metrics.nll(predict(fit, phi, how), y))
+        return np.array(out)
+    finally:
+        fit.la.prior_precision = before
+
+
+def probit_vs_mc(fit: LaplaceFit, phi: np.ndarray, y: np.ndarray, n_samples: int = 2000, seed: int = 0
+                 ) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """The probit approximation with and without the null-space projection against Monte Carlo over the same
+    linearised logits: per predictive, its scores and the mean total-variation distance to Monte Carlo (rows),
+    and each predictive's confidences (for the scatter plot)."""
+    f_mu, f_var = logit_moments(fit, phi)
+    mc = mc_samples(f_mu, f_var, n_samples, seed=seed).mean(0).numpy()
+    rows, conf = [], {}
+    for name, pr in ((f"MC, {n_samples} samples", mc), ("probit, as laplace-torch", probit(f_mu, f_var, project=False)),
+                     ("probit, null space projected", probit(f_mu, f_var, project=True))):
+        conf[name] = pr.max(1)
+        rows.append(dict(structure=fit.structure, predictive=name, tv_distance_to_mc=np.abs(pr - mc).sum(1).mean() / 2,
+                         **metrics.summary(pr, y)))
+    return rows, conf
+
+
 # --------------------------------------------------------------------------- baselines
 
 
@@ -394,13 +456,7 @@ def mc_dropout(model, phi: np.ndarray, n_samples: int = 100, seed: int = 0) -> n
         return torch.softmax(model.fc(keep * x), -1).double()
 
 
-# --------------------------------------------------------------------------- per-member runs, saved predictions
-
-
-def predictions_dir(paths: Paths, profile, parts=None):
-    from .train import run_name
-
-    return paths.artifacts / "predictions" / run_name(get_profile(profile), parts)
+# --------------------------------------------------------------------------- saved predictions
 
 
 def save_predictions(folder, name: str, probs: np.ndarray, samples=None, **info) -> None:
@@ -428,79 +484,7 @@ def load_predictions(folder, name: str) -> dict | None:
     return out
 
 
-def laplace_fit_member(profile, member: int, cache: data.ImageCache, structure: str = "kron",
-                       prior: str = "marglik", paths: Paths | None = None, device=None, parts=None) -> LaplaceFit:
-    """Fit the last-layer Laplace of a trained member on its cached features and set its prior precision
-    (starting from the prior the training implied, N * weight decay)."""
-    profile, paths = get_profile(profile), paths or get_paths()
-    feats = member_features(profile, member, cache, paths, device, parts)
-    model, meta = load_member(profile, member, cache, paths, "cpu", parts)
-    start = meta.get("prior_precision") or 1.0
-    fit = fit_laplace(head_of(model), *feats["train"], structure, prior_precision=start)
-    return optimize_prior(fit, prior, val=feats["val"])
-
-
-def laplace_member(profile, member: int, cache: data.ImageCache, structure: str = "kron", prior: str = "marglik",
-                   paths: Paths | None = None, device=None, parts=None, n_samples: int = 100, subset: str = "test"
-                   ) -> dict:
-    """Predictions of a member's last-layer Laplace on a subset (projected probit, and MC samples), fitted once
-    and saved; returns dict(probs, samples, prior, prior_method, prior_precision, bracketed, searched,
-    prior_reason, fit_s, prior_s, predict_s, structure, version).
-
-    The file name carries LAPLACE_VERSION, so predictions saved by an older version (without the prior search's
-    record) are not found and are recomputed rather than used."""
-    profile, paths = get_profile(profile), paths or get_paths()
-    folder = predictions_dir(paths, profile, parts)
-    name = f"la_{structure}_{prior}__{subset}__m{member:02d}__v{LAPLACE_VERSION}"
-    hit = load_predictions(folder, name)
-    if hit is not None:
-        return hit
-    fit = laplace_fit_member(profile, member, cache, structure, prior, paths, device, parts)
-    phi = member_features(profile, member, cache, paths, device, parts)[subset][0]
-    t = time.perf_counter()
-    f_mu, f_var = logit_moments(fit, phi)
-    probs = probit(f_mu, f_var, project=True)
-    predict_s = time.perf_counter() - t
-    samples = mc_samples(f_mu, f_var, n_samples, seed=member).numpy()
-    save_predictions(folder, name, probs, samples, prior=prior, prior_method=fit.prior_method,
-                     prior_precision=fit.prior_precision, bracketed=fit.log.get("bracketed"),
-                     searched=list(fit.log.get("searched", ())), prior_reason=fit.log.get("reason", ""),
-                     fit_s=fit.fit_s, prior_s=fit.prior_s, predict_s=predict_s, structure=structure,
-                     version=LAPLACE_VERSION)
-    return load_predictions(folder, name)
-
-
-def baseline_member(profile, member: int, cache: data.ImageCache, method: str, paths: Paths | None = None,
-                    device=None, parts=None, n_samples: int = 100, subset: str = "test") -> dict:
-    """MAP, temperature-scaled or MC-dropout predictions of a member on a subset, computed once and saved."""
-    from .train import member_logits
-
-    profile, paths = get_profile(profile), paths or get_paths()
-    folder = predictions_dir(paths, profile, parts)
-    name = f"{method}__{subset}__m{member:02d}"
-    hit = load_predictions(folder, name)
-    if hit is not None:
-        return hit
-    logits = member_logits(profile, member, cache, subset, paths, device, parts)
-    t = time.perf_counter()
-    if method == "map":
-        save_predictions(folder, name, softmax_t(logits))
-    elif method == "temperature":
-        temp = fit_temperature(member_logits(profile, member, cache, "val", paths, device, parts),
-                               datasets(profile, cache, parts)[1].targets)
-        save_predictions(folder, name, softmax_t(logits, temp), temperature=temp, fit_s=time.perf_counter() - t)
-    elif method == "mc_dropout":
-        model, _ = load_member(profile, member, cache, paths, "cpu", parts)
-        phi = member_features(profile, member, cache, paths, device, parts)[subset][0]
-        s = mc_dropout(model, phi, n_samples, seed=member).numpy()
-        save_predictions(folder, name, s.mean(0), s, predict_s=time.perf_counter() - t)
-    else:
-        raise ValueError(f"unknown method {method!r}; known: map, temperature, mc_dropout")
-    return load_predictions(folder, name)
-
-
-def compare_fit_cost(profile, member: int, cache: data.ImageCache, structure: str = "kron",
-                     paths: Paths | None = None, device=None, parts=None) -> dict:
+def compare_fit_cost(model, meta: dict, train_ds, structure: str = "kron", device=None) -> dict:
     """Seconds to fit a member's last-layer Laplace and optimise its prior by the marginal likelihood,
     on cached features and on the whole network (laplace-torch's last-layer Laplace over the images),
     in one run; with the features' one-off extraction and the agreement of the two posteriors.
@@ -509,10 +493,8 @@ def compare_fit_cost(profile, member: int, cache: data.ImageCache, structure: st
     search shares), `ratio_with_extraction` includes it: network / (extraction + fit + prior)."""
     from laplace import Laplace
 
-    profile, paths = get_profile(profile), paths or get_paths()
     device = torch.device(device or get_device())
-    model, meta = load_member(profile, member, cache, paths, device, parts)
-    train_ds = datasets(profile, cache, parts)[0]
+    model = model.to(device).eval()
     start = meta.get("prior_precision") or 1.0
 
     t = time.perf_counter()

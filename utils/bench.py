@@ -136,16 +136,17 @@ def bench_train(profile, paths, args) -> dict:
 
 def bench_laplace(profile, paths, args) -> dict:
     """Last-layer Laplace of member 0: fit + prior optimisation on cached features against the whole network."""
-    from . import bayes, data, train
+    from . import bayes
+    from .run import Run
 
-    _, _, cache = data.prepare(profile, args.data, paths, progress=False)
-    train.train_member(profile, 0, cache, paths, progress=False)
+    run = Run(profile, args.data, paths.out_root)
+    member = run.members[0]
     print(f"laplace  (member 0 of the {profile.name} profile, marginal-likelihood prior; seconds)")
     print(f"  {'structure':9s} {'features':>9s} {'network':>9s} {'ratio':>7s} {'ratio+ex':>9s}   (features: fit + "
           "prior; ratio: network / features without the one-off feature extraction; ratio+ex: with it)")
     out = {}
     for s in bayes.STRUCTURES:
-        r = bayes.compare_fit_cost(profile, 0, cache, s, paths)
+        r = bayes.compare_fit_cost(member.model, member.meta, run.datasets[0], s, run.device)
         f, w = r["features_fit_s"] + r["features_prior_s"], r["network_fit_s"] + r["network_prior_s"]
         print(f"  {s:9s} {f:9.3f} {w:9.3f} {r['ratio']:6.1f}x {r['ratio_with_extraction']:8.1f}x   (prior precision "
               f"{r['prior_features']:.4g} vs {r['prior_network']:.4g})")
@@ -160,14 +161,13 @@ def bench_explain(profile, paths, args) -> dict:
     forward pass per sample, on member 0 of the profile."""
     import torch
 
-    from . import bayes, data, explain, train
+    from . import data, explain
+    from .run import Run
 
-    _, _, cache = data.prepare(profile, args.data, paths, progress=False)
-    train.train_member(profile, 0, cache, paths, progress=False)
-    model, _ = train.load_member(profile, 0, cache, paths)
-    fit = bayes.laplace_fit_member(profile, 0, cache, "kron", "marglik", paths)
-    W, _ = bayes.head_samples(fit, 100, seed=0)
-    _, _, te = train.datasets(profile, cache)
+    run = Run(profile, args.data, paths.out_root)
+    model = run.members[0].model
+    W = run.posterior("Laplace, kron").head_samples(100, seed=0)
+    te = run.test
     x, y = next(iter(data.make_loader(te, profile.batch_size)))
 
     def timed(f, reps=3):

@@ -1,39 +1,78 @@
-"""The calibration comparison (notebook 04): every method's saved test predictions, one table, the plots."""
+"""The calibration comparison (notebook 04): one table of every registered posterior's test scores, the ensemble
+against the best single-model method, the curated figures and the chapter's reading.
+
+Predictions come from `Run.predictions()`: a single-model method has M x N x C probabilities (one set per member),
+a combination (`posteriors.REGISTRY[label].combination`) N x C over all members. Everything here iterates over the
+dict it is given, so a newly registered method or combination appears without edits.
+"""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
 
-from . import bayes, ensembles, metrics
-from .config import get_profile
+from . import metrics, posteriors
 
-# method label -> how a member's predictions are obtained
-SINGLE_METHODS = {
-    "MAP": ("baseline", "map"),
-    "temperature scaling": ("baseline", "temperature"),
-    "MC dropout": ("baseline", "mc_dropout"),
-    "Laplace, diag": ("laplace", "diag"),
-    "Laplace, kron": ("laplace", "kron"),
-    "Laplace, full": ("laplace", "full"),
-}
+# The figures' rule: member 0 of every single-model method that notebook 06 follows (registered with
+# robustness=True), plus these, then every combination (all members).
+FIGURE_EXTRA = ("MC dropout",)
 
 
-def member_predictions(profile, cache, paths, device=None, parts=None, subset: str = "test",
-                       prior: str = "marglik") -> dict[str, dict]:
-    """{method: dict(probs=M x N x C, samples=list of S x N x C or None, info=[per-member dicts])}."""
-    profile = get_profile(profile)
-    out = {}
-    for label, (kind, arg) in SINGLE_METHODS.items():
-        if arg == "mc_dropout" and profile.dropout == 0:
-            continue
-        runs = [bayes.baseline_member(profile, m, cache, arg, paths, device, parts, subset=subset)
-                if kind == "baseline" else
-                bayes.laplace_member(profile, m, cache, arg, prior, paths, device, parts, subset=subset)
-                for m in range(profile.members)]
-        out[label] = dict(probs=np.stack([r["probs"] for r in runs]),
-                          samples=[r.get("samples") for r in runs],
-                          info=[{k: v for k, v in r.items() if k not in ("probs", "samples")} for r in runs])
-    return out
+def is_combination(label: str, pred: dict | None = None) -> bool:
+    """A combination of all members (N x C probabilities) rather than a single-model method (M x N x C): by the
+    registry, or, for a label not registered, by the shape of its probabilities."""
+    if label in posteriors.REGISTRY:
+        return posteriors.REGISTRY[label].combination
+    return pred is not None and np.ndim(pred["probs"]) == 2
+
+
+def n_members(pred: dict) -> int:
+    """How many members a combination averages."""
+    if "members" in pred:
+        return int(pred["members"])
+    return len(pred["samples"]) if pred.get("samples") is not None else 1
+
+
+def figure_labels(labels) -> list[str]:
+    """The methods the reliability, selective and class-wise figures show, in the given order: single-model
+    methods registered with robustness=True or in `FIGURE_EXTRA` (MC dropout), then every combination."""
+    labels = list(labels)
+    single = [lab for lab in labels if not is_combination(lab)
+              and ((lab in posteriors.REGISTRY and posteriors.REGISTRY[lab].robustness) or lab in FIGURE_EXTRA)]
+    return single + [lab for lab in labels if is_combination(lab)]
+
+
+def shown_probs(preds: dict[str, dict], member: int = 0) -> dict[str, np.ndarray]:
+    """{label: N x C} for the figures (`figure_labels`): member `member` of a single-model method, the
+    combination's own predictive."""
+    return {lab: np.asarray(preds[lab]["probs"]) if is_combination(lab, preds[lab])
+            else np.asarray(preds[lab]["probs"])[member] for lab in figure_labels(preds)}
+
+
+def tv_from_map(preds: dict[str, dict]) -> dict[str, float]:
+    """Mean total-variation distance per image, 0.5 * sum_c |p_c - p_MAP,c|, of every single-model method from
+    the MAP network's predictive (member by member, then averaged)."""
+    base = np.asarray(preds["MAP"]["probs"])
+    return {k: float(0.5 * np.abs(np.asarray(p["probs"]) - base).sum(-1).mean())
+            for k, p in preds.items() if k != "MAP" and not is_combination(k, p)}
+
+
+def prior_methods(preds: dict[str, dict]) -> list[str]:
+    """Single-model methods with a fitted prior precision (the Laplace approximations)."""
+    return [k for k, p in preds.items() if not is_combination(k, p)
+            and any("prior_precision" in i for i in (p.get("info") or []))]
+
+
+def priors_summary(preds: dict[str, dict]) -> dict[str, list]:
+    """{method: sorted distinct (prior, prior precision rounded to 3 decimals, bracketed)} over its members."""
+    return {k: sorted({(i.get("prior"), round(i.get("prior_precision", 0), 3), i.get("bracketed"))
+                       for i in preds[k]["info"]}) for k in prior_methods(preds)}
+
+
+def aurc(show: dict[str, np.ndarray], labels) -> dict[str, float]:
+    """Area under the risk-coverage curve of each shown predictive (`metrics.selective`)."""
+    return {k: float(metrics.selective(p, labels)["aurc"]) for k, p in show.items()}
 
 
 def plot_reliability(ax, probs, labels, title: str, n_bins: int = 15, hist_ax=None, legend: bool = False):
@@ -77,36 +116,36 @@ def interval_table(preds: dict[str, dict], labels: np.ndarray, groups: np.ndarra
 
     Single-model methods (M x N x C probabilities, one set per member): the estimate is the mean over
     members; the interval resamples members *and* test studies (`evidence.member_interval`), so it holds
-    both the member-to-member spread and the test-set noise. The deep ensemble and the mixture of Laplace
-    approximations of all M members are one predictor each: studies are resampled. Every delta is paired
-    (the same resampled studies, and the same members, on both sides): `delta_<metric>` is method - MAP as
-    single models, with `delta_<metric>_low/high`; a difference is evidence only where its interval
-    excludes zero. `ece_reference*` is the ECE a perfectly calibrated predictor with the same confidences
-    shows on this many images (labels drawn from the predicted probabilities): the floor an ECE cannot
-    be told apart from. One row per method; `kind` is "single" or "ensemble".
+    both the member-to-member spread and the test-set noise. Combinations (`is_combination`: the deep ensemble,
+    the mixture of Laplace approximations, any other registered one; N x C) are one predictor each: studies are
+    resampled; a combination of fewer than two members is left out. Every delta is paired (the same resampled
+    studies, and the same members, on both sides): `delta_<metric>` is method - MAP as single models, with
+    `delta_<metric>_low/high`; a difference is evidence only where its interval excludes zero.
+    `ece_reference*` is the ECE a perfectly calibrated predictor with the same confidences shows on this many
+    images (labels drawn from the predicted probabilities): the floor an ECE cannot be told apart from. One row
+    per method, in the order of `preds`; `kind` is "single" or "ensemble", `members` 1 or the combination's size.
     """
     from . import evidence
 
     labels, groups = np.asarray(labels), np.asarray(groups)
     kw = dict(n_boot=n_boot, seed=seed, level=level)
     rows = []
-    entries = [(label, "single", np.asarray(p["probs"])) for label, p in preds.items()]
-    m = len(preds["MAP"]["probs"])
-    for label, base in ((f"deep ensemble, k={m}", "MAP"), (f"mixture of Laplace (kron), k={m}", "Laplace, kron")):
-        if base in preds and m > 1:
-            entries.append((label, "ensemble", ensembles.ensemble_probs(preds[base]["probs"])))
     base = np.asarray(preds["MAP"]["probs"])
-    for label, kind, probs in entries:
-        row = dict(method=label, kind=kind, members=1 if kind == "single" else m)
+    for label, p in preds.items():
+        combo, probs = is_combination(label, p), np.asarray(p["probs"])
+        members = n_members(p) if combo else 1
+        if combo and members < 2:
+            continue
+        row = dict(method=label, kind="ensemble" if combo else "single", members=members)
         for c in INTERVAL_METRICS:
-            d = (evidence.member_interval(c, probs, labels, groups, **kw) if kind == "single"
-                 else evidence.interval(c, probs, labels, groups, **kw))
+            d = (evidence.interval(c, probs, labels, groups, **kw) if combo
+                 else evidence.member_interval(c, probs, labels, groups, **kw))
             row.update({c: d["estimate"], f"{c}_low": d["low"], f"{c}_high": d["high"]})
             if label != "MAP":
                 dd = evidence.paired_member_delta(c, probs, base, labels, groups, **kw)
                 row.update({f"delta_{c}": dd["delta"], f"delta_{c}_low": dd["low"], f"delta_{c}_high": dd["high"]})
-        refs = [evidence.ece_reference(p, n_boot=max(200, n_boot // 4), seed=seed, level=level)
-                for p in (probs if kind == "single" else probs[None])]
+        refs = [evidence.ece_reference(q, n_boot=max(200, n_boot // 4), seed=seed, level=level)
+                for q in (probs[None] if combo else probs)]
         row.update(ece_reference=float(np.mean([r["mean"] for r in refs])),
                    ece_reference_low=float(np.mean([r["low"] for r in refs])),
                    ece_reference_high=float(np.mean([r["high"] for r in refs])))
@@ -115,23 +154,27 @@ def interval_table(preds: dict[str, dict], labels: np.ndarray, groups: np.ndarra
 
 
 def ensemble_vs_best_single(preds: dict[str, dict], labels: np.ndarray, groups: np.ndarray, n_boot: int = 2000,
-                            seed: int = 0, level: float = 0.95) -> pd.DataFrame:
-    """For each metric, the deep ensemble of all members against the best single-model method by that metric
-    (as single models, mean over members): the paired difference ensemble - best with its interval."""
+                            seed: int = 0, level: float = 0.95, ensemble: str = "deep ensemble") -> pd.DataFrame:
+    """For each metric, the combination `ensemble` (the deep ensemble of all members) against the best
+    single-model method by that metric (as single models, mean over members): the paired difference
+    ensemble - best with its interval."""
     from . import evidence
 
     labels, groups = np.asarray(labels), np.asarray(groups)
-    ens = ensembles.ensemble_probs(preds["MAP"]["probs"])
+    ens = np.asarray(preds[ensemble]["probs"])
+    single = {k: p for k, p in preds.items() if not is_combination(k, p)}
     rows = []
     for c in INTERVAL_METRICS:
-        est = {k: np.mean([getattr(metrics, c)(q, labels) for q in p["probs"]]) for k, p in preds.items()}
+        est = {k: np.mean([getattr(metrics, c)(q, labels) for q in p["probs"]]) for k, p in single.items()}
         best = (min if LOWER_IS_BETTER[c] else max)(est, key=est.get)
-        d = evidence.paired_member_delta(c, ens, np.asarray(preds[best]["probs"]), labels, groups,
+        d = evidence.paired_member_delta(c, ens, np.asarray(single[best]["probs"]), labels, groups,
                                          n_boot=n_boot, seed=seed, level=level)
         rows.append(dict(metric=c, best_single=best, best_single_value=est[best], ensemble=float(
             getattr(metrics, c)(ens, labels)), delta=d["delta"], low=d["low"], high=d["high"],
             excludes_zero=bool(d["low"] > 0 or d["high"] < 0)))
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs["ensemble"] = ensemble
+    return out
 
 
 def verdict(delta: float, low: float, high: float, lower_is_better: bool) -> str:
@@ -170,3 +213,156 @@ def verdicts(tab: pd.DataFrame) -> pd.DataFrame:
         rows[r.method] = {c: verdict(r[f"delta_{c}"], r[f"delta_{c}_low"], r[f"delta_{c}_high"], LOWER_IS_BETTER[c])
                           for c in INTERVAL_METRICS}
     return pd.DataFrame(rows).T.rename_axis("method")
+
+
+# --------------------------------------------------------------------------- the figures (notebook 04)
+
+
+def plot_reliability_grid(show: dict[str, np.ndarray], labels, ncols: int = 4, n_bins: int = 15):
+    """Reliability diagram over its confidence histogram (log scale) for each shown predictive (`shown_probs`),
+    `ncols` per row; the legend in the first panel. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    n = len(show)
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig = plt.figure(figsize=(3.1 * ncols, 6.2 * nrows))
+    gs = fig.add_gridspec(2 * nrows, ncols, height_ratios=[3, 1.3] * nrows)
+    for j, (name, pr) in enumerate(show.items()):
+        r, c = divmod(j, ncols)
+        plot_reliability(fig.add_subplot(gs[2 * r, c]), pr, labels, name, n_bins=n_bins,
+                         hist_ax=fig.add_subplot(gs[2 * r + 1, c]), legend=j == 0)
+    fig.suptitle("single-model methods: member 0; combinations: all members", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.985))
+    return fig
+
+
+def plot_selective(show: dict[str, np.ndarray], labels):
+    """Accuracy on the kept images against coverage, the least confident referred first, one curve per shown
+    predictive with its AURC in the legend; x from 50 %. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, pr in show.items():
+        s = metrics.selective(pr, labels)
+        ax.plot(100 * s["coverage"], 100 * s["accuracy"], label=f"{name} (AURC {s['aurc']:.4f})")
+    ax.set(xlabel="coverage: share of test images the model keeps (%)", ylabel="accuracy on kept images (%)",
+           title="Accuracy against coverage, least confident referred first", xlim=(50, 100))
+    ax.legend(fontsize=7)
+    return fig
+
+
+def classwise_ece_table(show: dict[str, np.ndarray], labels, classes) -> pd.DataFrame:
+    """Class (lower case) x method: the ECE (%) of each class's one-vs-rest probability (`metrics.classwise_ece`)."""
+    return pd.DataFrame({name: 100 * metrics.classwise_ece(pr, labels) for name, pr in show.items()},
+                        index=[c.lower() for c in classes])
+
+
+def plot_classwise_ece(show: dict[str, np.ndarray], labels, classes):
+    """Grouped bars of `classwise_ece_table`. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11, 3.8))
+    classwise_ece_table(show, labels, classes).plot.bar(ax=ax, width=0.85, rot=0)
+    ax.set(ylabel="class-wise ECE (%)", title="Calibration error of each class's one-vs-rest probability")
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.1))
+    return fig
+
+
+# --------------------------------------------------------------------------- the reading (notebook 04)
+
+EFFECT = {"better": "improves", "worse": "worsens", "no difference shown": "does not measurably change"}
+
+
+def _and(items) -> str:
+    items = list(items)
+    return "none" if not items else items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _names(labels) -> str:
+    """Method labels (which hold commas themselves) in italics, comma-separated; 'none' for none."""
+    return ", ".join(f"*{lab}*" for lab in labels) or "none"
+
+
+def _iv(r, c: str, scale: float = 100, d: int = 1) -> str:
+    return f"{r[c] * scale:.{d}f} [{r[c + '_low'] * scale:.{d}f}, {r[c + '_high'] * scale:.{d}f}]"
+
+
+def _iv_delta(r, c: str, scale: float = 1) -> str:
+    return f"{scale * r[f'delta_{c}']:+.3f} [{scale * r[f'delta_{c}_low']:+.3f}, {scale * r[f'delta_{c}_high']:+.3f}]"
+
+
+def _span(values, fmt: str = ".3g") -> str:
+    return f"{min(values):{fmt}} to {max(values):{fmt}}"
+
+
+def prior_words(label: str, info: list[dict]) -> str:
+    """'kron δ = 3.53 to 3.72, bracketed for every member' (δ_W and δ_b where the prior is layer-wise)."""
+    short = label.removeprefix("Laplace, ")
+    deltas = [float(i.get("prior_precision", np.nan)) for i in info]
+    bias = [float(i["prior_precision_bias"]) for i in info if "prior_precision_bias" in i]
+    unbracketed = sum(not bool(i.get("bracketed", True)) for i in info)
+    words = f"{short} δ_W = {_span(deltas)}, δ_b = {_span(bias)}" if bias else f"{short} δ = {_span(deltas)}"
+    return words + (f", not bracketed for {unbracketed} member(s)" if unbracketed else ", bracketed for every member")
+
+
+def reading(tab: pd.DataFrame, vs_best: pd.DataFrame, verdict: pd.DataFrame, tv: dict[str, float], temps,
+            preds: dict[str, dict], source: str, n_images: int, n_studies: int, members: int) -> str:
+    """The chapter's reading (Markdown) from its tables: `interval_table`, `ensemble_vs_best_single`, `verdicts`,
+    `tv_from_map`, the fitted temperatures and the predictions' fit info (`prior_methods`)."""
+    t = tab.set_index("method")
+    m, ts = t.loc["MAP"], t.loc["temperature scaling"]
+    vb = vs_best.set_index("metric")
+    ens = vs_best.attrs.get("ensemble", "deep ensemble")
+
+    def listing(metric, kind):
+        return _names(verdict.index[verdict[metric] == kind])
+
+    calibrated = ("lies within what chance alone gives: on this test set it cannot be told apart from a calibrated one"
+                  if m.ece <= m.ece_reference_high else "exceeds what chance alone gives: it is miscalibrated")
+    direction = ("below 1, point to *underconfidence* there" if max(temps) < 1
+                 else "above 1, point to overconfidence there" if min(temps) > 1 else "straddle 1")
+    v_nll, v_ece = verdict.loc["temperature scaling", "nll"], verdict.loc["temperature scaling", "ece"]
+    ts_effect = ("so the direction is not shown there" if v_nll == v_ece == "no difference shown"
+                 else f"so on the test set it {EFFECT[v_nll]} the NLL and {EFFECT[v_ece]} the ECE")
+    laplace = [k for k in prior_methods(preds) if k in tv]
+    layerwise = (" (one per parameter tensor, δ_W for the weights and δ_b for the bias, where the prior is "
+                 "layer-wise)" if any("prior_precision_bias" in i for k in prior_methods(preds)
+                                      for i in preds[k]["info"]) else "")
+    moves = "move little" if laplace and max(tv[k] for k in laplace) <= tv["temperature scaling"] else "move"
+
+    def vs(c, scale, d):
+        return (f"{scale * vb.loc[c, 'delta']:+.{d}f} [{scale * vb.loc[c, 'low']:+.{d}f}, "
+                f"{scale * vb.loc[c, 'high']:+.{d}f}]")
+
+    return f"""
+**Reading** (data: {source}, {n_images} test images in {n_studies} studies, {members}
+members; 95 % intervals from the study bootstrap).
+
+- The MAP network's ECE is {_iv(m, 'ece')} % at {_iv(m, 'accuracy')} % accuracy; a perfectly calibrated predictor
+  with the same confidences would show {_iv(m, 'ece_reference')} % on these images, so the MAP network's ECE
+  {calibrated}.
+  Its temperatures fitted on the validation split, {min(temps):.2f} to {max(temps):.2f}, {direction};
+  on the test set temperature scaling changes the NLL by {_iv_delta(ts, 'nll')} and the ECE by
+  {_iv_delta(ts, 'ece', 100)} points, {ts_effect}.
+- Compared with the ECE a calibrated predictor with the same confidences would show, the methods whose ECE lies
+  above that range are: {_names(k for k, r in t.iterrows() if r.ece > r.ece_reference_high)}.
+- Against the MAP network, paired: **NLL** better for {listing('nll', 'better')}; worse for
+  {listing('nll', 'worse')}; no difference shown for {listing('nll', 'no difference shown')}.
+  **ECE** better for {listing('ece', 'better')}; worse for {listing('ece', 'worse')}; no difference shown for
+  {listing('ece', 'no difference shown')}. **Accuracy** better for {listing('accuracy', 'better')}; worse for
+  {listing('accuracy', 'worse')}.
+- The {ens} of all {members} members against the best single-model method on each score (ensemble − best,
+  paired): accuracy {vs('accuracy', 100, 2)} points (best single: *{vb.loc['accuracy', 'best_single']}*),
+  NLL {vs('nll', 1, 3)} (*{vb.loc['nll', 'best_single']}*), ECE {vs('ece', 100, 2)} points
+  (*{vb.loc['ece', 'best_single']}*).
+- The last-layer Laplace predictives {moves} from the MAP network's: the mean total-variation distance per
+  image is {_and(f"{tv[k]:.3f} ({k.removeprefix('Laplace, ')})" for k in laplace)}, against
+  {tv['temperature scaling']:.3f} for temperature scaling.
+- The Laplace rows use, for each member, the prior precision that maximises its marginal likelihood{layerwise}:
+  {"; ".join(prior_words(k, preds[k]["info"]) for k in prior_methods(preds))}. Notebook 02 shows the search and
+  what a grid search on the validation NLL would pick instead.
+- Differences between single-model ECEs whose paired interval includes zero are not evidence of a ranking. Where
+  the treatments differ more is away from the training distribution: notebook 06 rotates, corrupts and replaces
+  the test images.
+"""

@@ -40,9 +40,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import data, explain, phantom
+from . import data, explain, explanation_scores, phantom
 
-BITS = {"fracture": phantom.LESION_FRACTURE, "hardware": phantom.LESION_HARDWARE, "cast": phantom.LESION_CAST}
+BITS = dict(data.LESION_BITS)  # fracture, hardware, cast: the order seeds the counterfactual draws
 KINDS = ("cast", "hardware", "fracture")
 NEAR_PX = 4  # a changed pixel within this distance (full resolution) of the removed mask counts as local
 
@@ -275,10 +275,11 @@ def measure(models, records: list[Pair], size: int, target_class: int = 1, n_shi
         base_mass, base_hit = torch.zeros(len(mk), dtype=torch.float64), torch.zeros(len(mk), dtype=torch.float64)
         for o in offsets:  # one translation at a time: memory B x S x S
             region = translate(mk, o)
-            base_mass += explain.relevance_mass(mo, region).double() / len(offsets)
-            base_hit += explain.pointing_game(mo, region).double() / len(offsets)
-        scores = {"mass": explain.relevance_mass(mo, mk), "mass_cf": explain.relevance_mass(mc, mk),
-                  "baseline_mass": base_mass, "pointing": explain.pointing_game(mo, mk),
+            base_mass += explanation_scores.relevance_mass(mo, region).double() / len(offsets)
+            base_hit += explanation_scores.pointing_game(mo, region).double() / len(offsets)
+        scores = {"mass": explanation_scores.relevance_mass(mo, mk),
+                  "mass_cf": explanation_scores.relevance_mass(mc, mk),
+                  "baseline_mass": base_mass, "pointing": explanation_scores.pointing_game(mo, mk),
                   "baseline_pointing": base_hit}
         for k, val in scores.items():
             a = val.double().numpy().copy()

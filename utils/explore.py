@@ -166,3 +166,49 @@ def plot_samples(rows: pd.DataFrame, per_row: int = 4):
             axes[i, j].set_title(f"{part.lower()} · {'abnormal' if r.label else 'normal'}", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_sizes(index: pd.DataFrame):
+    """Histograms of the long side and the aspect ratio per body part (figure 00-1)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for part, g in index.groupby("body_part"):
+        axes[0].hist(g[["height", "width"]].max(axis=1), bins=30, histtype="step", label=part.lower())
+        axes[1].hist(g.height / g.width, bins=30, histtype="step", label=part.lower())
+    axes[0].set(xlabel="long side (px)", ylabel="images", yscale="log", title="Image size per body part")
+    axes[1].set(xlabel="aspect ratio (height / width)", ylabel="images", title="Aspect ratio per body part")
+    axes[1].legend(fontsize=8, ncol=2)
+    return fig
+
+
+def plot_intensity(hist: pd.DataFrame):
+    """The intensity histograms of `intensity_histograms`, one line per body part (figure 00-2)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for part in hist.columns:
+        ax.plot(hist.index, hist[part], label=part.lower())
+    ax.set(xlabel="pixel value (0-255, letterboxed, padding excluded)", ylabel="share of pixels", yscale="log",
+           title="Intensity histogram per body part")
+    ax.legend(fontsize=8, ncol=2)
+    return fig
+
+
+def cue_table(index: pd.DataFrame, cache: data.ImageCache, probe_epochs: int, seed: int = 0, device="cpu"
+              ) -> pd.DataFrame:
+    """The trivial cues' test accuracy with the CNN probe's as the last row."""
+    cues = trivial_cues(index, seed=seed)
+    probe = cnn_probe(cache, epochs=probe_epochs, seed=seed, device=device)
+    return pd.concat([cues, pd.DataFrame([probe])], ignore_index=True)
+
+
+def plot_cues(table: pd.DataFrame):
+    """Bars of the test accuracy of each cue group and of the CNN probe (figure 00-5)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.barh(table.cues, 100 * table.accuracy, color=["0.6"] * (len(table) - 1) + ["tab:blue"])
+    ax.invert_yaxis()
+    ax.set(xlabel="test accuracy, body part (%)", xlim=(0, 100), title="Trivial cues against a CNN probe")
+    return fig

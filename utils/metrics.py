@@ -172,3 +172,14 @@ def summary(probs, labels) -> dict:
     """accuracy, macro-F1, NLL, Brier and ECE (15 bins) of one set of predictions."""
     return dict(accuracy=accuracy(probs, labels), macro_f1=macro_f1(probs, labels), nll=nll(probs, labels),
                 brier=brier(probs, labels), ece=ece(probs, labels))
+
+
+def per_class(labels, pred, classes):
+    """Precision, recall, F1 and support per class (scikit-learn), one row per class (lower-case names)."""
+    import pandas as pd
+    from sklearn.metrics import precision_recall_fscore_support
+
+    prec, rec, f1, support = precision_recall_fscore_support(labels, pred, labels=range(len(classes)),
+                                                            zero_division=0)
+    return pd.DataFrame({"precision": prec, "recall": rec, "F1": f1, "test images": support},
+                        index=[c.lower() for c in classes])

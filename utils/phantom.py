@@ -33,7 +33,7 @@ break with a little displacement or angulation) and orthopaedic hardware
 abnormal and a few normal studies, so MURA's known shortcut exists here.
 Masks per image: `masks/<split>/.../imageJ_bones.png` (255 on the bones that
 define the body part) and `imageJ_lesion.png` (bit flags: 1 fracture,
-2 hardware, 4 cast).
+2 hardware, 4 cast; `utils.data.LESION_BITS`).
 
 Every random choice flows from `--seed` through one `numpy.random.SeedSequence`
 per study, so the output does not depend on the number of worker processes.
@@ -55,6 +55,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from .data import LESION_CAST, LESION_FRACTURE, LESION_HARDWARE
+
 GENERATOR_VERSION = "1.0"
 
 PARTS = ("ELBOW", "FINGER", "FOREARM", "HAND", "HUMERUS", "SHOULDER", "WRIST")
@@ -67,8 +69,6 @@ MURA_STUDIES = {
 STUDY_SHARE = {p: sum(v) for p, v in MURA_STUDIES.items()}
 ABNORMAL_RATE = {p: v[1] / sum(v) for p, v in MURA_STUDIES.items()}
 VIEWS_P = (0.12, 0.36, 0.37, 0.15)  # 1..4 views per study
-
-LESION_FRACTURE, LESION_HARDWARE, LESION_CAST = 1, 2, 4
 
 # linear attenuation coefficients, 1/mm (relative values are what matter)
 MU = {"soft": 0.020, "marrow": 0.028, "cortex": 0.085, "metal": 0.60, "cast": 0.040, "air": -0.016}

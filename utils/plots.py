@@ -134,3 +134,90 @@ def plot_prior_search(ax_lml, ax_nll, grid, lml, val_nll, marglik_delta: float, 
     ax_lml.set(ylabel="nats below the maximum\nof the log marginal likelihood", title=title)
     ax_nll.set(xlabel="prior precision δ", ylabel="validation NLL (nats)")
     ax_lml.legend(fontsize=7, loc="upper left")
+
+
+# --------------------------------------------------------------------------- notebook 01
+
+
+def member_card(model, meta: dict) -> dict:
+    """One trained member described: architecture, sizes, optimiser, implied prior, epochs, time."""
+    return {
+        "architecture": meta["arch"], "parameters": f"{sum(p.numel() for p in model.parameters()):,}",
+        "last-layer parameters": sum(p.numel() for p in model.fc.parameters()),
+        "image size (px)": meta["image_size"], "training images N": meta["n_train"],
+        "optimizer": f"{meta['optimizer']}, lr {meta['lr']}, weight decay λ = {meta['weight_decay']}",
+        "implied prior precision Nλ": meta["prior_precision"],
+        "epochs run / best (val NLL)": f"{meta['epochs_run']} / {meta['best_epoch']}",
+        "training time (s)": round(meta["train_seconds"], 1), "device": meta["device"],
+    }
+
+
+def learning_curves(h, best_epoch: int):
+    """Loss and accuracy per epoch, training (augmented, running) and validation, with the kept checkpoint."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    axes[0].plot(h.epoch, h.train_loss, "o-", label="train (augmented, running)")
+    axes[0].plot(h.epoch, h.val_nll, "o-", label="validation")
+    axes[0].axvline(best_epoch, color="0.6", ls=":", label="kept checkpoint")
+    axes[0].set(xlabel="epoch", ylabel="NLL (nats per image)", title="Loss")
+    axes[1].plot(h.epoch, 100 * h.train_acc, "o-", label="train (augmented, running)")
+    axes[1].plot(h.epoch, 100 * h.val_acc, "o-", label="validation")
+    axes[1].set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    return fig
+
+
+def confusion(y, pred, classes):
+    """Confusion matrix with counts, coloured by the share of the true class."""
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import confusion_matrix
+
+    k = len(classes)
+    cm = confusion_matrix(y, pred, labels=range(k))
+    fig, ax = plt.subplots(figsize=(6, 5))
+    im = ax.imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, cm[i, j], ha="center", va="center", fontsize=8, color="white" if i == j else "black")
+    ax.set_xticks(range(k), [c.lower() for c in classes], rotation=45, ha="right")
+    ax.set_yticks(range(k), [c.lower() for c in classes])
+    ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix, test split (colour: share of the true class)")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return fig
+
+
+def confident_mistakes(probs, y, index, classes, n: int = 8, ncols: int = 4):
+    """The n most confident wrong predictions, with the phantom's masks outlined where it has them."""
+    from . import data
+    from .explore import overlay
+
+    conf, pred = probs.max(1), probs.argmax(1)
+    wrong = np.flatnonzero(pred != y)
+    worst = wrong[np.argsort(-conf[wrong])][:n]
+    rows = index.iloc[worst]
+    return image_grid([overlay(data.read_image(p), data.read_masks(p)) for p in rows.path],
+                      [f"true {classes[y[i]].lower()}, said {classes[pred[i]].lower()} ({conf[i]:.0%})"
+                       for i in worst], ncols=ncols)
+
+
+# --------------------------------------------------------------------------- notebook 02
+
+
+def probit_vs_mc(conf: dict[str, dict[str, np.ndarray]]):
+    """Confidence of each probit predictive against Monte Carlo's, one panel per Hessian structure
+    (conf: structure -> predictive name -> confidences, as `bayes.probit_vs_mc` returns them)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(conf), figsize=(5 * len(conf), 4.2), squeeze=False)
+    for ax, (s, c) in zip(axes[0], conf.items()):
+        mc = next(v for k, v in c.items() if k.startswith("MC"))
+        for name, v in c.items():
+            if not name.startswith("MC"):
+                ax.scatter(mc, v, s=6, alpha=0.5, label=name)
+        ax.plot([0, 1], [0, 1], color="0.4", lw=0.8)
+        ax.set(xlabel="confidence, Monte Carlo", ylabel="confidence, probit", title=f"{s} Hessian, member 0",
+               xlim=(0, 1.02), ylim=(0, 1.02))
+        ax.legend(fontsize=8)
+    return fig

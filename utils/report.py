@@ -120,7 +120,7 @@ def run(profile: str = "cpu", data_root: str = "", only: list[str] | None = None
     """Execute the notebooks; returns the run log (also written to report/run_log.json)."""
     import papermill as pm
 
-    from .data import resolve_data
+    from .sources import resolve_data
 
     prof = get_profile(profile)
     device = get_device()  # CUDA asked for (XRAY_DEVICE) and absent fails here, before any notebook

@@ -224,7 +224,7 @@ def fit(model: nn.Module, train_ds, val_ds, profile: Profile, seed: int, ckpt_di
                  epochs_run=len(history), device=str(device))
     save_atomic(dict(meta=final, state_dict=best_state, history=history), ckpt_dir / "best.pt")
     (ckpt_dir / "history.json").write_text(json.dumps(history, indent=1))
-    for stale in [*ckpt_dir.glob("logits_*.npy"), *ckpt_dir.glob("features_*.npy")]:
+    for stale in ckpt_dir.glob("logits_*.npy"):  # its own caches; others check best.pt themselves
         stale.unlink()
     last.unlink(missing_ok=True)
     return final

@@ -1,0 +1,207 @@
+"""The contract every registered posterior keeps, the combinators, and the layer-wise prior."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from utils import bayes, metrics, posteriors
+from utils.models import build_model
+
+
+class FakeMember:
+    """A member without training: a small random network (weights scaled so that it is confident) on random
+    16 px images; features and logits per split as `run.Member` gives them."""
+
+    def __init__(self, folder, index: int = 0, classes: int = 3, seed: int = 0):
+        torch.manual_seed(seed)
+        self.index, self.predictions_dir = index, folder
+        self.model = build_model("small", classes, dropout=0.3).eval()
+        with torch.no_grad():
+            self.model.fc.weight.mul_(30)
+        g = torch.Generator().manual_seed(seed + 1)
+        self._x = {s: torch.randn(n, 1, 16, 16, generator=g) for s, n in (("train", 90), ("val", 40), ("test", 50))}
+        with torch.no_grad():
+            self._phi = {s: self.model.embed(x).numpy() for s, x in self._x.items()}
+            logits = {s: self.model.fc(torch.as_tensor(p)) for s, p in self._phi.items()}
+        # labels that mostly follow the network, so that the posterior is informed
+        self._y = {s: np.where(np.random.default_rng(seed).random(len(z)) < 0.8, z.argmax(1).numpy(),
+                               np.random.default_rng(seed + 2).integers(0, classes, len(z))).astype(np.int64)
+                   for s, z in logits.items()}
+        self.meta = dict(prior_precision=1.0)
+        self.fits = 0
+
+    def features(self, subset):
+        return self._phi[subset], self._y[subset]
+
+    def logits(self, subset):
+        with torch.no_grad():
+            return self.model.fc(torch.as_tensor(self._phi[subset])).numpy()
+
+
+SINGLE = posteriors.labels(single=True)
+COMBOS = posteriors.labels(single=False)
+
+
+@pytest.fixture
+def member(tmp_path):
+    return FakeMember(tmp_path)
+
+
+def test_the_registry_holds_every_method_once_under_a_stable_label():
+    assert SINGLE[:3] == ["MAP", "temperature scaling", "MC dropout"]
+    assert {"Laplace, diag", "Laplace, kron", "Laplace, full", "Laplace, kron, layer-wise prior"} <= set(SINGLE)
+    assert COMBOS == ["deep ensemble", "mixture of Laplace, kron"]
+    for label in SINGLE:
+        assert posteriors.REGISTRY[label].make.label == label
+    assert "MC dropout" not in posteriors.labels(dropout=False)
+    with pytest.raises(KeyError, match="registered: MAP"):
+        posteriors.make("SWAG", None)
+
+
+@pytest.mark.parametrize("label", SINGLE)
+def test_every_posterior_gives_probabilities_of_the_right_shape(member, label):
+    post = posteriors.make(label, member)
+    pred = post.predict("test")
+    n = len(member.features("test")[0])
+    assert pred["probs"].shape == (n, 3)
+    np.testing.assert_allclose(pred["probs"].sum(1), 1, atol=1e-5)
+    assert (pred["probs"] >= 0).all()
+    p = post.probs(member.features("val")[0])
+    assert p.shape == (40, 3)
+    np.testing.assert_allclose(p.sum(1), 1, atol=1e-6)
+    if post.stochastic:
+        s = post.sample_probs(member.features("val")[0], 7, seed=1)
+        assert s.shape == (7, 40, 3)
+        np.testing.assert_allclose(s.sum(-1), 1, atol=1e-6)
+        assert pred["samples"].shape == (post.n_samples, n, 3)
+    else:
+        assert "samples" not in pred
+        with pytest.raises(NotImplementedError, match="deterministic"):
+            post.sample_probs(member.features("val")[0], 3)
+
+
+@pytest.mark.parametrize("label", SINGLE)
+def test_the_same_seed_gives_the_same_numbers(tmp_path, label):
+    a = posteriors.make(label, FakeMember(tmp_path / "a")).predict("test")
+    b = posteriors.make(label, FakeMember(tmp_path / "b")).predict("test")
+    np.testing.assert_array_equal(a["probs"], b["probs"])
+    if "samples" in a:
+        np.testing.assert_array_equal(a["samples"], b["samples"])
+    m = FakeMember(tmp_path / "c")
+    post = posteriors.make(label, m)
+    if post.stochastic:
+        phi = m.features("val")[0]
+        np.testing.assert_array_equal(post.sample_probs(phi, 5, seed=3), post.sample_probs(phi, 5, seed=3))
+        assert not np.array_equal(post.sample_probs(phi, 5, seed=3), post.sample_probs(phi, 5, seed=4))
+
+
+@pytest.mark.parametrize("label", SINGLE)
+def test_the_mean_of_the_samples_approximates_the_predictive(member, label):
+    post = posteriors.make(label, member)
+    if not post.stochastic:
+        pytest.skip("deterministic")
+    phi = member.features("test")[0]
+    mean = post.sample_probs(phi, 4000, seed=0).mean(0)
+    tv = 0.5 * np.abs(mean - post.probs(phi)).sum(1)
+    if isinstance(post, posteriors.MCDropout):  # its predictive *is* the sample mean: only sampling noise
+        assert tv.mean() < 0.02
+    else:  # Laplace: the probit approximation against Monte Carlo over the same Gaussian logits
+        assert tv.mean() < 0.05, tv.mean()
+
+
+@pytest.mark.parametrize("label", SINGLE)
+def test_saved_predictions_are_reloaded_without_refitting(tmp_path, label):
+    first = posteriors.make(label, FakeMember(tmp_path)).predict("test")
+    again = posteriors.make(label, FakeMember(tmp_path))
+    hit = again.predict("test")
+    assert not again._fitted  # read from artifacts/predictions, not recomputed
+    np.testing.assert_array_equal(first["probs"], hit["probs"])
+    assert {k: v for k, v in first.items() if k not in ("probs", "samples")} == \
+           {k: v for k, v in hit.items() if k not in ("probs", "samples")}
+
+
+def test_the_map_posterior_is_the_networks_softmax(member):
+    phi = member.features("test")[0]
+    with torch.no_grad():
+        want = torch.softmax(member.model(torch.as_tensor(member._x["test"])), 1).double().numpy()
+    np.testing.assert_allclose(posteriors.make("MAP", member).probs(phi), want, atol=1e-6)
+    np.testing.assert_allclose(posteriors.make("MAP", member).predict("test")["probs"], want, atol=1e-6)
+
+
+def test_temperature_minimises_the_validation_nll(member):
+    post = posteriors.make("temperature scaling", member).fit()
+    z, y = member.logits("val"), member.features("val")[1]
+    best = metrics.nll(bayes.softmax_t(z, post.temperature), y)
+    for t in (0.9, 1.1):
+        assert best <= metrics.nll(bayes.softmax_t(z, post.temperature * t), y)
+
+
+def test_head_samples_follow_the_method(member):
+    W_map = member.model.fc.weight.detach()
+    assert torch.equal(posteriors.make("MAP", member).head_samples(1)[0], W_map)
+    lap = posteriors.make("Laplace, kron", member)
+    W = lap.head_samples(500, seed=0)
+    assert W.shape == (500, *W_map.shape)
+    assert torch.allclose(W.mean(0), W_map, atol=4 * W.std(0).max().item() / 500 ** 0.5)
+    drop = posteriors.make("MC dropout", member).head_samples(200, seed=0)
+    zero = (drop == 0).all(1).float().mean()  # a dropped feature zeroes a column of W for every class
+    assert abs(zero.item() - 0.3) < 0.03
+
+
+@pytest.mark.parametrize("label", COMBOS)
+def test_a_combination_is_the_mean_of_its_members(tmp_path, label):
+    members = [FakeMember(tmp_path, index=m, seed=m) for m in range(3)]
+    combo = posteriors.combine(label, members)
+    pred = combo.predict("test")
+    singles = np.stack([posteriors.make(combo.of, m).predict("test")["probs"] for m in members])
+    np.testing.assert_allclose(pred["probs"], singles.mean(0))
+    np.testing.assert_array_equal(pred["samples"], singles)
+    phis = [m.features("val")[0] for m in members]
+    np.testing.assert_allclose(combo.probs(phis), np.mean([posteriors.make(combo.of, m).probs(p)
+                                                            for m, p in zip(members, phis)], 0), atol=1e-12)
+    with pytest.raises(ValueError, match="combines members"):
+        posteriors.make(label, members[0])
+
+
+def test_the_layer_wise_prior_maximises_the_marginal_likelihood_over_both_precisions(member):
+    post = posteriors.make("Laplace, kron, layer-wise prior", member).fit()
+    la = post.la_fit.la
+    deltas = la.prior_precision.detach().clone()
+    assert deltas.shape == (2,)  # one for W, one for b
+
+    def lml(d):
+        return float(la.log_marginal_likelihood(prior_precision=torch.as_tensor(d, dtype=torch.float32)))
+
+    best = lml(deltas)
+    scalar = posteriors.make("Laplace, kron", FakeMember(member.predictions_dir)).fit().la_fit.prior_precision
+    assert best >= lml(torch.full((2,), scalar)) - 1e-3  # at least as good as the shared delta
+    for i in range(2):
+        for f in (0.7, 1.4):
+            d = deltas.clone()
+            d[i] *= f
+            assert lml(d) <= best + 1e-3
+    info = post.predict("test")
+    assert info["prior_precision"] == pytest.approx(float(deltas[0]))
+    assert info["prior_precision_bias"] == pytest.approx(float(deltas[1]))
+
+
+def test_laplace_records_its_prior_search_and_ignores_an_older_versions_file(member):
+    stale = np.full((50, 3), 1 / 3)
+    bayes.save_predictions(member.predictions_dir, "la_kron_marglik__test__m00", stale, prior_precision=1.0)
+    r = posteriors.make("Laplace, kron", member).predict("test")
+    assert r["prior"] == "marglik" and r["prior_method"] == "marglik" and r["bracketed"] is True
+    assert r["searched"][0] < r["prior_precision"] < r["searched"][1] and r["prior_reason"]
+    assert r["version"] == bayes.LAPLACE_VERSION and not np.allclose(r["probs"], stale)
+    assert (member.predictions_dir / f"la_kron_marglik__test__m00__v{bayes.LAPLACE_VERSION}.npz").is_file()
+    old = bayes.load_predictions(member.predictions_dir, "la_kron_marglik__test__m00")  # old files still load
+    assert old["prior_precision"] == 1.0 and "bracketed" not in old
+
+
+def test_refit_with_a_grid_search_leaves_the_posterior_as_it_was(member):
+    post = posteriors.make("Laplace, kron", member).fit()
+    delta = post.la_fit.prior_precision
+    with pytest.warns(bayes.PriorNotBracketedWarning):  # this random network's validation NLL keeps falling
+        gs = post.refit("gridsearch")
+    assert gs.prior_method == "gridsearch" and "grid" in gs.log
+    assert post.la_fit.prior_precision == delta and float(post.la_fit.la.prior_precision) == pytest.approx(delta)

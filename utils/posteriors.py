@@ -1,0 +1,422 @@
+"""Posteriors: every predictive this study compares, behind one interface.
+
+A trained member is a network f(x) = W phi(x) + b with penultimate features phi(x). Every single-model method
+here treats only the head theta = (W, b), so each one is a small class bound to one member that works on the
+member's features (cached per split by `bayes.member_features`) or its logits:
+
+=====================================  ==========================================================================
+label                                  predictive p(y | x)
+=====================================  ==========================================================================
+MAP                                    softmax(W phi + b) at the trained weights
+temperature scaling                    softmax((W phi + b) / T), T > 0 minimising the validation NLL
+MC dropout                             (1/S) sum_s softmax(W (m_s * phi) / (1 - p) + b), m_s ~ Bernoulli(1 - p)
+Laplace, <diag|kron|full>              E_{f ~ N(f_MAP, J P^-1 J^T)}[softmax(f)], P = GGN + delta I (last layer,
+                                       laplace-torch), delta by the marginal likelihood; probit approximation
+                                       with the softmax null space projected out (`bayes.probit`), Monte Carlo
+                                       samples of the linearised logits for `sample_probs`
+Laplace, kron, layer-wise prior        the same with one prior precision per parameter tensor,
+                                       P = GGN + diag(delta_W I, delta_b I), both maximising the marginal
+                                       likelihood (laplace-torch's `prior_structure="layerwise"`)
+=====================================  ==========================================================================
+
+Combinators average the predictives of all M members: the **deep ensemble** (of MAP members),
+p = (1/M) sum_m p_m, and the **mixture of Laplace** approximations (of each member's kron Laplace), the same
+mean over members' Laplace predictives. Their samples are the members' predictives (M x N x C), from which
+the mutual information is computed.
+
+The verbs, the same for every class (`Posterior`):
+
+- ``fit()``: fit on the member (idempotent; `predict` fits only when its saved predictions are missing);
+- ``predict(subset)``: dict(probs N x C, samples S x N x C where the method has them, and what the fit found)
+  on the member's cached split, computed once and saved under ``artifacts/predictions/`` (`bayes.save_predictions`);
+- ``probs(phi)``: predictive probabilities on features of any batch (rotated, corrupted, unfamiliar images);
+- ``sample_probs(phi, n, seed)``: S x N x C draws of the predictive, where the method is stochastic;
+- ``head_samples(n, seed)``: S draws of the head's weights (S x C x K) for the explanation chapter, where the
+  method has a distribution over them (Laplace, MC dropout).
+
+`REGISTRY` maps each stable label to its class; every table, figure and results JSON uses these labels.
+Adding a method is one class and one `register(...)` line (tests/test_posteriors.py holds every registered
+posterior to the same contract).
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Protocol
+
+import numpy as np
+import torch
+
+from . import bayes
+
+
+class MemberLike(Protocol):
+    """What a posterior needs of a trained member (`run.Member` provides it)."""
+
+    index: int  # the member's number (seeds its samples)
+
+    @property
+    def model(self) -> torch.nn.Module: ...  # the network, on the CPU, in eval mode
+
+    @property
+    def meta(self) -> dict: ...  # its checkpoint's metadata (prior_precision = N * weight decay, ...)
+
+    def features(self, subset: str) -> tuple[np.ndarray, np.ndarray]: ...  # (phi, y) of a split
+
+    def logits(self, subset: str) -> np.ndarray: ...  # the network's logits on a split
+
+    @property
+    def predictions_dir(self): ...  # where saved predictions go
+
+
+class Posterior:
+    """A predictive over one member's head. Subclasses set `key` (the saved predictions' file stem), implement
+    `_fit` and `probs`, and, where the method is stochastic, `sample_probs` and `head_samples`."""
+
+    label: ClassVar[str] = ""
+    key: ClassVar[str] = ""  # the saved predictions' file stem
+    stochastic: ClassVar[bool] = False  # has samples of its predictive (mutual information is defined)
+    n_samples: int = 100  # samples saved by `predict`
+
+    def __init__(self, member: MemberLike):
+        self.member = member
+        self._fitted = False
+        self.info: dict = {}
+
+    # the verbs ------------------------------------------------------------------------------------------
+    def fit(self) -> "Posterior":
+        if not self._fitted:
+            self._fit()
+            self._fitted = True
+        return self
+
+    def _fit(self) -> None:
+        pass
+
+    def probs(self, phi) -> np.ndarray:
+        raise NotImplementedError
+
+    def sample_probs(self, phi, n: int, seed: int = 0) -> np.ndarray:
+        raise NotImplementedError(f"{self.label} is deterministic: it has no samples of its predictive")
+
+    def head_samples(self, n: int, seed: int = 0) -> torch.Tensor:
+        raise NotImplementedError(f"{self.label} has no distribution over the head's weights")
+
+    def predict(self, subset: str = "test") -> dict:
+        """Predictions on the member's `subset`, computed once and saved (see the module docstring)."""
+        folder, name = self.member.predictions_dir, self.file_name(subset)
+        hit = bayes.load_predictions(folder, name)
+        if hit is not None:
+            return hit
+        self.fit()
+        probs, samples, extra = self._predict(subset)
+        bayes.save_predictions(folder, name, probs, samples, **{**self.info, **extra})
+        return bayes.load_predictions(folder, name)
+
+    def file_name(self, subset: str) -> str:
+        """The saved predictions' file stem (the version of the saved content is part of it where it changed)."""
+        return f"{self.key}__{subset}__m{self.member.index:02d}"
+
+    def _predict(self, subset: str) -> tuple[np.ndarray, np.ndarray | None, dict]:
+        phi = self.member.features(subset)[0]
+        t = time.perf_counter()
+        probs = self.probs(phi)
+        return probs, None, dict(predict_s=time.perf_counter() - t)
+
+    # helpers ----------------------------------------------------------------------------------------------
+    @property
+    def head(self) -> torch.nn.Linear:
+        return self.member.model.fc
+
+    def _logits(self, phi) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.head(torch.as_tensor(phi))
+
+
+class MAP(Posterior):
+    """The trained network itself: softmax(W phi + b)."""
+
+    key = "map"
+
+    def probs(self, phi) -> np.ndarray:
+        return torch.softmax(self._logits(phi), 1).double().numpy()
+
+    def _predict(self, subset):
+        return bayes.softmax_t(self.member.logits(subset)), None, {}
+
+    def head_samples(self, n: int = 1, seed: int = 0) -> torch.Tensor:
+        """The MAP head, once (a point mass): 1 x C x K."""
+        return self.head.weight.detach()[None]
+
+
+class Temperature(Posterior):
+    """softmax(logits / T) with one T > 0 fitted on the validation NLL (Guo et al., 2017)."""
+
+    key = "temperature"
+
+    def _fit(self):
+        t = time.perf_counter()
+        val_logits, y = self.member.logits("val"), self.member.features("val")[1]
+        self.temperature = bayes.fit_temperature(val_logits, y)
+        self.info = dict(temperature=self.temperature, fit_s=time.perf_counter() - t)
+
+    def probs(self, phi) -> np.ndarray:
+        self.fit()
+        return torch.softmax(self._logits(phi).double() / self.temperature, 1).numpy()
+
+    def _predict(self, subset):
+        return bayes.softmax_t(self.member.logits(subset), self.temperature), None, {}
+
+
+class MCDropout(Posterior):
+    """Dropout before the head kept on at test time (Gal & Ghahramani, 2016), sampled on the cached features;
+    the samples of member m use seed m."""
+
+    key = "mc_dropout"
+    stochastic = True
+
+    @property
+    def rate(self) -> float:
+        d = self.member.model.dropout
+        return float(d.p) if isinstance(d, torch.nn.Dropout) else 0.0
+
+    def sample_probs(self, phi, n: int, seed: int = 0) -> np.ndarray:
+        return bayes.mc_dropout(self.member.model, np.asarray(phi), n, seed=seed).numpy()
+
+    def probs(self, phi, n: int | None = None, seed: int | None = None) -> np.ndarray:
+        return self.sample_probs(phi, n or self.n_samples, self.member.index if seed is None else seed).mean(0)
+
+    def _predict(self, subset):
+        t = time.perf_counter()
+        s = self.sample_probs(self.member.features(subset)[0], self.n_samples, seed=self.member.index)
+        return s.mean(0), s, dict(predict_s=time.perf_counter() - t)
+
+    def head_samples(self, n: int, seed: int = 0) -> torch.Tensor:
+        """Dropout masks folded into the head: W_s = W diag(m_s) / (1 - p), S x C x K (`explain.mc_dropout_heads`)."""
+        from .explain import mc_dropout_heads
+
+        return mc_dropout_heads(self.head.weight.detach(), self.rate, n, seed=seed)
+
+
+class Laplace(Posterior):
+    """Last-layer Laplace approximation with a `structure` Hessian (laplace-torch, GGN), its scalar prior
+    precision delta maximising the marginal likelihood (`bayes.optimize_prior`, searched from N * weight decay);
+    predictive by the projected probit approximation (`bayes.probit`), samples of the linearised logits by Monte
+    Carlo (`bayes.mc_samples`; member m's saved samples use seed m)."""
+
+    structure: ClassVar[str] = "kron"
+    prior: ClassVar[str] = "marglik"
+    stochastic = True
+
+    def file_name(self, subset: str) -> str:
+        return f"la_{self.structure}_{self.prior}__{subset}__m{self.member.index:02d}__v{bayes.LAPLACE_VERSION}"
+
+    def _start(self) -> float:
+        return self.member.meta.get("prior_precision") or 1.0
+
+    def refit(self, prior: str | None = None) -> bayes.LaplaceFit:
+        """A new fit on the member's training features with its prior set by `prior` ('marglik', or 'gridsearch'
+        on the validation NLL; default: this class's), searched from N * weight decay. Leaves this posterior as
+        it is (notebook 02 compares the two searches)."""
+        feats = {s: self.member.features(s) for s in ("train", "val")}
+        fit = bayes.fit_laplace(bayes.head_of(self.member.model), *feats["train"], self.structure,
+                                prior_precision=self._start())
+        return bayes.optimize_prior(fit, prior or self.prior, val=feats["val"])
+
+    def _fit(self):
+        self.la_fit = self.refit()
+        self._record()
+
+    def _record(self):
+        f = self.la_fit
+        self.info = dict(prior=self.prior, prior_method=f.prior_method, prior_precision=f.prior_precision,
+                         bracketed=f.log.get("bracketed"), searched=list(f.log.get("searched", ())),
+                         prior_reason=f.log.get("reason", ""), fit_s=f.fit_s, prior_s=f.prior_s,
+                         structure=self.structure, version=bayes.LAPLACE_VERSION)
+
+    def moments(self, phi) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean (N x C) and covariance (N x C x C) of the linearised logits."""
+        self.fit()
+        return bayes.logit_moments(self.la_fit, np.asarray(phi))
+
+    def probs(self, phi) -> np.ndarray:
+        return bayes.probit(*self.moments(phi), project=True)
+
+    def sample_probs(self, phi, n: int, seed: int = 0) -> np.ndarray:
+        return bayes.mc_samples(*self.moments(phi), n, seed=seed).numpy()
+
+    def probs_and_samples(self, phi, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Both from one computation of the logits' moments."""
+        f_mu, f_var = self.moments(phi)
+        return bayes.probit(f_mu, f_var, project=True), bayes.mc_samples(f_mu, f_var, n, seed=seed).numpy()
+
+    def _predict(self, subset):
+        phi = self.member.features(subset)[0]
+        t = time.perf_counter()
+        f_mu, f_var = bayes.logit_moments(self.la_fit, phi)
+        probs = bayes.probit(f_mu, f_var, project=True)
+        predict_s = time.perf_counter() - t
+        return probs, bayes.mc_samples(f_mu, f_var, self.n_samples, seed=self.member.index).numpy(), dict(
+            predict_s=predict_s)
+
+    def head_samples(self, n: int, seed: int = 0) -> torch.Tensor:
+        """Draws of W from the posterior (S x C x K; `bayes.head_samples`)."""
+        self.fit()
+        return bayes.head_samples(self.la_fit, n, seed=seed)[0]
+
+
+class LaplaceDiag(Laplace):
+    structure = "diag"
+
+
+class LaplaceKron(Laplace):
+    structure = "kron"
+
+
+class LaplaceFull(Laplace):
+    structure = "full"
+
+
+class LaplaceKronLayerwise(LaplaceKron):
+    """Kron last-layer Laplace with one prior precision per parameter tensor (the head's W and b), both chosen by
+    the marginal likelihood: laplace-torch's `optimize_prior_precision(prior_structure="layerwise")` (Adam on the
+    log precisions), started from the scalar optimum. A bias has one weight per class and barely any curvature;
+    a shared delta lets the weights' many directions set it."""
+
+    prior = "marglik-layerwise"
+
+    def _fit(self):
+        fit = self.refit("marglik")  # the scalar optimum: the starting point
+        t = time.perf_counter()
+        start = torch.full((2,), float(fit.prior_precision))
+        with warnings.catch_warnings():  # laplace-torch 0.3 warns about `link_approx` on every classification
+            warnings.filterwarnings("ignore", message="By default `link_approx`")  # call; marglik does not use it
+            fit.la.optimize_prior_precision(pred_type="glm", method="marglik", init_prior_prec=start,
+                                            prior_structure="layerwise", n_steps=200, lr=0.1)
+        deltas = [float(d) for d in fit.la.prior_precision]
+        fit.prior_s += time.perf_counter() - t
+        fit.prior_method = "marglik-layerwise"
+        fit.log.update(layerwise=dict(weight=deltas[0], bias=deltas[1]))
+        self.la_fit = fit
+        self._record()
+        self.info.update(prior_precision=deltas[0], prior_precision_bias=deltas[1], scalar_prior=float(fit.prior_precision))
+
+
+# --------------------------------------------------------------------------- combinators
+
+
+@dataclass
+class Combination:
+    """The mean of M members' predictives under one single-model method (`of`): the deep ensemble of MAP
+    members, the mixture of Laplace approximations. Its samples are the members' predictives."""
+
+    of: str
+    posteriors: list[Posterior] = field(default_factory=list)
+    stochastic: ClassVar[bool] = True
+
+    def predict(self, subset: str = "test") -> dict:
+        runs = [p.predict(subset) for p in self.posteriors]
+        member = np.stack([r["probs"] for r in runs])
+        return dict(probs=member.mean(0), samples=member, members=len(runs))
+
+    def probs(self, phis) -> np.ndarray:
+        return np.mean([p.probs(phi) for p, phi in zip(self.posteriors, phis)], 0)
+
+    def sample_probs(self, phis) -> np.ndarray:
+        return np.stack([p.probs(phi) for p, phi in zip(self.posteriors, phis)])
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered method: its class (or, for a combination, the label it averages) and where it is shown.
+
+    `robustness`: in notebook 06's sweeps (member 0, or all members for a combination); every entry is in
+    notebook 04's calibration table."""
+
+    label: str
+    make: Callable[[MemberLike], Posterior] | None = None
+    of: str | None = None
+    robustness: bool = False
+    needs_dropout: bool = False
+
+    @property
+    def combination(self) -> bool:
+        return self.of is not None
+
+
+REGISTRY: dict[str, Entry] = {}
+
+
+def register(label: str, cls: type[Posterior] | None = None, *, of: str | None = None, robustness: bool = False,
+             needs_dropout: bool = False) -> None:
+    if (cls is None) == (of is None):
+        raise ValueError("register a class, or the label of the single-model method a combination averages")
+    if cls is not None:
+        cls = type(cls.__name__, (cls,), dict(label=label, __doc__=cls.__doc__, __module__=cls.__module__))
+    REGISTRY[label] = Entry(label, cls, of, robustness, needs_dropout)
+
+
+register("MAP", MAP, robustness=True)
+register("temperature scaling", Temperature, robustness=True)
+register("MC dropout", MCDropout, needs_dropout=True)
+register("Laplace, diag", LaplaceDiag)
+register("Laplace, kron", LaplaceKron, robustness=True)
+register("Laplace, full", LaplaceFull)
+register("Laplace, kron, layer-wise prior", LaplaceKronLayerwise, robustness=True)
+register("deep ensemble", of="MAP", robustness=True)
+register("mixture of Laplace, kron", of="Laplace, kron")
+
+
+def labels(single: bool | None = None, robustness: bool | None = None, dropout: bool = True) -> list[str]:
+    """Registered labels in registration order, optionally only single-model ones or combinations, only those
+    shown in the robustness chapter, and without those that need dropout (`dropout=False`)."""
+    out = []
+    for e in REGISTRY.values():
+        if single is not None and e.combination == single:
+            continue
+        if robustness is not None and e.robustness != robustness:
+            continue
+        if e.needs_dropout and not dropout:
+            continue
+        out.append(e.label)
+    return out
+
+
+def make(label: str, member: MemberLike) -> Posterior:
+    """The single-model posterior `label` bound to `member` (not yet fitted)."""
+    if label not in REGISTRY:
+        raise KeyError(f"unknown posterior {label!r}; registered: {', '.join(REGISTRY)}")
+    e = REGISTRY[label]
+    if e.combination:
+        raise ValueError(f"{label!r} combines members: build it with `combine(label, members)`")
+    return e.make(member)
+
+
+def combine(label: str, members: list[MemberLike]) -> Combination:
+    """The combination `label` over `members`."""
+    e = REGISTRY[label]
+    if not e.combination:
+        raise ValueError(f"{label!r} is a single-model method: build it with `make(label, member)`")
+    return Combination(e.of, [make(e.of, m) for m in members])
+
+
+def fit_table(preds: dict[str, dict], labels) -> "pd.DataFrame":
+    """One row per single-model method and member of `Run.predictions`: the test scores and what the fit recorded
+    (prior precision, fit / prior-search / predict seconds, where the method has them)."""
+    import pandas as pd
+
+    from . import metrics
+
+    rows = []
+    for label, p in preds.items():
+        if REGISTRY[label].combination:
+            continue
+        for m, (probs, info) in enumerate(zip(p["probs"], p["info"])):
+            rows.append(dict(member=m, method=label, **{k: info.get(k) for k in
+                                                        ("prior_precision", "fit_s", "prior_s", "predict_s")},
+                             **metrics.summary(probs, labels)))
+    return pd.DataFrame(rows)

@@ -1,0 +1,281 @@
+"""One object for a run: `Run(profile, data_root, out_root)` is every notebook's setup.
+
+It owns the profile, the paths, the device, the data (source, index, cache, datasets), the trained members and
+their stored predictions, each computed on first use, so a notebook starts with one line::
+
+    run = Run(profile, data_root, out_root)
+
+and passes `run` (or nothing) instead of a tuple of (profile, cache, paths, device, parts).
+
+The artifacts, and who writes and who invalidates each (everything hangs off `out_root`, by default the
+repository; `<run>` is `<profile>/<task>[-<PARTS>]/<arch>`):
+
+=======================================================  ==================================================
+path                                                     written by / invalidated by
+=======================================================  ==================================================
+data/phantom-<profile>/MURA-v1.1/                        `sources.resolve_data` (the phantom, generated once
+                                                         from its seed); never invalidated: delete it to
+                                                         regenerate
+data/phantom-<profile>-unfamiliar/                       `data.prepare_unfamiliar`, likewise
+artifacts/cache/<key>/                                   `data.build_cache`; the key hashes the index (paths,
+                                                         sizes, times) and the image size, so changed images
+                                                         make a new cache
+artifacts/models/<run>/memberNN/best.pt, history.json    `train.fit`; a checkpoint whose metadata (data
+                                                         fingerprint, settings) disagrees with the run is
+                                                         refused (`train.CheckpointMismatch`)
+artifacts/models/<run>/memberNN/logits_<split>.npy       `train.member_logits`; deleted by `train.fit` when
+                                                         it writes a new best.pt
+artifacts/models/<run>/memberNN/features_<split>.npy     `bayes.member_features`, with a sidecar
+                     features_<split>.json               features_<split>.json holding the sha256 of the
+                                                         best.pt they came from: recomputed when it changed
+artifacts/predictions/<run>/<method>__<split>__mNN.npz   `posteriors.Posterior.predict`; versioned in the name
+                                                         where the saved content changed (Laplace: __v2)
+report/results/<chapter>.json, report/timings/           the notebooks, through `Run.write_results` /
+                                                         `Run.write_timings`
+figures/<NN>_<name>.png                                  the notebooks, through `Run.savefig`
+=======================================================  ==================================================
+"""
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+import torch
+
+from . import bayes, config, data, posteriors, train
+
+
+class Member:
+    """A trained member of the run's ensemble: its network (CPU, eval mode), metadata, and cached logits and
+    features per split. Satisfies `posteriors.MemberLike`."""
+
+    def __init__(self, run: "Run", index: int):
+        self.run, self.index = run, index
+
+    @cached_property
+    def _loaded(self):
+        r = self.run
+        return train.load_member(r.profile, self.index, r.cache, r.paths, "cpu", r.parts)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self._loaded[0].eval()
+
+    @property
+    def meta(self) -> dict:
+        return self._loaded[1]
+
+    def features(self, subset: str) -> tuple[np.ndarray, np.ndarray]:
+        return self._features[subset]
+
+    @cached_property
+    def _features(self) -> dict:
+        r = self.run
+        return bayes.member_features(r.profile, self.index, r.cache, r.paths, r.device, r.parts)
+
+    def logits(self, subset: str) -> np.ndarray:
+        r = self.run
+        return train.member_logits(r.profile, self.index, r.cache, subset, r.paths, r.device, r.parts)
+
+    @property
+    def predictions_dir(self):
+        return self.run.paths.artifacts / "predictions" / train.run_name(self.run.profile, self.run.parts)
+
+    def history(self):
+        return train.history(self.run.profile, self.index, self.run.paths, self.run.parts)
+
+
+class Run:
+    """The profile's run on one data source, for one task: see the module docstring for what it owns."""
+
+    def __init__(self, profile="cpu", data_root: str = "", out_root: str = "", task: str | None = None,
+                 parts=None, progress: bool = False, members: int | None = None):
+        p = config.get_profile(profile)
+        self.profile = p.replace(task=task) if task and task != p.task else p
+        if members is not None:  # the ensemble's size (not part of the artifacts' paths)
+            self.profile = self.profile.replace(members=int(members))
+        self.data_root, self.progress = data_root, progress
+        self.parts = data.normalize_parts(parts)
+        self.paths = config.get_paths(out_root).make()
+        self.device = config.get_device()
+        config.seed_everything(self.profile.seed)
+        self._posteriors: dict = {}
+        self._members: dict[int, Member] = {}
+
+    # data ----------------------------------------------------------------------------------------------------
+    @cached_property
+    def _prepared(self):
+        return data.prepare(self.profile, self.data_root, self.paths, progress=self.progress, parts=self.parts)
+
+    @property
+    def source(self) -> dict:
+        """dict(source="mura" | "phantom", root=...)."""
+        return self._prepared[0]
+
+    @property
+    def root(self) -> str:
+        """The data's root as the report shows it (relative to the repository where it lies inside)."""
+        return config.display_path(self.source["root"])
+
+    @property
+    def cache(self) -> data.ImageCache:
+        return self._prepared[2]
+
+    @property
+    def index(self):
+        """The readable images with their subset and per-image statistics."""
+        return self.cache.index
+
+    @cached_property
+    def datasets(self):
+        """(train, val, test) datasets of the task."""
+        return train.datasets(self.profile, self.cache, self.parts)
+
+    @property
+    def test(self):
+        return self.datasets[2]
+
+    @property
+    def y(self) -> np.ndarray:
+        """Test targets."""
+        return self.test.targets
+
+    @property
+    def groups(self) -> np.ndarray:
+        """Test study ids: the unit the bootstrap resamples."""
+        return self.test.index.study_id.to_numpy()
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.test.classes)
+
+    @property
+    def n_boot(self) -> int:
+        return 400 if self.profile.name == "smoke" else 2000
+
+    def note(self):
+        """Markdown saying where the images came from (`explore.source_note`)."""
+        from IPython.display import Markdown
+
+        from .explore import source_note
+
+        return Markdown(source_note(self.source, self.index))
+
+    # members ---------------------------------------------------------------------------------------------------
+    def train(self, members=None) -> list[dict]:
+        """Train (or reuse) members (default: all of the profile's); their metadata."""
+        members = range(self.profile.members) if members is None else members
+        return [train.train_member(self.profile, m, self.cache, self.paths, self.device, self.parts,
+                                   progress=self.progress) for m in members]
+
+    def member(self, m: int) -> Member:
+        """Member `m`, trained first where needed."""
+        if m not in self._members:
+            self.train([m])
+            self._members[m] = Member(self, m)
+        return self._members[m]
+
+    @property
+    def members(self) -> list[Member]:
+        """Every member of the ensemble, trained first where needed."""
+        return [self.member(m) for m in range(self.profile.members)]
+
+    @property
+    def models(self) -> list[torch.nn.Module]:
+        return [m.model for m in self.members]
+
+    # posteriors ------------------------------------------------------------------------------------------------
+    def labels(self, **kw) -> list[str]:
+        """Registered posteriors this run can fit (MC dropout only with dropout)."""
+        return posteriors.labels(dropout=self.profile.dropout > 0, **kw)
+
+    def posterior(self, label: str, member: int = 0):
+        """The fitted posterior `label` of member `member`, or the combination `label` over all members."""
+        key = (label, member)
+        if key not in self._posteriors:
+            if posteriors.REGISTRY[label].combination:
+                self._posteriors[key] = posteriors.combine(label, self.members)
+            else:
+                self._posteriors[key] = posteriors.make(label, self.member(member))
+        return self._posteriors[key]
+
+    def predictions(self, labels=None, subset: str = "test") -> dict[str, dict]:
+        """{label: dict(probs, samples, info)} on a split: single-model methods per member (probs M x N x C,
+        samples a list per member, info a list per member); combinations over all members (probs N x C,
+        samples M x N x C)."""
+        out = {}
+        for label in self.labels() if labels is None else labels:
+            if posteriors.REGISTRY[label].combination:
+                out[label] = self.posterior(label).predict(subset)
+                continue
+            runs = [self.posterior(label, m).predict(subset) for m in range(self.profile.members)]
+            out[label] = dict(probs=np.stack([r["probs"] for r in runs]), samples=[r.get("samples") for r in runs],
+                              info=[{k: v for k, v in r.items() if k not in ("probs", "samples")} for r in runs])
+        return out
+
+    def predictor(self, labels=None, n_samples: int = 100):
+        """A `BatchPredictor` of `labels` (default: those in the robustness chapter) on any batch of images."""
+        return BatchPredictor(self, self.labels(robustness=True) if labels is None else labels, n_samples)
+
+    # outputs ---------------------------------------------------------------------------------------------------
+    def header(self) -> dict:
+        """What every results JSON starts with."""
+        return dict(source=self.source["source"], profile=self.profile.name)
+
+    def write_results(self, name: str, payload: dict):
+        from .plots import write_results
+
+        return write_results(name, {**self.header(), **payload}, self.paths.results)
+
+    def write_timings(self, name: str, payload: dict):
+        from .plots import write_timings
+
+        return write_timings(name, payload, self.paths.report)
+
+    def savefig(self, fig, name: str):
+        from .plots import savefig
+
+        return savefig(fig, name, self.paths.figures)
+
+
+class BatchPredictor:
+    """Every chosen posterior's predictive on one batch of images: member 0 for single-model methods, all members
+    for combinations; each member's features are computed once per batch. Stochastic methods also return
+    `samples` (S x N x C; the members' predictives for a combination), from which the mutual information is
+    computed; single-model samples use the run's seed."""
+
+    def __init__(self, run: Run, labels, n_samples: int = 100):
+        self.run, self.labels, self.n_samples = run, list(labels), n_samples
+        self.combos = {lab for lab in self.labels if posteriors.REGISTRY[lab].combination}
+        self.n_members = run.profile.members if self.combos else 1
+        self.models = [run.member(m).model.eval().to(memory_format=torch.channels_last) for m in range(self.n_members)]
+        self.seed = run.profile.seed
+        for label in self.labels:  # fit outside inference mode (laplace-torch needs gradients)
+            post = run.posterior(label)
+            for q in getattr(post, "posteriors", [post]):
+                q.fit()
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> dict[str, dict]:
+        x = x.contiguous(memory_format=torch.channels_last)
+        phis = [m.embed(x) for m in self.models]
+        out = {}
+        for label in self.labels:
+            post = self.run.posterior(label)
+            if label in self.combos:
+                member = post.sample_probs(phis)
+                out[label] = dict(probs=member.mean(0), samples=member)
+            elif isinstance(post, posteriors.Laplace):
+                probs, samples = post.probs_and_samples(phis[0], self.n_samples, self.seed)
+                out[label] = dict(probs=probs, samples=samples)
+            elif post.stochastic:
+                s = post.sample_probs(phis[0], self.n_samples, self.seed)
+                out[label] = dict(probs=s.mean(0), samples=s)
+            else:
+                out[label] = dict(probs=post.probs(phis[0]))
+        return out
+
+    def batched(self, xs: torch.Tensor, batch: int = 256) -> dict[str, dict]:
+        parts = [self(xs[i:i + batch]) for i in range(0, len(xs), batch)]
+        return {name: {k: np.concatenate([p[name][k] for p in parts], axis=1 if k == "samples" else 0)
+                       for k in parts[0][name]} for name in parts[0]}
