@@ -2,7 +2,10 @@
 #   make report                                    cpu profile on the embedded phantom
 #   make report PROFILE=gpu DATA=/path/to/MURA-v1.1
 #   make report ONLY=02                            re-run one notebook, reusing artifacts/
+#   make report TASK=abnormality PARTS=HAND,WRIST  MURA's normal/abnormal task: report/abnormality-HAND+WRIST/
 PROFILE ?= cpu
+TASK    ?= bodypart
+PARTS   ?=
 DATA    ?=
 ONLY    ?=
 PYTHON  ?= python3
@@ -23,7 +26,8 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 report: setup
-	$(PY) -m utils.report --profile $(PROFILE) $(if $(DATA),--data "$(DATA)") $(if $(ONLY),--only $(ONLY))
+	$(PY) -m utils.report --profile $(PROFILE) --task $(TASK) $(if $(PARTS),--parts "$(PARTS)") \
+		$(if $(DATA),--data "$(DATA)") $(if $(ONLY),--only $(ONLY))
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -74,7 +74,7 @@ def small_cache(small_phantom, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def smoke_tree(tmp_path_factory) -> Path:
-    """The smoke profile's plan (64 + 16 patients, seed 2) rendered at 96 px: every class has at least
+    """The smoke profile's plan (64 + 16 patients, its seed) rendered at 96 px: every class has at least
     data.MIN_TRAIN_IMAGES training images after the profile's validation carve. Generated once per session."""
     from utils import config
 

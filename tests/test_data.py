@@ -239,8 +239,8 @@ def test_min_train_images_is_ten():
 def test_a_tree_of_one_body_part_is_refused_on_the_body_part_task(tmp_path):
     idx = _carved(tmp_path, {"HAND": 14}, {"HAND": 3})
     msg = (r"body-part task needs two or more body parts, but the data hold one body part only: HAND "
-           r"\(\d+ train, \d+ val, 9 test images\).*What to do: run the abnormality task \(task=\"abnormality\" "
-           r"in the profile.*or add studies of other body parts")
+           r"\(\d+ train, \d+ val, 9 test images\).*What to do: run the abnormality task \(`make report "
+           r"TASK=abnormality`, or task=\"abnormality\" in the profile.*or add studies of other body parts")
     with pytest.raises(data.DegenerateData, match=msg):
         data.check_task_data(idx, "bodypart")
     counts = data.check_task_data(idx, "abnormality")  # the same tree is fine for normal/abnormal
@@ -263,7 +263,7 @@ def test_a_class_with_too_few_training_images_is_refused_with_the_counts(tmp_pat
     with pytest.raises(data.DegenerateData) as e:
         data.check_task_data(idx, "bodypart", parts=["HAND", "ELBOW", "WRIST"])
     msg = str(e.value)
-    assert msg.startswith("too few training images for the body-part task on parts ['HAND', 'ELBOW', 'WRIST']: "
+    assert msg.startswith("too few training images for the body-part task on parts ['ELBOW', 'HAND', 'WRIST']: "
                           "WRIST 2 (each class needs at least 10")
     counts = data.class_counts(idx, "bodypart", ["HAND", "ELBOW", "WRIST"])
     assert "images per class, train/val/test: " + "; ".join(

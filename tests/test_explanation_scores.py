@@ -487,3 +487,16 @@ def test_reading_states_the_numbers_and_the_right_words():
     assert "bone masks" not in explanation_scores.reading(
         "mura", no_masks, _flags(), dict(mean_cam_minus_cam_of_mean_head=0.0), dict(estimate=0, low=0, high=0),
         rand, {"centre prior": 0.7, "image intensity": 0.4}, members=5)
+
+
+def test_the_abnormality_task_scores_maps_against_the_findings_of_images_that_show_one(tiny_set):
+    models, W, x, y = tiny_set
+    lesion = np.zeros((10, 32, 32), np.uint8)
+    lesion[[1, 4, 7], 10:14, 10:14] = 2  # hardware in three images; the rest show no finding
+    bones = np.ones((10, 32, 32), bool)
+    assert explanation_scores.region_masks((bones, lesion), "bodypart")[0] is bones
+    region, flags = explanation_scores.region_masks((bones, lesion), "abnormality")
+    assert region.sum() == 3 * 16 and flags is lesion and explanation_scores.region_masks(None, "abnormality") is None
+    per = explanation_scores.score_test_set(models, W, _ds(x, y), masks=(region, flags), n_deletion=0, batch=4)
+    cam = per[(per.method == "MAP CAM (member 0)") & (per.metric == "mass")]
+    assert sorted(cam.i) == [1, 4, 7]  # an image without a finding in view has nothing to point at

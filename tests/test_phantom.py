@@ -1,4 +1,4 @@
-"""The radiograph phantom: determinism, MURA layout, masks, physics, proportions."""
+"""The radiograph phantom: determinism, MURA layout, masks, physics, proportions, the abnormal mix."""
 from __future__ import annotations
 
 import hashlib
@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from utils import data, phantom, sources
+from utils import counterfactual, data, phantom, sources
 
 
 def _digest(root):
@@ -55,7 +55,7 @@ def test_every_image_has_masks_of_its_size(small_phantom):
         img = data.read_image(p)
         bones, lesion = data.read_masks(p)
         assert bones.shape == img.shape == lesion.shape
-        assert lesion.max() <= 7
+        assert lesion.max() <= sum(data.LESION_BITS.values())
         bones_seen += bones.any()
     assert bones_seen >= 0.9 * len(idx)
 
@@ -66,7 +66,8 @@ def test_lesions_only_where_the_study_is_abnormal(small_phantom):
     for _, r in idx.iterrows():
         les = data.read_masks(r.path)[1]
         if not r.label:
-            assert not (les & (data.LESION_FRACTURE | data.LESION_HARDWARE)).any(), r.rel_path
+            assert not (les & (data.LESION_FRACTURE | data.LESION_HARDWARE | data.LESION_DEGENERATIVE)).any(), \
+                r.rel_path
         flags[r.label] += bool(les.any())
     assert flags[1] > 0
 
@@ -125,3 +126,105 @@ def test_cli_writes_a_tree(tmp_path):
     phantom.main(["--out", str(tmp_path), "--train-patients", "2", "--valid-patients", "1", "--max-side", "64",
                   "--workers", "1"])
     assert len(sources.load_index(tmp_path)) > 0
+
+
+# --------------------------------------------------------------------------- the abnormal studies' findings
+
+
+def _presentation(spec: dict) -> str:
+    if "degenerative" in spec:
+        return "degenerative"
+    if "hardware" in spec:
+        return "fixed" if "fracture" in spec else "hardware"
+    return "fracture"
+
+
+@pytest.fixture(scope="module")
+def big_plan():
+    return phantom.plan_studies(6000, 0, seed=0)
+
+
+def test_abnormal_mix_follows_the_table(big_plan):
+    """Each abnormal study shows one presentation, in ABNORMAL_MIX's shares per study type; normal studies
+    show nothing but (rarely) a cast."""
+    for st in big_plan:
+        if not st.label:
+            assert set(st.lesion) <= {"site", "cast"}
+    for part, mix in phantom.ABNORMAL_MIX.items():
+        ab = [st for st in big_plan if st.label and st.part == part]
+        pres = np.array([_presentation(st.lesion) for st in ab])
+        for kind, share in mix.items():
+            tol = 3 * np.sqrt(share * (1 - share) / len(ab)) + 0.01
+            assert abs((pres == kind).mean() - share) < tol, (part, kind)
+    normal_cast = np.mean([("cast" in st.lesion) for st in big_plan if not st.label and st.part in phantom.CASTABLE])
+    assert abs(normal_cast - phantom.NORMAL_CAST_RATE) < 0.01
+
+
+def test_findings_do_not_change_the_plan():
+    """The findings come from each study's own stream: the patients, parts, labels and views are those the
+    plan draws whatever the lesion generator does."""
+    a = phantom.plan_studies(40, 10, seed=5)
+    real = phantom._lesion_spec
+    try:
+        phantom._lesion_spec = lambda rng, part, abnormal, finger: {"x": float(rng.random())}
+        b = phantom.plan_studies(40, 10, seed=5)
+    finally:
+        phantom._lesion_spec = real
+    assert [(s.folder, s.anatomy, s.n_views, s.finger) for s in a] == [(s.folder, s.anatomy, s.n_views, s.finger)
+                                                                       for s in b]
+
+
+def test_implants_and_displacement_at_real_sizes(big_plan):
+    specs = [st.lesion for st in big_plan if st.label]
+    plates = [s["hardware"] for s in specs if s.get("hardware", {}).get("type") == "plate"]
+    for hw in plates:
+        P = phantom.PLATES[hw["size"]]
+        assert P["width"][0] <= hw["width"] <= P["width"][1] and P["thick"][0] <= hw["thick"] <= P["thick"][1]
+    assert {hw["size"] for hw in plates} == set(phantom.PLATES)
+    nails = [s["hardware"]["d"] for s in specs if s.get("hardware", {}).get("type") == "nail"]
+    assert min(nails) >= 2.0 and max(nails) <= 9.0
+    heads = [s["hardware"]["head"] for s in specs if s.get("hardware", {}).get("type") == "arthroplasty"]
+    assert 40 <= min(heads) and max(heads) <= 56
+    fr = [s["fracture"] for s in specs if "fracture" in s]
+    displaced = [f for f in fr if f["pattern"] == "displaced"]
+    assert max(abs(f["shift"]) for f in displaced) > 1.8  # up to a shaft width (2 radii)
+    assert max(abs(f["angle"]) for f in displaced) > 20
+    assert all(2 <= len(f["fragments"]) <= 4 for f in fr if f["pattern"] == "comminuted")
+
+
+# one study per new finding: (what to look for in the plan, the counterfactual kind, the lesion bit)
+NEW_FINDINGS = {
+    "displaced fracture": (lambda s: s.get("fracture", {}).get("pattern") == "displaced", "fracture"),
+    "comminuted fracture": (lambda s: s.get("fracture", {}).get("pattern") == "comminuted", "fracture"),
+    **{f"hardware {k}": ((lambda k: lambda s: s.get("hardware", {}).get("type") == k)(k), "hardware")
+       for k in ("plate", "screws", "nail", "kwires", "tension_band", "radial_head", "arthroplasty")},
+    "degenerative change": (lambda s: "degenerative" in s, "degenerative"),
+}
+
+
+@pytest.mark.parametrize("name", list(NEW_FINDINGS))
+def test_each_new_finding_is_drawn_rendered_and_removable(big_plan, name):
+    """Drawn in the plan; where its mask bit is set the film is brighter than in the counterfactual without
+    it (metal or bone added there: the original display window kept); the counterfactual has no such bit
+    and no such object; and removing the finding changes nothing where there is no finding left."""
+    want, kind = NEW_FINDINGS[name]
+    i, st = next((i, s) for i, s in enumerate(big_plan) if s.label and want(s.lesion) and "cast" not in s.lesion)
+    bit = data.LESION_BITS[kind]
+    orig = phantom.render_study(st, i, 0, 192)
+    cf = phantom.render_study(st, i, 0, 192, lesion=counterfactual.without(st.lesion, kind),
+                              windows=[v.meta["window"] for v in orig])
+    gains, seen = [], 0
+    for o, c in zip(orig, cf):
+        m = (o.lesion & bit) > 0
+        assert not (c.lesion & bit).any()
+        if m.sum() < 4:
+            continue  # out of this view's field
+        seen += 1
+        diff = o.image.astype(float) - c.image.astype(float)
+        gains.append(diff[m].mean() if kind != "fracture" else np.abs(diff[m]).mean())
+    assert seen, name
+    floor = {"hardware": 10, "fracture": 3, "degenerative": 2}[kind]
+    assert max(gains) > floor, (name, gains)
+    metal = [p for p in phantom._apply_lesions(phantom.build_limb(st.anatomy), st.lesion) if p.material == "metal"]
+    assert bool(metal) == (kind == "hardware")
+    assert all("hardware" in p.tags for p in metal)

@@ -184,6 +184,9 @@ def test_the_layer_wise_prior_maximises_the_marginal_likelihood_over_both_precis
     info = post.predict("test")
     assert info["prior_precision"] == pytest.approx(float(deltas[0]))
     assert info["prior_precision_bias"] == pytest.approx(float(deltas[1]))
+    assert info["bracketed"] is True and info["marglik_grad"] < post.GRAD_TOL  # checked, not copied from the scalar
+    assert info["marglik_gain"] == pytest.approx(best - lml(torch.full((2,), info["scalar_prior"])), abs=1e-3)
+    assert info["marglik_gain"] >= -1e-3 and "Adam on log delta" in info["prior_reason"]
 
 
 def test_laplace_records_its_prior_search_and_ignores_an_older_versions_file(member):

@@ -11,7 +11,8 @@ import pytest
 from utils import report
 from utils.config import ROOT
 
-NOTEBOOKS = report.find_notebooks()
+NOTEBOOKS = report.find_notebooks()  # every notebook, whatever its task
+BODYPART = report.find_notebooks(task="bodypart")  # what a body-part report runs
 
 
 def test_there_are_notebooks_and_they_are_stored_without_outputs():
@@ -22,7 +23,7 @@ def test_there_are_notebooks_and_they_are_stored_without_outputs():
         assert not any(c.outputs for c in code), f"{nb_path.name} has outputs: strip them"
         params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
         assert len(params) == 1, f"{nb_path.name} needs one cell tagged `parameters`"
-        for name in ("profile", "data_root", "out_root"):
+        for name in ("profile", "data_root", "out_root", "task", "parts"):
             assert f"{name} =" in params[0].source
 
 
@@ -43,9 +44,10 @@ def test_smoke_profile_runs_every_notebook(smoke_run):
     tmp_path = smoke_run
     log = json.loads((tmp_path / "report" / "run_log.json").read_text())
     assert log["profile"] == "smoke" and log["data_source"] == "phantom"
-    assert [e["notebook"] for e in log["notebooks"]] == [nb.name for nb in NOTEBOOKS]
+    assert log["task"] == "bodypart" and log["parts"] == "all"
+    assert [e["notebook"] for e in log["notebooks"]] == [nb.name for nb in BODYPART]
     assert all(e["status"] == "ok" and e["wall_s"] > 0 for e in log["notebooks"])
-    for nb in NOTEBOOKS:
+    for nb in BODYPART:
         assert (tmp_path / "report" / nb.name).is_file() and (tmp_path / "report" / nb.with_suffix(".html").name).is_file()
     results = json.loads((tmp_path / "report" / "results" / "data.json").read_text())
     assert results["source"] == "phantom" and results["images"] > 0
@@ -72,7 +74,7 @@ def _nb(path, source):
     nbformat.write(nb, path)
 
 
-def test_a_failing_notebook_stops_the_run_and_keeps_its_copy(tmp_path, mura_tree):
+def test_a_failing_notebook_stops_the_run_and_keeps_its_copy(tmp_path, smoke_tree):
     nbs = tmp_path / "nbs"
     nbs.mkdir()
     _nb(nbs / "00_ok.ipynb", "print(profile)")
@@ -80,7 +82,7 @@ def test_a_failing_notebook_stops_the_run_and_keeps_its_copy(tmp_path, mura_tree
     _nb(nbs / "02_never.ipynb", "print('never')")
     out = tmp_path / "out"
     with pytest.raises(report.NotebookFailed, match=r"01_fail.ipynb failed in cell \d+: ValueError: boom"):
-        report.run("smoke", str(mura_tree), out_root=str(out), nb_dir=nbs, html=False)
+        report.run("smoke", str(smoke_tree), out_root=str(out), nb_dir=nbs, html=False)
     assert (out / "report" / "01_fail.ipynb").is_file()
     assert not (out / "report" / "02_never.ipynb").exists()
     log = json.loads((out / "report" / "run_log.json").read_text())
@@ -91,7 +93,7 @@ def test_a_failing_notebook_stops_the_run_and_keeps_its_copy(tmp_path, mura_tree
 
     # --only re-runs one notebook and keeps the other entries of the log
     _nb(nbs / "01_fail.ipynb", "print('fixed')")
-    report.run("smoke", str(mura_tree), only=["01"], out_root=str(out), nb_dir=nbs, html=False)
+    report.run("smoke", str(smoke_tree), only=["01"], out_root=str(out), nb_dir=nbs, html=False)
     log = json.loads((out / "report" / "run_log.json").read_text())
     assert [(e["notebook"], e["status"]) for e in log["notebooks"]] == [("00_ok.ipynb", "ok"),
                                                                        ("01_fail.ipynb", "ok")]
@@ -131,7 +133,7 @@ def test_cuda_asked_for_and_absent_fails_before_the_first_notebook(tmp_path, mon
 
 
 @pytest.mark.parametrize("transport", ["curve", "ipc"])
-def test_the_kernel_runs_without_the_plain_tcp_warning(tmp_path, mura_tree, monkeypatch, capfd, transport):
+def test_the_kernel_runs_without_the_plain_tcp_warning(tmp_path, smoke_tree, monkeypatch, capfd, transport):
     """ipykernel warns "Kernel is running over TCP without encryption" on plain TCP; the runner starts it with
     CurveZMQ keys (or, without CurveZMQ, on IPC sockets), so the warning is never printed."""
     import zmq
@@ -147,8 +149,70 @@ def test_the_kernel_runs_without_the_plain_tcp_warning(tmp_path, mura_tree, monk
     nbs = tmp_path / "nbs"
     nbs.mkdir()
     _nb(nbs / "00_ok.ipynb", "print(profile * 2)")
-    report.run("smoke", str(mura_tree), out_root=str(tmp_path / "out"), nb_dir=nbs, html=False)
+    report.run("smoke", str(smoke_tree), out_root=str(tmp_path / "out"), nb_dir=nbs, html=False)
     executed = nbformat.read(tmp_path / "out" / "report" / "00_ok.ipynb", as_version=4)
     assert executed.cells[-1].outputs[0]["text"].strip() == "smokesmoke"
     captured = capfd.readouterr()
     assert "without encryption" not in captured.err + captured.out
+
+
+def test_notebooks_declare_the_tasks_they_run_for():
+    abnormality = report.find_notebooks(task="abnormality")
+    assert [nb.name for nb in BODYPART] == [nb.name for nb in abnormality if nb.name[:2] != "07"]
+    assert [nb.name[:2] for nb in abnormality if nb not in BODYPART] == ["07"]
+
+
+def test_reports_of_the_two_tasks_go_to_their_own_folders(tmp_path):
+    from utils import config
+
+    assert config.get_paths(tmp_path).report == tmp_path / "report"
+    p = config.get_paths(tmp_path, "abnormality", "wrist,HAND")
+    assert p.report == tmp_path / "report" / "abnormality-HAND+WRIST" and p.results.parent == p.report
+    assert p.figures == tmp_path / "figures" / "abnormality-HAND+WRIST" and p.artifacts == tmp_path / "artifacts"
+    assert config.get_paths(tmp_path, "abnormality").report == tmp_path / "report" / "abnormality"
+    with pytest.raises(ValueError, match=r"unknown body part\(s\) \['KNEE'\]"):
+        config.get_paths(tmp_path, "abnormality", "KNEE")
+    with pytest.raises(ValueError, match="unknown task 'fracture'"):
+        config.get_paths(tmp_path, "fracture")
+
+
+def test_a_one_part_tree_is_refused_before_the_first_notebook(tmp_path, monkeypatch, capsys):
+    import papermill as pm
+
+    from .conftest import make_mura_tree
+
+    spec = [("train", "WRIST", p, 1, p % 2, 3) for p in range(1, 15)] + [("valid", "WRIST", 20, 1, 1, 2)]
+    root = make_mura_tree(tmp_path / "dl", spec)
+    monkeypatch.setattr(pm, "execute_notebook", lambda *a, **k: pytest.fail("a notebook ran"))
+    with pytest.raises(SystemExit) as e:
+        report.main(["--profile", "smoke", "--data", str(root), "--out-root", str(tmp_path / "out")])
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert "the body-part task needs two or more body parts, but the data hold one body part only: WRIST" in err
+    assert "make report TASK=abnormality" in err
+
+
+@pytest.fixture(scope="module")
+def abnormality_run(tmp_path_factory):
+    """The abnormality report on two parts, its first notebook and MURA's chapter (07), on the smoke profile."""
+    out = tmp_path_factory.mktemp("abnormality")
+    proc = subprocess.run([sys.executable, "-m", "utils.report", "--profile", "smoke", "--task", "abnormality",
+                           "--parts", "HAND,WRIST", "--only", "00", "07", "--no-html", "--out-root", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+def test_the_abnormality_report_runs_and_keeps_apart(abnormality_run):
+    rep = abnormality_run / "report" / "abnormality-HAND+WRIST"
+    log = json.loads((rep / "run_log.json").read_text())
+    assert log["task"] == "abnormality" and log["parts"] == ["HAND", "WRIST"]
+    assert [e["notebook"][:2] for e in log["notebooks"]] == ["00", "07"]
+    res = json.loads((rep / "results" / "abnormality.json").read_text())
+    assert res["task"] == "abnormality" and res["parts"] == ["HAND", "WRIST"]
+    whole = [r for r in res["table"] if r["body_part"] == "all" and r["method"] == "deep ensemble"][0]
+    assert 0 <= whole["AUROC low"] <= whole["study AUROC"] <= whole["AUROC high"] <= 1
+    assert {r["body_part"] for r in res["table"]} == {"all", "HAND", "WRIST"}
+    assert len(res["resolution"]) == 2 and res["reference"]
+    assert not (abnormality_run / "report" / "run_log.json").exists()  # the body-part report is untouched
+    assert any((abnormality_run / "figures" / "abnormality-HAND+WRIST").glob("07_*.png"))

@@ -59,14 +59,11 @@ class DegenerateData(DataError):
 
 
 def normalize_parts(parts) -> list[str] | None:
-    """Body parts as MURA names them ("xr_hand" -> "HAND"), or None for all; unknown ones are refused."""
-    if not parts:
-        return None
-    parts = [str(p).upper().removeprefix("XR_") for p in ([parts] if isinstance(parts, str) else parts)]
-    unknown = sorted(set(parts) - set(BODY_PARTS))
-    if unknown:
-        raise ValueError(f"unknown body part(s) {unknown}; known: {', '.join(BODY_PARTS)}")
-    return parts
+    """Body parts as MURA names them ("xr_hand" -> "HAND"; "HAND,WRIST" -> both), sorted, or None for all;
+    unknown ones are refused (`config.parse_parts`)."""
+    from .config import parse_parts
+
+    return parse_parts(parts)
 
 
 def task_targets(index: pd.DataFrame, task: str = "bodypart", parts=None) -> tuple[pd.DataFrame, list[str]]:
@@ -121,7 +118,8 @@ def check_task_data(index: pd.DataFrame, task: str = "bodypart", parts=None,
     parts = normalize_parts(parts)
     scope = f" on parts {parts}" if parts else ""
     name = "body-part" if task == "bodypart" else task
-    abnormality = 'the abnormality task (task="abnormality" in the profile: config.get_profile(name, task="abnormality"))'
+    abnormality = ('the abnormality task (`make report TASK=abnormality`, or task="abnormality" in the profile: '
+                   'config.get_profile(name, task="abnormality"))')
     if task == "bodypart":
         present = sorted(set(rows.body_part))
         if len(counts) == 1 or len(present) == 1:
@@ -502,10 +500,13 @@ def prepare(profile, data_root: str | os.PathLike | None = "", paths=None, progr
 # --------------------------------------------------------------------------- phantom masks
 
 
-LESION_BITS = {"fracture": 1, "hardware": 2, "cast": 4}
+LESION_BITS = {"fracture": 1, "hardware": 2, "cast": 4, "degenerative": 8}
 """What each bit of a lesion mask (`imageJ_lesion.png`, uint8) marks: part of the mask file format that
-`utils.phantom` writes and `read_masks` reads. The bits are OR-ed: a pixel may carry several."""
+`utils.phantom` writes and `read_masks` reads. The bits are OR-ed: a pixel may carry several. Bit 8
+(degenerative joint change: sclerosis, narrowing, osteophytes) came with phantom generator 2.0; new kinds
+take the next bit, so existing bits keep their meaning."""
 LESION_FRACTURE, LESION_HARDWARE, LESION_CAST = LESION_BITS["fracture"], LESION_BITS["hardware"], LESION_BITS["cast"]
+LESION_DEGENERATIVE = LESION_BITS["degenerative"]
 
 
 def mask_paths(image_path: str | os.PathLike) -> tuple[Path, Path] | None:

@@ -88,12 +88,22 @@ def mean_class_masks(masks_bones, targets, n_classes: int) -> torch.Tensor:
     return sums / counts[:, None, None]
 
 
-def dataset_class_masks(dataset) -> torch.Tensor | None:
-    """`mean_class_masks` of a `data.CachedImages` (its images' letterboxed bone masks at its size, its
+def region_masks(masks, task: str = "bodypart"):
+    """The region an image's explanation is scored against, as (region bool B x H x W, lesion flags): for the
+    body-part task the bones that define the part (the masks as `data.masks_for` reads them); for the abnormality
+    task the findings (lesion mask != 0: fracture, hardware, cast, degenerative change). None stays None (MURA).
+    Images whose region is empty (a normal study, a finding outside the field of view) get no mask scores."""
+    if masks is None or task == "bodypart":
+        return masks
+    return masks[1] != 0, masks[1]
+
+
+def dataset_class_masks(dataset, task: str = "bodypart") -> torch.Tensor | None:
+    """`mean_class_masks` of a `data.CachedImages` (its images' letterboxed `region_masks` at its size, its
     targets and classes); None where the data have no masks (MURA). Pass the training split."""
     from .data import masks_for
 
-    masks = masks_for(dataset.index.path, dataset.size)
+    masks = region_masks(masks_for(dataset.index.path, dataset.size), task)
     return None if masks is None else mean_class_masks(masks[0], dataset.targets, len(dataset.classes))
 
 
@@ -373,7 +383,7 @@ def score_test_set(models, W: torch.Tensor, dataset, masks=None, n_deletion: int
     `dataset`, i.e. the row of `dataset.index`, whose `study` column gives the clusters of a study bootstrap),
     `method`, `metric`, `value`, and `target` ("predicted" or "true"). `summarise` turns it into the table of
     means and standard errors. Metrics: against `masks` = (bones, lesion) where given (phantom only):
-    pointing, mass, iou over every image; without masks: deletion_auc and insertion_auc over `n_deletion`
+    pointing, mass, iou over every image whose region (`region_masks`: bones, or findings) is not empty; without masks: deletion_auc and insertion_auc over `n_deletion`
     images drawn at random (seeded by `seed`; `deletion_sample`), not the first ones: a MURA index is sorted by
     body part, so the first images would all be elbows.
 
@@ -405,9 +415,11 @@ def score_test_set(models, W: torch.Tensor, dataset, masks=None, n_deletion: int
         maps.update(baseline_maps(xb, t0, mean_masks, seed=seed + start))
         idx = np.arange(start, start + len(xb))
         if masks is not None:
-            bones = torch.as_tensor(np.asarray(masks[0][start:start + len(xb)]))
-            for name, d in score_maps(maps, bones).items():
-                parts += [(name, k, idx, v) for k, v in d.items()]
+            region = torch.as_tensor(np.asarray(masks[0][start:start + len(xb)]))
+            has = region.flatten(1).any(1).numpy()  # an empty region (no finding in view) is not scored
+            if has.any():
+                for name, d in score_maps({k: v[has] for k, v in maps.items()}, region[has]).items():
+                    parts += [(name, k, idx[has], v) for k, v in d.items()]
         k = torch.as_tensor(np.flatnonzero(chosen[start:start + len(xb)]))
         if len(k):
             ends = {"member 0": curve_ends(models[0], xb[k], t0[k]), "ensemble": curve_ends(ens_model, xb[k], te[k])}

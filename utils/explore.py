@@ -37,30 +37,31 @@ def units(index: pd.DataFrame) -> pd.DataFrame:
     return out.reindex([s for s in ("train", "val", "test") if s in out.index])
 
 
-def trivial_cues(index: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+def trivial_cues(index: pd.DataFrame, seed: int = 0, task: str = "bodypart", parts=None) -> pd.DataFrame:
     """Test accuracy of gradient-boosted trees that see only trivial cues, per cue group.
 
-    Trained on the train subset, scored on the test subset, for the body-part task;
-    the majority class is the floor.
+    Trained on the train subset, scored on the test subset, for the task's classes (`data.task_targets`: the
+    body part, or normal/abnormal, on `parts`); the majority class is the floor.
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import accuracy_score, f1_score
 
-    df = index.assign(aspect=index.height / index.width)
+    df, _ = data.task_targets(index, task, parts)
+    df = df.assign(aspect=df.height / df.width)
     tr, te = df[df.subset == "train"], df[df.subset == "test"]
     rows = [dict(cues="majority class", features="-",
-                 accuracy=float((te.body_part == tr.body_part.mode()[0]).mean()), macro_f1=np.nan)]
+                 accuracy=float((te.target == tr.target.mode()[0]).mean()), macro_f1=np.nan)]
     for name, cols in CUES.items():
-        clf = HistGradientBoostingClassifier(random_state=seed).fit(tr[cols], tr.body_part)
+        clf = HistGradientBoostingClassifier(random_state=seed).fit(tr[cols], tr.target)
         pred = clf.predict(te[cols])
-        rows.append(dict(cues=name, features=", ".join(cols), accuracy=accuracy_score(te.body_part, pred),
-                         macro_f1=f1_score(te.body_part, pred, average="macro")))
+        rows.append(dict(cues=name, features=", ".join(cols), accuracy=accuracy_score(te.target, pred),
+                         macro_f1=f1_score(te.target, pred, average="macro")))
     return pd.DataFrame(rows)
 
 
 def cnn_probe(cache: data.ImageCache, epochs: int = 6, seed: int = 0, batch_size: int = 64, lr: float = 3e-3,
-              device: str | torch.device = "cpu") -> dict:
-    """Train the small CNN briefly on the train subset; test accuracy and macro-F1 on the body-part task.
+              device: str | torch.device = "cpu", task: str = "bodypart", parts=None) -> dict:
+    """Train the small CNN briefly on the train subset; test accuracy and macro-F1 on the task.
 
     This is a probe of the data (can a CNN see the class where trivial cues cannot?), a few
     epochs with a one-cycle schedule; notebook 01 trains the study's model properly.
@@ -68,8 +69,8 @@ def cnn_probe(cache: data.ImageCache, epochs: int = 6, seed: int = 0, batch_size
     from sklearn.metrics import f1_score
 
     torch.manual_seed(seed)
-    tr = data.CachedImages(cache, "train")
-    te = data.CachedImages(cache, "test")
+    tr = data.CachedImages(cache, "train", task=task, parts=parts)
+    te = data.CachedImages(cache, "test", task=task, parts=parts)
     model = build_model("small", len(tr.classes)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr, weight_decay=1e-4)
     loader = data.make_loader(tr, batch_size, shuffle=True, seed=seed)
@@ -111,7 +112,8 @@ def sample_rows(index: pd.DataFrame, per_cell: int = 1, seed: int = 0) -> pd.Dat
 
 
 def overlay(img: np.ndarray, masks) -> np.ndarray:
-    """RGB rendering of a radiograph with the phantom's masks outlined: bones green, lesions by kind."""
+    """RGB rendering of a radiograph with the phantom's masks outlined: bones green, fracture red, hardware
+    yellow, cast blue, degenerative change purple."""
     import cv2
 
     rgb = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
@@ -119,25 +121,26 @@ def overlay(img: np.ndarray, masks) -> np.ndarray:
         return rgb
     bones, lesion = masks
     lw = max(1, img.shape[0] // 200)
-    for m, colour in ((bones, (60, 220, 60)), (lesion & 4, (80, 160, 255)), (lesion & 2, (255, 200, 0)),
-                      (lesion & 1, (255, 50, 50))):
+    for m, colour in ((bones, (60, 220, 60)), (lesion & 8, (200, 80, 255)), (lesion & 4, (80, 160, 255)),
+                      (lesion & 2, (255, 200, 0)), (lesion & 1, (255, 50, 50))):
         cs, _ = cv2.findContours(np.asarray(m > 0, np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(rgb, cs, -1, colour, lw)
     return rgb
 
 
 def lesion_kinds(index: pd.DataFrame) -> pd.DataFrame:
-    """For phantom trees: share of images per body part whose lesion mask holds a fracture, hardware, a cast."""
+    """For phantom trees: share of images per body part whose lesion mask holds each finding of
+    `data.LESION_BITS` (a fracture, hardware, a cast, degenerative change)."""
     rows = []
     for _, r in index.iterrows():
         m = data.read_masks(r.path)
         if m is None:
             return pd.DataFrame()
         les = m[1]
-        rows.append(dict(body_part=r.body_part, label=r.label, fracture=bool((les & 1).any()),
-                         hardware=bool((les & 2).any()), cast=bool((les & 4).any())))
+        rows.append(dict(body_part=r.body_part, label=r.label,
+                         **{kind: bool((les & bit).any()) for kind, bit in data.LESION_BITS.items()}))
     df = pd.DataFrame(rows)
-    return (df.groupby(["body_part", "label"])[["fracture", "hardware", "cast"]].mean() * 100).round(1)
+    return (df.groupby(["body_part", "label"])[list(data.LESION_BITS)].mean() * 100).round(1)
 
 
 
@@ -195,20 +198,21 @@ def plot_intensity(hist: pd.DataFrame):
     return fig
 
 
-def cue_table(index: pd.DataFrame, cache: data.ImageCache, probe_epochs: int, seed: int = 0, device="cpu"
-              ) -> pd.DataFrame:
-    """The trivial cues' test accuracy with the CNN probe's as the last row."""
-    cues = trivial_cues(index, seed=seed)
-    probe = cnn_probe(cache, epochs=probe_epochs, seed=seed, device=device)
+def cue_table(index: pd.DataFrame, cache: data.ImageCache, probe_epochs: int, seed: int = 0, device="cpu",
+              task: str = "bodypart", parts=None) -> pd.DataFrame:
+    """The trivial cues' test accuracy with the CNN probe's as the last row, for the task on `parts`."""
+    cues = trivial_cues(index, seed=seed, task=task, parts=parts)
+    probe = cnn_probe(cache, epochs=probe_epochs, seed=seed, device=device, task=task, parts=parts)
     return pd.concat([cues, pd.DataFrame([probe])], ignore_index=True)
 
 
-def plot_cues(table: pd.DataFrame):
+def plot_cues(table: pd.DataFrame, task: str = "bodypart"):
     """Bars of the test accuracy of each cue group and of the CNN probe (figure 00-5)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.2))
     ax.barh(table.cues, 100 * table.accuracy, color=["0.6"] * (len(table) - 1) + ["tab:blue"])
     ax.invert_yaxis()
-    ax.set(xlabel="test accuracy, body part (%)", xlim=(0, 100), title="Trivial cues against a CNN probe")
+    ax.set(xlabel=f"test accuracy, {'body part' if task == 'bodypart' else 'normal / abnormal'} (%)", xlim=(0, 100),
+           title="Trivial cues against a CNN probe")
     return fig

@@ -1,4 +1,4 @@
-"""Robustness (notebook 06): rotations, corruptions, unfamiliar body parts, and where abnormality CAMs point.
+"""Robustness (notebook 06): rotations, corruptions, unfamiliar body parts, referral.
 
 Every method predicts from the same batch through a predictor (`run.BatchPredictor`, from `Run.predictor()`:
 the posteriors registered with robustness=True, member 0's for single-model methods and all members' for a
@@ -134,31 +134,6 @@ def explanation_stability(models, x: torch.Tensor, labels, angles) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def where_abnormal_cams_point(maps: torch.Tensor, lesion: np.ndarray) -> pd.DataFrame:
-    """For abnormal images whose lesion mask holds a fracture and hardware or a cast: the share whose map
-    peaks on the fracture, on hardware, on a cast, or elsewhere."""
-    from .data import LESION_CAST, LESION_FRACTURE, LESION_HARDWARE
-
-    les = torch.as_tensor(lesion)
-    peak = maps.flatten(1).argmax(1)
-    at = les.flatten(1).gather(1, peak[:, None]).squeeze(1).numpy()
-    has = {k: ((les.flatten(1) & f) != 0).any(1).numpy() for k, f in (("fracture", LESION_FRACTURE),
-                                                               ("hardware", LESION_HARDWARE), ("cast", LESION_CAST))}
-    rows = []
-    for group, sel in (("fracture with hardware or cast", has["fracture"] & (has["hardware"] | has["cast"])),
-                       ("fracture alone", has["fracture"] & ~has["hardware"] & ~has["cast"]),
-                       ("hardware or cast, no fracture in view", ~has["fracture"] & (has["hardware"] | has["cast"]))):
-        if sel.sum() == 0:
-            continue
-        a = at[sel]
-        rows.append({"images": group, "n": int(sel.sum()),
-                     "peak on fracture": float(((a & LESION_FRACTURE) > 0).mean()),
-                     "peak on hardware": float(((a & LESION_HARDWARE) > 0).mean()),
-                     "peak on cast": float(((a & LESION_CAST) > 0).mean()),
-                     "peak elsewhere": float((a == 0).mean())})
-    return pd.DataFrame(rows)
-
-
 def images(cache, rows=None) -> torch.Tensor:
     """Standardised images (N x 1 x S x S) straight from a cache (any index, e.g. the unfamiliar-parts tree)."""
     from .data import to_input
@@ -212,25 +187,6 @@ def ood_intervals(pred_in: dict, pred_out: dict, groups_in, groups_out, n_boot: 
             dd = evidence.paired_auroc_delta(score, base, is_out, groups, n_boot, seed)
             rows.append(dict(method=name, score=k, auroc=d["estimate"], low=d["low"], high=d["high"],
                              delta_vs_map_entropy=dd["delta"], delta_low=dd["low"], delta_high=dd["high"]))
-    return pd.DataFrame(rows)
-
-
-def abnormality_table(runs: dict[str, np.ndarray], labels, study_ids, n_boot: int = 2000, seed: int = 0
-                      ) -> pd.DataFrame:
-    """MURA's scores of each method's image probabilities (N x 2): the study's probability is the mean over its
-    images; study AUROC and Cohen's kappa (MURA's metric) with 95 % bootstrap intervals over studies, and image
-    AUROC, accuracy, NLL and ECE as point values."""
-    from . import evidence
-
-    rows = []
-    for name, pr in runs.items():
-        sp, sy, sid = metrics.study_level(pr, labels, study_ids)
-        auc = evidence.interval("auroc", sp, sy, sid, n_boot, seed)
-        kap = evidence.interval("kappa", sp, sy, sid, n_boot, seed)
-        rows.append({"method": name, "study AUROC": auc["estimate"], "AUROC low": auc["low"], "AUROC high": auc["high"],
-                     "study kappa": kap["estimate"], "kappa low": kap["low"], "kappa high": kap["high"],
-                     "image AUROC": metrics.binary_auroc(pr, labels), "image accuracy": metrics.accuracy(pr, labels),
-                     "NLL": metrics.nll(pr, labels), "ECE": metrics.ece(pr, labels)})
     return pd.DataFrame(rows)
 
 
@@ -289,34 +245,6 @@ def referral_table(curves: dict[str, dict]) -> dict[str, dict]:
         k = int(0.8 * len(s["accuracy"]))
         out[name] = dict(all=s["accuracy"][-1], keep80=s["accuracy"][k - 1], aurc=s["aurc"])
     return out
-
-
-def abnormality_note(parts, labels, groups) -> str:
-    """One line: the abnormality task's body parts, test images, studies and share abnormal."""
-    return (f"abnormality task on {', '.join(parts) if parts else 'all seven body parts'}: {len(labels)} test "
-            f"images, {pd.Series(np.asarray(groups)).nunique()} studies, {np.mean(labels):.0%} abnormal")
-
-
-def abnormal_cams(models, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """CAMs of the abnormal class: member 0's and the ensemble's mean."""
-    target = torch.ones(len(x), dtype=torch.long)
-    return {"MAP CAM (member 0)": explain.CAM(models[0])(x, target),
-            "ensemble mean CAM": explain.member_maps(models, x, target).mean(0)}
-
-
-def cam_peaks(maps: dict[str, torch.Tensor], lesion: np.ndarray) -> pd.DataFrame:
-    """`where_abnormal_cams_point` for each explanation, with an `explanation` column."""
-    return pd.concat([where_abnormal_cams_point(m, lesion).assign(explanation=name) for name, m in maps.items()])
-
-
-def cam_resolution(model, image_size: int) -> int:
-    """The side of a network's last feature map (the CAM's grid) at `image_size` px."""
-    with torch.no_grad():
-        return int(model.features(torch.zeros(1, 1, image_size, image_size)).shape[-1])
-
-
-CF_COLUMNS = ["kind", "label", "studies", "images", "study shift", "study shift lo", "study shift hi", "mass",
-              "baseline mass", "mass - baseline", "mass - baseline lo", "mass - baseline hi", "area fraction"]
 
 
 # --------------------------------------------------------------------------- figures
@@ -383,28 +311,6 @@ def referral_figure(curves: dict[str, dict]):
     return fig
 
 
-def abnormality_cam_figure(x: torch.Tensor, masks, cam: torch.Tensor, n: int = 6):
-    """Figure 06-5: up to `n` abnormal images with a fracture and hardware or a cast, their lesions outlined and
-    `cam` (the ensemble mean CAM) overlaid; None when there is no such image."""
-    import matplotlib.pyplot as plt
-
-    from .explore import overlay
-
-    lesion = masks[1]
-    show = np.flatnonzero(((lesion & 1) != 0).any((1, 2)) & ((lesion & 6) != 0).any((1, 2)))[:n]
-    if not len(show):
-        return None
-    fig, axes = plt.subplots(1, len(show), figsize=(2.4 * len(show), 2.7), squeeze=False)
-    for ax, i in zip(axes[0], show):
-        img = (x[i, 0] * PIXEL_STD + PIXEL_MEAN).numpy()
-        ax.imshow(overlay((255 * img).astype(np.uint8), (np.zeros_like(masks[0][i]), lesion[i])))
-        ax.imshow(explain.normalize(cam[i]).numpy(), cmap="jet", alpha=0.35)
-        ax.axis("off")
-    fig.suptitle("Abnormal test images with a fracture (red) and hardware (yellow) or a cast (blue): "
-                 "ensemble mean CAM", fontsize=9)
-    return fig
-
-
 # --------------------------------------------------------------------------- the Reading
 
 
@@ -422,13 +328,10 @@ def _ci(v, lo, hi, pct: bool = True, digits: int = 2) -> str:
     return f"{f(v)} [{f(lo)}, {f(hi)}]"
 
 
-def reading(source: str, at90: pd.DataFrame, ood_ci: pd.DataFrame, abn: pd.DataFrame, cf_table: pd.DataFrame,
-            members: int, image_size: int, grid: int, ensemble: str = "deep ensemble",
+def reading(source: str, at90: pd.DataFrame, ood_ci: pd.DataFrame, ensemble: str = "deep ensemble",
             laplace: str = "Laplace, kron", layerwise: str = "Laplace, kron, layer-wise prior") -> str:
-    """The chapter's Reading (Markdown) from its tables: `at90` (`paired_vs` at 90 degrees, against "MAP"),
-    `ood_ci` (`ood_intervals`), `abn` (`abnormality_table`, with a row `ensemble`), `cf_table`
-    (`counterfactual.summarize`; may be empty), the abnormality ensemble's size, the image size and the CAM's
-    grid. The layer-wise-prior Laplace is mentioned where the tables hold it."""
+    """The chapter's Reading (Markdown) from its tables: `at90` (`paired_vs` at 90 degrees, against "MAP") and
+    `ood_ci` (`ood_intervals`). The layer-wise-prior Laplace is mentioned where the tables hold it."""
     r90, oc = at90.set_index("method"), ood_ci.set_index(["method", "score"])
 
     def d90(name, c, pct=True):
@@ -443,17 +346,10 @@ def reading(source: str, at90: pd.DataFrame, ood_ci: pd.DataFrame, abn: pd.DataF
                 f"({verdict(r.delta_low, r.delta_high)})")
 
     m, ood_map = r90.loc["MAP"], oc.loc[("MAP", "entropy")]
-    ab = abn.set_index("method").loc[ensemble]
     lw_rot = (f" With the layer-wise prior, the Laplace predictive's ECE differs by {d90(layerwise, 'ece')} and "
               f"its NLL by {d90(layerwise, 'nll', False)}." if layerwise in r90.index else "")
     lw_ood = (f"; with the layer-wise prior, its entropy {ood_delta(layerwise, 'entropy')}, its mutual information "
               f"{ood_delta(layerwise, 'mutual information')}" if (layerwise, "mutual information") in oc.index else "")
-    cf_lines = [f"  - {r['kind']} removed from {r['studies']} {'abnormal' if r['label'] else 'normal'} studies: "
-                f"p(abnormal) falls by {r['study shift']:.3f} [{r['study shift lo']:.3f}, {r['study shift hi']:.3f}]; "
-                f"CAM mass on it {r['mass']:.3f} against {r['baseline mass']:.3f} for the same area elsewhere "
-                f"(difference {r['mass - baseline']:+.3f} [{r['mass - baseline lo']:+.3f}, "
-                f"{r['mass - baseline hi']:+.3f}]; the object covers {r['area fraction']:.1%} of the image)"
-                for _, r in cf_table.iterrows()]
     return f"""
 **Reading** (data: {source}; 95 % intervals from the study bootstrap, differences paired; better, worse: the
 interval of the difference excludes zero).
@@ -470,13 +366,4 @@ interval of the difference excludes zero).
   mutual information {ood_delta(ensemble, 'mutual information')}; the Laplace predictive's entropy
   {ood_delta(laplace, 'entropy')}, its mutual information {ood_delta(laplace, 'mutual information')}{lw_ood};
   temperature scaling {ood_delta('temperature scaling', 'entropy')}.
-- Abnormality: the ensemble of {members} reaches a study-level AUROC of
-  {_ci(ab['study AUROC'], ab['AUROC low'], ab['AUROC high'], False)} and kappa
-  {_ci(ab['study kappa'], ab['kappa low'], ab['kappa high'], False)} at {image_size} px: the networks barely
-  detect abnormality on the phantom at this size.
-- What the abnormality ensemble uses, measured by removing one object from the same study (table 06-4):
-{chr(10).join(cf_lines) if cf_lines else '  (no counterfactual pairs: real data)'}
-
-  A CAM cell covers 1/{grid ** 2} of the image ({grid} x {grid} cells at {image_size} px), more than a fracture or a
-  screw covers here, so the mass test cannot resolve such small objects; for casts it shows no more mass than chance.
 """

@@ -30,9 +30,11 @@ artifacts/models/<run>/memberNN/features_<split>.npy     `bayes.member_features`
                                                          best.pt they came from: recomputed when it changed
 artifacts/predictions/<run>/<method>__<split>__mNN.npz   `posteriors.Posterior.predict`; versioned in the name
                                                          where the saved content changed (Laplace: __v2)
-report/results/<chapter>.json, report/timings/           the notebooks, through `Run.write_results` /
-                                                         `Run.write_timings`
-figures/<NN>_<name>.png                                  the notebooks, through `Run.savefig`
+report[/<variant>]/results/<chapter>.json, timings/      the notebooks, through `Run.write_results` /
+                                                         `Run.write_timings`; <variant> is '' for the body-part
+                                                         task on every part, else e.g. abnormality-HAND+WRIST
+                                                         (`config.report_variant`), so reports coexist
+figures[/<variant>]/<NN>_<name>.png                      the notebooks, through `Run.savefig`
 =======================================================  ==================================================
 """
 from __future__ import annotations
@@ -96,7 +98,7 @@ class Run:
             self.profile = self.profile.replace(members=int(members))
         self.data_root, self.progress = data_root, progress
         self.parts = data.normalize_parts(parts)
-        self.paths = config.get_paths(out_root).make()
+        self.paths = config.get_paths(out_root, self.profile.task, self.parts).make()
         self.device = config.get_device()
         config.seed_everything(self.profile.seed)
         self._posteriors: dict = {}
@@ -219,8 +221,11 @@ class Run:
 
     # outputs ---------------------------------------------------------------------------------------------------
     def header(self) -> dict:
-        """What every results JSON starts with."""
-        return dict(source=self.source["source"], profile=self.profile.name)
+        """What every results JSON starts with (task and parts only where they differ from the main report's)."""
+        h = dict(source=self.source["source"], profile=self.profile.name)
+        if self.paths.variant:
+            h.update(task=self.profile.task, parts=self.parts or "all")
+        return h
 
     def write_results(self, name: str, payload: dict):
         from .plots import write_results

@@ -56,8 +56,14 @@ def member_seed(profile: Profile, member: int) -> int:
 
 
 def run_name(profile: Profile, parts=None) -> str:
+    """`<profile>/<task>[-<PARTS>]/<arch>[-<size>px]`: the image size only where it differs from the named
+    profile's (e.g. the resolution sweep), so that the profiles' own artifacts keep their paths."""
+    from .config import PROFILES
+
     task = profile.task + ("-" + "+".join(sorted(p.upper() for p in parts)) if parts else "")
-    return f"{profile.name}/{task}/{profile.arch}"
+    base = PROFILES.get(profile.name)
+    size = f"-{profile.image_size}px" if base is not None and profile.image_size != base.image_size else ""
+    return f"{profile.name}/{task}/{profile.arch}{size}"
 
 
 def member_dir(paths: Paths, profile: Profile, member: int, parts=None) -> Path:
@@ -131,6 +137,12 @@ def _optimizer(model: nn.Module, profile: Profile) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {profile.optimizer!r}; known: sgd, adam, adamw")
 
 
+def use_amp(device) -> bool:
+    """Whether training runs under bf16 autocast: on CUDA only. One switch, so a test can take the branch on the
+    CPU (torch autocasts to bf16 there too)."""
+    return torch.device(device).type == "cuda"
+
+
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
     """Linear warm-up over `warmup` steps, then cosine decay to zero at `total`."""
     if step < warmup:
@@ -140,14 +152,14 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, ds, device, batch_size: int = 256) -> np.ndarray:
-    """Logits (N x C) of a dataset, in order, in eval mode."""
+    """Logits (N x C) of a dataset, in order, in eval mode, in full precision (never under training's bf16
+    autocast: MAP and temperature scaling read these logits, Laplace and MC dropout the float32 features of the
+    same network, `bayes.member_features`, and the two must agree)."""
     model.eval()
     out = []
-    amp = device.type == "cuda"
     for x, _ in data.make_loader(ds, batch_size):
         x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out.append(model(x).float().cpu())
+        out.append(model(x).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
@@ -162,7 +174,7 @@ def fit(model: nn.Module, train_ds, val_ds, profile: Profile, seed: int, ckpt_di
     """Train `model` (resuming from ckpt_dir/last.pt if present); writes best.pt and returns its metadata."""
     from tqdm import tqdm
 
-    amp = device.type == "cuda"
+    amp = use_amp(device)
     model.to(device).to(memory_format=torch.channels_last)  # faster on CPU (oneDNN) and GPU alike
     augment = data.BatchAugment()
     opt = _optimizer(model, profile)

@@ -1,0 +1,127 @@
+"""MURA's task scored per study: tables overall and per part, CAM peaks on the lesion masks, the reference
+table, the resolution sweep's bookkeeping, the chapter's reading."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from utils import abnormality, config, metrics, train
+
+
+def test_where_abnormal_cams_point_by_hand():
+    lesion = np.zeros((3, 4, 4), np.uint8)
+    lesion[0, 0, 0], lesion[0, 3, 3] = 1, 2  # fracture and hardware
+    lesion[1, 1, 1] = 1  # fracture alone
+    lesion[2, 2, 2] = 4  # a cast, no fracture
+    maps = torch.zeros(3, 4, 4)
+    maps[0, 3, 3] = 1  # peaks on the hardware
+    maps[1, 1, 1] = 1  # on the fracture
+    maps[2, 0, 0] = 1  # elsewhere
+    df = abnormality.where_abnormal_cams_point(maps, lesion).set_index("images")
+    assert df.loc["fracture with another finding", "peak on hardware"] == 1.0
+    assert df.loc["fracture alone", "peak on fracture"] == 1.0
+    assert df.loc["other findings, no fracture in view", "peak elsewhere"] == 1.0
+
+
+def test_abnormality_table_scores_studies_as_mura_does():
+    rng = np.random.default_rng(1)
+    study = np.repeat(np.arange(60), 2)
+    y = np.repeat(rng.integers(0, 2, 60), 2)
+    pr = metrics.softmax(rng.normal(0, 1, (120, 2)) + 1.2 * np.eye(2)[y])
+    row = abnormality.abnormality_table({"m": pr}, y, study, n_boot=300).iloc[0]
+    sp, sy, _ = metrics.study_level(pr, y, study)
+    assert row["study AUROC"] == pytest.approx(metrics.binary_auroc(sp, sy))
+    assert row["study kappa"] == pytest.approx(metrics.cohen_kappa(sp, sy))
+    assert row["AUROC low"] <= row["study AUROC"] <= row["AUROC high"]
+    assert row["kappa low"] <= row["study kappa"] <= row["kappa high"]
+
+
+def test_cam_peaks_label_each_explanation():
+    lesion = np.zeros((1, 4, 4), np.uint8)
+    lesion[0, 0, 0], lesion[0, 3, 3] = 1, 4  # a fracture and a cast
+    a, b = torch.zeros(1, 4, 4), torch.zeros(1, 4, 4)
+    a[0, 0, 0], b[0, 3, 3] = 1, 1
+    df = abnormality.cam_peaks({"A": a, "B": b}, lesion).set_index("explanation")
+    assert df.loc["A", "peak on fracture"] == 1.0 and df.loc["B", "peak on cast"] == 1.0
+
+
+
+def test_abnormality_note_names_the_parts():
+    assert abnormality.abnormality_note(None, np.array([0, 1, 1, 1]), [5, 5, 6, 7]) == (
+        "abnormality task on all seven body parts: 4 test images, 3 studies, 75% abnormal")
+    assert abnormality.abnormality_note(["WRIST", "HAND"], np.array([0, 1]), [1, 2]).startswith(
+        "abnormality task on WRIST, HAND: 2 test images")
+
+
+def _studies(n_studies=80, seed=0):
+    rng = np.random.default_rng(seed)
+    study = np.repeat(np.arange(n_studies), 2)
+    y = np.repeat(rng.integers(0, 2, n_studies), 2)
+    part = np.repeat(np.where(np.arange(n_studies) < n_studies - 6, "WRIST", "HAND"), 2)  # 6 hand studies
+    pr = metrics.softmax(rng.normal(0, 1, (2 * n_studies, 2)) + 1.5 * np.eye(2)[y])
+    return pr, y, study, part
+
+
+def test_study_table_scores_every_part_with_enough_studies_and_the_whole():
+    pr, y, study, part = _studies()
+    t = abnormality.study_table({"m": pr, "n": pr[:, ::-1]}, y, study, part, n_boot=200).set_index(
+        ["method", "body_part"])
+    whole = abnormality.abnormality_table({"m": pr}, y, study, n_boot=200).iloc[0]
+    assert t.loc[("m", "all"), "study AUROC"] == pytest.approx(whole["study AUROC"])
+    wrist = y[part == "WRIST"]
+    sp, sy, _ = metrics.study_level(pr[part == "WRIST"], wrist, study[part == "WRIST"])
+    assert t.loc[("m", "WRIST"), "study AUROC"] == pytest.approx(metrics.binary_auroc(sp, sy))
+    assert t.loc[("m", "WRIST"), "studies"] == 74 and t.loc[("m", "HAND"), "studies"] == 6
+    assert pd.isna(t.loc[("m", "HAND"), "study AUROC"])  # 6 studies: not scored
+    assert t.loc[("n", "all"), "study AUROC"] == pytest.approx(1 - t.loc[("m", "all"), "study AUROC"])
+    cells = abnormality.per_part(t.reset_index())
+    assert cells.loc["m", "hand (6)"] == "-" and cells.loc["m", "wrist (74)"].startswith(
+        f"{t.loc[('m', 'WRIST'), 'study AUROC']:.2f} [")
+
+
+def test_the_reference_table_cites_every_row():
+    ref = abnormality.reference_table()
+    assert ref.source.str.len().min() > 20 and ref.status.notna().all()
+    mura = ref[(ref.metric == "AUROC") & ref.model.str.startswith("DenseNet-169, ensemble")]
+    assert mura.overall.tolist() == [0.929] and "hidden" in mura.split.iloc[0]
+    kappa = ref[(ref.metric == "kappa") & ref.model.str.startswith("DenseNet-169, ensemble")].iloc[0]
+    assert kappa.overall == 0.705 and kappa.wrist == 0.931 and kappa.finger == 0.389
+    assert {"ImageNet", "none (from scratch)"} <= set(ref.pretraining)
+
+
+def test_a_sweep_size_gets_its_own_artifacts_and_the_profiles_keep_theirs():
+    p = config.get_profile("cpu", task="abnormality")
+    assert train.run_name(p, ["WRIST"]) == "cpu/abnormality-WRIST/small"
+    assert train.run_name(p.replace(image_size=128), ["WRIST"]) == "cpu/abnormality-WRIST/small-128px"
+    assert train.run_name(config.get_profile("cpu")) == "cpu/bodypart/small"
+
+
+def test_the_sweep_trains_on_the_part_with_most_test_studies_that_can_be_trained_alone():
+    rows = []
+    for part, n_train_abn, n_test in (("HAND", 4, 9), ("WRIST", 12, 6), ("ELBOW", 12, 3)):
+        for k in range(12):  # normal training images
+            rows.append(dict(body_part=part, study_id=f"{part}n{k}", subset="train", label=0))
+        for k in range(n_train_abn):
+            rows.append(dict(body_part=part, study_id=f"{part}a{k}", subset="train", label=1))
+        for k in range(n_test):
+            rows.append(dict(body_part=part, study_id=f"{part}t{k}", subset="test", label=k % 2))
+            rows.append(dict(body_part=part, study_id=f"{part}v{k}", subset="val", label=k % 2))
+    idx = pd.DataFrame(rows)
+    assert abnormality.sweep_parts(idx) == ["WRIST"]  # HAND has more test studies but 4 abnormal training images
+    assert abnormality.sweep_parts(idx, ["ELBOW", "HAND"]) == ["ELBOW"]
+    assert abnormality.sweep_parts(idx, ["HAND"]) == ["HAND"]  # none trainable alone: the report's parts
+    assert abnormality.sweep_parts(idx[idx.body_part == "HAND"]) is None
+
+
+def test_reading_states_the_ensembles_numbers_and_the_sweep():
+    pr, y, study, part = _studies()
+    t = abnormality.study_table({"MAP": pr, "deep ensemble": pr}, y, study, part, n_boot=200)
+    sweep = pd.DataFrame(dict(image_size=[64, 128], part=["WRIST"] * 2, test_studies=[74, 74], study_auroc=[0.8, 0.85],
+                              auroc_low=[0.7, 0.75], auroc_high=[0.9, 0.93], train_s=[10.0, 40.0]))
+    text = abnormality.reading("phantom", t, sweep, pd.DataFrame(), 3, 64, 8)
+    a = t[(t.method == "deep ensemble") & (t.body_part == "all")].iloc[0]
+    assert f"{a['study AUROC']:.2f} [{a['AUROC low']:.2f}, {a['AUROC high']:.2f}]" in text
+    assert "64 px 0.80 [0.70, 0.90] (10 s); 128 px 0.85 [0.75, 0.93] (40 s)" in text
+    assert "not a target" in text and "wrist" in text and "hand" not in text.split("Per body part:")[1].split(".")[0]
