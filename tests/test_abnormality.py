@@ -117,11 +117,29 @@ def test_the_sweep_trains_on_the_part_with_most_test_studies_that_can_be_trained
 
 def test_reading_states_the_ensembles_numbers_and_the_sweep():
     pr, y, study, part = _studies()
-    t = abnormality.study_table({"MAP": pr, "deep ensemble": pr}, y, study, part, n_boot=200)
+    runs = {"MAP": pr, "deep ensemble": pr}
+    idx = pd.DataFrame(dict(body_part=part, label=y, subset="train"))
+    runs[abnormality.PREVALENCE] = abnormality.prevalence_baseline(idx, idx)
+    t = abnormality.study_table(runs, y, study, part, n_boot=200)
     sweep = pd.DataFrame(dict(image_size=[64, 128], part=["WRIST"] * 2, test_studies=[74, 74], study_auroc=[0.8, 0.85],
                               auroc_low=[0.7, 0.75], auroc_high=[0.9, 0.93], train_s=[10.0, 40.0]))
-    text = abnormality.reading("phantom", t, sweep, pd.DataFrame(), 3, 64, 8)
+    cf = pd.DataFrame([{"kind": "cast", "studies": 8, "label": 0, "study shift": 0.02, "study shift lo": -0.006,
+                        "study shift hi": 0.057, "mass": 0.3, "baseline mass": 0.31, "mass - baseline": -0.01,
+                        "mass - baseline lo": -0.02, "mass - baseline hi": 0.0, "area fraction": 0.015},
+                       {"kind": "hardware", "studies": 30, "label": 1, "study shift": 0.0076, "study shift lo": 0.004,
+                        "study shift hi": 0.0127, "mass": 0.3, "baseline mass": 0.31, "mass - baseline": -0.007,
+                        "mass - baseline lo": -0.012, "mass - baseline hi": -0.002, "area fraction": 0.01}])
+    text = abnormality.reading("phantom", t, sweep, cf, 3, 64, 8, called=(22, 80))
     a = t[(t.method == "deep ensemble") & (t.body_part == "all")].iloc[0]
     assert f"{a['study AUROC']:.2f} [{a['AUROC low']:.2f}, {a['AUROC high']:.2f}]" in text
     assert "64 px 0.80 [0.70, 0.90] (10 s); 128 px 0.85 [0.75, 0.93] (40 s)" in text
-    assert "not a target" in text and "wrist" in text and "hand" not in text.split("Per body part:")[1].split(".")[0]
+    assert "not comparable" in text and "calls 22 of 80 test\n  studies abnormal" in text
+    assert "A predictor that knows only the body part" in text and "no method is shown to be better" in text
+    assert "cast from 8 normal studies changes p(abnormal) by (not shown) 0.0200 [-0.0060, 0.0570]" in text
+    assert "hardware from 30 abnormal studies lowers p(abnormal) by 0.0076" in text
+    assert "no finding receives more CAM mass than the same area elsewhere" in text
+    assert "hand" not in text.split("Per body part:")[1].split(".")[0]
+    base = abnormality.prevalence_baseline(idx, idx)
+    wrist = y[part == "WRIST"].mean()
+    np.testing.assert_allclose(base[part == "WRIST", 1], wrist) and np.testing.assert_allclose(base.sum(1), 1)
+    assert abnormality.called_abnormal(np.c_[1 - (y > 0), (y > 0)].astype(float), y, study) == (int(y[::2].sum()), 80)

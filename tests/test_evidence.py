@@ -414,3 +414,25 @@ def test_flagging_table_reports_auroc_and_paired_difference_from_the_reference()
     assert np.isnan(tab.loc["good"].get("delta", np.nan))
     assert tab.loc["noise", "delta_high"] < 0  # noise is worse than the good score, and the interval shows it
     assert tab.loc["both", "auroc"] > 0.7  # the out-of-fold combination keeps the good score's information
+
+
+def test_a_lumpy_paired_difference_gets_no_verdict_its_plain_interval_does_not_support():
+    # replicates of a difference of one image: mostly exactly 0, the estimate beside them (the case the
+    # re-centred interval alone turned into "worse": [-0.17, -0.02] around an estimate of -0.02)
+    reps = np.r_[np.zeros(570), np.full(300, -0.0012), np.full(130, -0.0024)]
+    d = ev._delta_summary(-0.0012, reps, 0.95)
+    lo, hi = np.quantile(reps, [0.025, 0.975])
+    assert d["low"] <= lo and d["high"] >= hi and hi == 0.0
+    assert not d["excludes_zero"]
+    shifted = ev._delta_summary(0.1, np.random.default_rng(0).normal(0.1, 0.01, 2000), 0.95)
+    assert shifted["excludes_zero"] and shifted["low"] > 0.07  # a clear difference keeps its verdict
+
+
+def test_intervals_stay_inside_the_range_of_their_metric():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 60)
+    probs = np.c_[1 - y, y].astype(float) * 0.98 + 0.01  # nearly perfect: ECE ~ 0.01, its replicates lower
+    d = ev.interval("ece", probs, y, np.arange(60), n_boot=300)
+    assert d["low"] >= 0 and d["high"] <= 1
+    a = ev.interval("accuracy", probs, y, np.arange(60), n_boot=300)
+    assert a["high"] <= 1 and a["estimate"] == 1.0

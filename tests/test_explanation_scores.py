@@ -500,3 +500,15 @@ def test_the_abnormality_task_scores_maps_against_the_findings_of_images_that_sh
     per = explanation_scores.score_test_set(models, W, _ds(x, y), masks=(region, flags), n_deletion=0, batch=4)
     cam = per[(per.method == "MAP CAM (member 0)") & (per.metric == "mass")]
     assert sorted(cam.i) == [1, 4, 7]  # an image without a finding in view has nothing to point at
+
+
+def test_the_abnormality_task_explains_the_abnormal_class_whatever_the_prediction(tiny_set):
+    models, W, x, y = tiny_set
+    assert explanation_scores.scored_class("bodypart", ["a", "b"]) == "predicted"
+    assert explanation_scores.scored_class("abnormality", ["normal", "abnormal"]) == 1
+    _, probs = explain.forward_members(models, x)
+    t0, te = explain._targets(2, probs, y)
+    assert t0.tolist() == [2] * len(x) and te.tolist() == [2] * len(x)
+    per = explanation_scores.score_test_set(models, W, _ds(x, y), masks=(np.ones((10, 32, 32), bool), None),
+                                            n_deletion=0, batch=4, target=2)
+    assert "MAP CAM (member 0)" in set(per.method) and (per.target == 2).all()

@@ -161,3 +161,86 @@ def test_ece_at_exact_edges_against_torchmetrics():
     q, t = np.array([[1.0, 0.0], [0.95, 0.05]]), np.array([1, 0])
     assert metrics.ece(q, t) == pytest.approx(abs(0.5 - 0.975))
     assert ref(q, t) == pytest.approx((abs(0 - 1.0) + abs(1 - 0.95)) / 2)
+
+
+# ----------------------------------------------------------------------------------------------
+# adaptive ECE, AURC, AUGRC
+
+
+def test_adaptive_ece_equals_ece_when_bins_coincide():
+    """Confidences spread so that every equal-width bin (k/15, (k+1)/15] holds exactly m images: the
+    equal-mass bins are the same bins, so the two ECEs agree."""
+    rng = np.random.default_rng(0)
+    m, nb, c = 4, 15, 200
+    conf = np.concatenate([(k + (np.arange(m) + 0.5) / m) / nb for k in range(nb)])  # all >= 1/c
+    p = np.tile(((1 - conf) / (c - 1))[:, None], (1, c))
+    top = rng.integers(0, c, len(conf))
+    p[np.arange(len(conf)), top] = conf
+    y = np.where(rng.uniform(size=len(conf)) < conf, top, (top + 1) % c)
+    assert (p.argmax(1) == top).all()
+    assert metrics.adaptive_ece(p, y, nb) == pytest.approx(metrics.ece(p, y, nb), abs=1e-12)
+
+
+def test_adaptive_ece_by_hand_and_loop():
+    # 6 images, 3 equal-mass bins of 2 after sorting by confidence
+    conf = np.array([0.95, 0.55, 0.7, 0.6, 0.9, 0.8])
+    correct = np.array([1, 0, 1, 1, 0, 1])
+    p = np.stack([conf, 1 - conf], 1)
+    y = np.where(correct == 1, 0, 1)
+    # sorted: (0.55,0) (0.6,1) | (0.7,1) (0.8,1) | (0.9,0) (0.95,1)
+    hand = (abs(1 - 1.15) + abs(2 - 1.5) + abs(1 - 1.85)) / 6
+    assert metrics.adaptive_ece(p, y, 3) == pytest.approx(hand)
+
+    # against an independent loop on random data, N not a multiple of the number of bins
+    rng = np.random.default_rng(3)
+    p = metrics.softmax(rng.normal(0, 2, (1003, 5)))
+    y = rng.integers(0, 5, 1003)
+    cf, ok = p.max(1), (p.argmax(1) == y)
+    idx = sorted(range(1003), key=lambda i: cf[i])
+    sizes = [1003 // 15 + (1 if b < 1003 % 15 else 0) for b in range(15)]
+    total, start = 0.0, 0
+    for s in sizes:
+        b = idx[start:start + s]
+        start += s
+        total += s / 1003 * abs(np.mean(ok[b]) - np.mean(cf[b]))
+    assert metrics.adaptive_ece(p, y) == pytest.approx(total, abs=1e-12)
+
+
+def test_aurc_is_selective_aurc():
+    p, y = _random(seed=4)
+    score = np.random.default_rng(4).uniform(size=len(y))
+    assert metrics.aurc(p, y) == metrics.selective(p, y)["aurc"]
+    assert metrics.aurc(p, y, score) == metrics.selective(p, y, score)["aurc"]
+
+
+def _augrc_reference(wrong, conf):
+    """Direct integration, written independently: for each distinct confidence threshold t (accept
+    conf >= t), the point (coverage, P(accepted and wrong)); trapezoids between consecutive points from (0, 0)."""
+    n = len(wrong)
+    pts = [(0.0, 0.0)] + [((conf >= t).sum() / n, (wrong & (conf >= t)).sum() / n)
+                          for t in sorted(set(conf.tolist()), reverse=True)]
+    return sum((c1 - c0) * (r0 + r1) / 2 for (c0, r0), (c1, r1) in zip(pts[:-1], pts[1:]))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_augrc_matches_direct_integration_and_auroc_identity(seed):
+    from sklearn.metrics import roc_auc_score
+
+    p, y = _random(n=600, c=4, seed=seed)
+    p = np.round(p, 2)  # ties in confidence (rows need not sum to 1 exactly here)
+    conf, wrong = p.max(1), p.argmax(1) != y
+    val = metrics.augrc(p, y)
+    assert val == pytest.approx(_augrc_reference(wrong, conf), abs=1e-12)
+    # Traub et al. (2024): AUGRC = (1 - AUROC) acc (1 - acc) + (1 - acc)^2 / 2
+    acc = 1 - wrong.mean()
+    auroc = roc_auc_score(~wrong, conf)
+    assert val == pytest.approx((1 - auroc) * acc * (1 - acc) + (1 - acc) ** 2 / 2, abs=1e-12)
+
+
+def test_augrc_extremes_and_custom_score():
+    y = np.array([0, 0, 0, 1])
+    p = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4]])  # the only error is the least confident
+    assert metrics.augrc(p, y) == pytest.approx(0.25 ** 2 / 2)
+    # a score that refers the error last: the error is accepted first
+    score = np.array([1.0, 2.0, 3.0, 0.0])
+    assert metrics.augrc(p, y, score) == pytest.approx(0.75 * 0.25 + 0.25 ** 2 / 2)

@@ -64,6 +64,25 @@ def study_table(runs: dict[str, np.ndarray], labels, study_ids, body_parts, n_bo
     return t[cols + [c for c in t.columns if c not in cols]]
 
 
+PREVALENCE = "body-part prevalence (baseline)"
+
+
+def prevalence_baseline(index: pd.DataFrame, test_index: pd.DataFrame) -> np.ndarray:
+    """A predictor that sees only the body part: each test image gets its part's share of abnormal images in the
+    training split (N x 2). It ranks studies by how often their part is abnormal, which is all a network that
+    learned nothing else would know; its study AUROC is the floor the networks must beat."""
+    train = index[index.subset == "train"]
+    rate = train.groupby("body_part").label.mean()
+    p = test_index.body_part.map(rate).fillna(train.label.mean()).to_numpy(float)
+    return np.c_[1 - p, p]
+
+
+def called_abnormal(probs: np.ndarray, labels, study_ids) -> tuple[int, int]:
+    """(studies called abnormal at MURA's threshold, p(abnormal) of the study > 0.5; all studies)."""
+    sp, _, _ = metrics.study_level(probs, labels, study_ids)
+    return int((sp[:, 1] > 0.5).sum()), len(sp)
+
+
 def per_part(table: pd.DataFrame, score: str = "study AUROC") -> pd.DataFrame:
     """`study_table` as method x body part, each cell 'estimate [low, high]' ('-' where the part is not scored);
     the header row of each part gives its test studies."""
@@ -271,40 +290,58 @@ def _ci(v, lo, hi, digits: int = 2) -> str:
 
 
 def reading(source: str, table: pd.DataFrame, sweep: pd.DataFrame | None, cf_table: pd.DataFrame, members: int,
-            image_size: int, grid: int, ensemble: str = "deep ensemble") -> str:
-    """The chapter's Reading (Markdown) from `study_table`, `resolution_sweep` (or None) and
-    `counterfactual.summarize` (may be empty)."""
+            image_size: int, grid: int, called: tuple[int, int] | None = None, ensemble: str = "deep ensemble") -> str:
+    """The chapter's Reading (Markdown) from `study_table` (with the `PREVALENCE` row where computed),
+    `resolution_sweep` (or None), `counterfactual.summarize` (may be empty) and `called` (the ensemble's studies
+    called abnormal, of all, `called_abnormal`)."""
     t = table[table.method == ensemble].set_index("body_part")
     a = t.loc["all"]
     parts = [f"{p.lower()} {_ci(r['study AUROC'], r['AUROC low'], r['AUROC high'])}"
              for p, r in t.drop(index="all").iterrows() if pd.notna(r.get("study AUROC"))]
-    best = table[(table.body_part == "all")].sort_values("study AUROC", ascending=False).iloc[0]
+    whole = table[(table.body_part == "all") & (table.method != PREVALENCE)]
+    kappa_words = ("its interval includes zero: no agreement beyond chance is shown" if a["kappa low"] <= 0 <= a["kappa high"]
+                   else "agreement beyond chance")
     lines = [f"""
 **Reading** (data: {source}; study level, as MURA scores it; 95 % intervals over test studies).
 
 - The deep ensemble of {members} members reaches a study AUROC of {_ci(a['study AUROC'], a['AUROC low'], a['AUROC high'])}
-  and Cohen's kappa {_ci(a['study kappa'], a['kappa low'], a['kappa high'])} at {image_size} px ({int(a['studies'])} test
-  studies, {a['abnormal']:.0%} abnormal). Per body part: {'; '.join(parts) or 'too few studies per part to score'}.
-  The highest overall AUROC of any registered method is {best['study AUROC']:.3f} ({best['method']}); the table gives
-  each method's interval, and overlapping intervals are not a ranking."""]
+  and Cohen's kappa {_ci(a['study kappa'], a['kappa low'], a['kappa high'])} ({kappa_words}) at {image_size} px
+  ({int(a['studies'])} test studies, {a['abnormal']:.0%} abnormal). Per body part: {'; '.join(parts) or 'too few studies per part to score'}.
+  The registered methods' overall AUROCs lie between {whole['study AUROC'].min():.3f} and {whole['study AUROC'].max():.3f},
+  within each other's intervals: no method is shown to be better."""]
+    if called is not None:
+        lines.append(f"""- At MURA's threshold (a study's mean p(abnormal) above 0.5) the ensemble calls {called[0]} of {called[1]} test
+  studies abnormal.""")
+    if PREVALENCE in set(table.method):
+        b = table[(table.method == PREVALENCE) & (table.body_part == "all")].iloc[0]
+        lines.append(f"""- A predictor that knows only the body part (its training share of abnormal images) reaches a study AUROC of
+  {_ci(b['study AUROC'], b['AUROC low'], b['AUROC high'])}: part of the networks' AUROC is which parts are more often abnormal.""")
     if source == "phantom":
         lines.append("""- The published figures (table 07-2) are on real radiographs, most on MURA's hidden test set: they place
-  these numbers, they are not a target a phantom meets or misses.""")
+  these numbers, they are not comparable with them.""")
     if sweep is not None and len(sweep):
         pts = "; ".join(f"{int(r.image_size)} px {_ci(r.study_auroc, r.auroc_low, r.auroc_high)} "
                         f"({r.train_s:.0f} s)" for r in sweep.itertuples())
-        lines.append(f"""- Resolution (one member on {sweep.part.iloc[0].lower()}, {int(sweep.test_studies.iloc[0])} test studies): study AUROC
-  and training seconds per size: {pts}. Where the intervals overlap, the sweep does not show that a larger image
-  helps.""")
-    cf = [f"  - {r['kind']} removed from {r['studies']} {'abnormal' if r['label'] else 'normal'} studies: "
-          f"p(abnormal) falls by {r['study shift']:.3f} [{r['study shift lo']:.3f}, {r['study shift hi']:.3f}]; "
-          f"CAM mass on it {r['mass']:.3f} against {r['baseline mass']:.3f} for the same area elsewhere "
-          f"(difference {r['mass - baseline']:+.3f} [{r['mass - baseline lo']:+.3f}, {r['mass - baseline hi']:+.3f}]; "
-          f"the object covers {r['area fraction']:.1%} of the image)" for _, r in cf_table.iterrows()]
+        lines.append(f"""- Resolution (one member per size on {sweep.part.iloc[0].lower()}, {int(sweep.test_studies.iloc[0])} test studies; seeds
+  differ between sizes): study AUROC and training seconds per size: {pts}. Where the intervals overlap, the sweep does not
+  show that a larger image helps.""")
+
+    def shift(r):
+        lo, hi = r["study shift lo"], r["study shift hi"]
+        word = "lowers p(abnormal) by" if lo > 0 else "raises p(abnormal) by" if hi < 0 else "changes p(abnormal) by (not shown)"
+        return f"{word} {r['study shift']:.4f} [{lo:.4f}, {hi:.4f}]"
+
+    cf = [f"  - removing the {r['kind']} from {r['studies']} {'abnormal' if r['label'] else 'normal'} studies {shift(r)}; "
+          f"CAM mass on it minus the same area elsewhere {r['mass - baseline']:+.3f} [{r['mass - baseline lo']:+.3f}, "
+          f"{r['mass - baseline hi']:+.3f}] (the object covers {r['area fraction']:.1%} of the image)"
+          for _, r in cf_table.iterrows()]
     if cf:
+        more = cf_table[cf_table["mass - baseline lo"] > 0]
+        mass_words = (f"more mass than chance on: {', '.join(sorted(set(more.kind)))}" if len(more)
+                      else "no finding receives more CAM mass than the same area elsewhere")
         lines.append("- What the ensemble uses, measured by removing one finding from the same study (table 07-4):\n"
                      + "\n".join(cf) + f"""
 
-  A CAM cell covers 1/{grid ** 2} of the image ({grid} x {grid} cells at {image_size} px); objects smaller than a
-  cell cannot be resolved by the mass test.""")
+  Explanations: {mass_words}. A CAM cell covers 1/{grid ** 2} of the image ({grid} x {grid} cells at {image_size} px);
+  objects smaller than a cell cannot be resolved by the mass test.""")
     return "\n".join(lines) + "\n"

@@ -197,15 +197,31 @@ def _percentiles(reps: np.ndarray, level: float, estimate: float | None = None) 
     return float(lo - bias), float(hi - bias)
 
 
-def _summary(estimate: float, reps: np.ndarray, level: float, key: str = "estimate") -> dict:
+BOUNDS = {"accuracy": (0.0, 1.0), "error": (0.0, 1.0), "auroc": (0.0, 1.0), "kappa": (-1.0, 1.0),
+          "ece": (0.0, 1.0), "nll": (0.0, np.inf), "brier": (0.0, 2.0)}
+"""The range each metric can take: a re-centred interval is clipped to it (a negative ECE bound means nothing)."""
+
+
+def _summary(estimate: float, reps: np.ndarray, level: float, key: str = "estimate", bounds=None) -> dict:
     reps = reps[np.isfinite(reps)]
     lo, hi = _percentiles(reps, level, estimate) if len(reps) else (np.nan, np.nan)
+    if bounds is not None and len(reps):
+        lo, hi = float(np.clip(lo, *bounds)), float(np.clip(hi, *bounds))
     return {key: float(estimate), "low": lo, "high": hi,
             "se": float(reps.std(ddof=1)) if len(reps) > 1 else 0.0, "n_boot": int(len(reps))}
 
 
 def _delta_summary(delta: float, reps: np.ndarray, level: float) -> dict:
+    """A paired difference's interval: the hull of the re-centred and the plain percentile intervals, so that
+    re-centring never creates a verdict the plain interval does not support (it can for a lumpy statistic: a
+    difference of one image in one member puts the median of the replicates at zero and the estimate beside
+    it, and the re-centred bound then lands on the estimate)."""
     d = _summary(delta, reps, level, key="delta")
+    reps = reps[np.isfinite(reps)]
+    if len(reps):
+        a = (1 - level) / 2
+        plo, phi = np.quantile(reps, [a, 1 - a])
+        d["low"], d["high"] = float(min(d["low"], plo)), float(max(d["high"], phi))
     d["excludes_zero"] = bool(d["low"] > 0 or d["high"] < 0)
     return d
 
@@ -221,7 +237,7 @@ def interval(metric: str, probs, labels, groups, n_boot: int = 2000, seed: int =
     n = len(np.asarray(labels))
     est = weighted_metric(metric, probs, labels, np.ones((1, n)))[0]
     W = study_weights(_group_codes(groups, n)[0], n_boot, seed)
-    return _summary(est, weighted_metric(metric, probs, labels, W), level)
+    return _summary(est, weighted_metric(metric, probs, labels, W), level, bounds=BOUNDS.get(metric))
 
 
 def paired_delta(metric: str, probs_a, probs_b, labels, groups, n_boot: int = 2000, seed: int = 0,
@@ -274,7 +290,7 @@ def member_interval(metric: str, member_probs, labels, groups, n_boot: int = 200
     W = study_weights(_group_codes(groups, n)[0], n_boot, seed)
     V = _member_values(metric, mp, labels, W)  # M x B
     K = _member_counts(len(mp), n_boot, seed)  # B x M
-    return _summary(est, (K * V.T).sum(1) / len(mp), level)
+    return _summary(est, (K * V.T).sum(1) / len(mp), level, bounds=BOUNDS.get(metric))
 
 
 def paired_member_delta(metric: str, member_probs_a, member_probs_b, labels, groups, n_boot: int = 2000,

@@ -44,6 +44,7 @@ is in `explanation_scores`, which imports from here (never the other way round).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -296,14 +297,19 @@ def predicted_classes(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return probs[0].argmax(1), probs.mean(0).argmax(1)
 
 
-def _targets(target: str, probs: torch.Tensor, y) -> tuple[torch.Tensor, torch.Tensor]:
-    """(class member 0's maps explain, class ensemble maps explain) for target 'predicted' or 'true'."""
+def _targets(target, probs: torch.Tensor, y) -> tuple[torch.Tensor, torch.Tensor]:
+    """(class member 0's maps explain, class ensemble maps explain) for target 'predicted', 'true', or a class
+    index (every map explains that class, e.g. the abnormal class of the abnormality task: where is the evidence
+    for abnormality, whatever the prediction)."""
+    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+        k = torch.full((len(probs[0]) if probs.dim() == 3 else len(probs),), int(target), dtype=torch.long)
+        return k, k
     if target == "predicted":
         return predicted_classes(probs)
     if target == "true":
         y = torch.as_tensor(y).long()
         return y, y
-    raise ValueError(f"target must be 'predicted' (what a deployed model has) or 'true', got {target!r}")
+    raise ValueError(f"target must be 'predicted' (what a deployed model has), 'true' or a class index, got {target!r}")
 
 
 def _method_maps(models, W, x, fmaps, target, target_ensemble) -> dict[str, torch.Tensor]:

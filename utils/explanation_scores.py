@@ -429,7 +429,7 @@ def score_test_set(models, W: torch.Tensor, dataset, masks=None, n_deletion: int
                                        steps=steps, ends=ends["ensemble" if ens else "member 0"])
                 parts += [(name, key, idx[k.numpy()], r[key]) for key in ("deletion_auc", "insertion_auc")]
         start += len(xb)
-    suffix = "" if target == "predicted" else " [true class]"
+    suffix = " [true class]" if target == "true" else ""  # a fixed class (abnormality task) keeps the names
     if not parts:
         return pd.DataFrame(columns=["i", "method", "metric", "value", "target"])
     return pd.DataFrame({
@@ -747,3 +747,11 @@ def reading(source: str, table, flags, identity: dict, laplace_spread: dict, ran
   "combined − entropy" lay above zero; the previous report's AUROC of 0.95 explained the *true* class, which a
   deployed model does not have, and is not re-run here.
 """
+
+
+def scored_class(task: str, classes) -> str | int:
+    """What the scored maps explain: the predicted class (what a deployed model has) on the body-part task; on
+    the abnormality task the abnormal class, whatever the prediction, since its maps are scored against the
+    findings (a network that calls most studies normal would otherwise be scored on maps of the normal class,
+    which for two classes are the abnormal class's maps negated)."""
+    return list(classes).index("abnormal") if task == "abnormality" else "predicted"

@@ -183,3 +183,54 @@ def per_class(labels, pred, classes):
                                                             zero_division=0)
     return pd.DataFrame({"precision": prec, "recall": rec, "F1": f1, "test images": support},
                         index=[c.lower() for c in classes])
+
+
+def adaptive_ece(probs, labels, n_bins: int = 15) -> float:
+    """Top-label ECE with equal-mass (adaptive) bins: the images sorted by confidence (the largest
+    probability; ties in a stable order) are split into `n_bins` consecutive groups whose sizes differ
+    by at most one (`numpy.array_split`), and sum_b |B_b|/N * |accuracy(B_b) - mean confidence(B_b)|.
+    Nixon et al. (2019)'s adaptive calibration error; with N a multiple of n_bins and the confidences
+    spread so that every equal-width bin of `ece` holds N / n_bins images, it equals `ece`."""
+    probs, labels = _check(probs, labels)
+    conf = probs.max(1)
+    correct = (probs.argmax(1) == labels).astype(np.float64)
+    order = np.argsort(conf, kind="stable")
+    gap = sum(abs(correct[b].sum() - conf[b].sum()) for b in np.array_split(order, n_bins) if len(b))
+    return float(gap / len(labels))
+
+
+def aurc(probs, labels, score=None) -> float:
+    """Area under the risk-coverage curve, `selective(...)["aurc"]`: the mean over coverages i/N of the
+    error rate among the i most certain images (higher `score` = less certain; default 1 - confidence)."""
+    return selective(probs, labels, score)["aurc"]
+
+
+def generalized_risk_coverage(probs, labels, score=None) -> dict:
+    """Generalized risk-coverage curve (Traub et al. 2024): at each acceptance threshold, the coverage
+    (share of images accepted) and the generalized risk P(accepted and wrong) = errors accepted / N.
+
+    Images are accepted most certain first (higher `score` = less certain; default 1 - confidence); images
+    with the same score are accepted together, so the curve has one point per distinct score, preceded by
+    (0, 0). Returns dict(coverage, risk) as arrays starting at 0."""
+    probs, labels = _check(probs, labels)
+    # -confidence rather than 1 - confidence: the same order, without merging distinct confidences by rounding
+    score = -probs.max(1) if score is None else np.asarray(score, np.float64)
+    order = np.argsort(score, kind="stable")
+    s = score[order]
+    wrong = (probs.argmax(1) != labels)[order].astype(np.float64)
+    last = np.r_[s[1:] != s[:-1], True]  # last image of each block of tied scores
+    n = len(labels)
+    cov = np.r_[0.0, (np.arange(1, n + 1) / n)[last]]
+    risk = np.r_[0.0, (np.cumsum(wrong) / n)[last]]
+    return dict(coverage=cov, risk=risk)
+
+
+def augrc(probs, labels, score=None) -> float:
+    """Area under the generalized risk-coverage curve (AUGRC, Traub et al. 2024): the trapezoidal integral
+    over coverage of P(accepted and wrong) (`generalized_risk_coverage`, tied scores accepted together).
+    Equals (1 - AUROC) * acc * (1 - acc) + (1 - acc)^2 / 2 exactly, with AUROC that of the certainty
+    separating correct from wrong predictions (ties counted 1/2) and acc the accuracy. Lower is better:
+    (1 - acc)^2 / 2 for a perfect ranking, (1 - acc) / 2 for a random one (AUROC 1/2)."""
+    c = generalized_risk_coverage(probs, labels, score)
+    cov, risk = c["coverage"], c["risk"]
+    return float(np.sum(np.diff(cov) * (risk[1:] + risk[:-1]) / 2))

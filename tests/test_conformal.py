@@ -1,0 +1,151 @@
+"""Split-conformal sets: finite-sample coverage on exchangeable synthetic data, nesting, set sizes, tables."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from utils import conformal, metrics
+
+
+def _draw(rng, n, c=5, scale=2.0):
+    """A softmax classifier's probabilities and labels drawn from them (so the probabilities are the true
+    conditional distribution): i.i.d., hence exchangeable, images."""
+    p = metrics.softmax(rng.normal(0, scale, (n, c)))
+    u = rng.uniform(size=(n, 1))
+    y = (np.cumsum(p, 1) < u).sum(1).clip(max=c - 1)
+    return p, y
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.05])
+@pytest.mark.parametrize("score", ["lac", "aps"])
+def test_coverage_within_finite_sample_bound(score, alpha):
+    n_cal, n_test, reps = 100, 400, 1000  # 4 standard errors (~0.004) well inside 1/(n+1) ~ 0.01
+    rng = np.random.default_rng(123)
+    cov, size = [], []
+    for r in range(reps):
+        p, y = _draw(rng, n_cal + n_test)
+        sets, qhat = conformal.split_conformal(p[:n_cal], y[:n_cal], p[n_cal:], alpha, score, seed=r)
+        cov.append(sets[np.arange(n_test), y[n_cal:]].mean())
+        size.append(sets.sum(1).mean())
+    cov = np.array(cov)
+    se = cov.std(ddof=1) / np.sqrt(reps)
+    lo, hi = 1 - alpha, 1 - alpha + 1 / (n_cal + 1)
+    assert lo - 4 * se <= cov.mean() <= hi + 4 * se
+    # continuous scores: the expected coverage is exactly k / (n + 1)
+    k = math.ceil((n_cal + 1) * (1 - alpha))
+    assert cov.mean() == pytest.approx(k / (n_cal + 1), abs=4 * se)
+    assert 1 <= np.mean(size) < 5
+
+
+def test_lac_sets_smallest_on_average():
+    rng = np.random.default_rng(7)
+    sizes = {"lac": [], "aps": []}
+    for r in range(30):
+        p, y = _draw(rng, 1500)
+        for score in sizes:
+            sets, _ = conformal.split_conformal(p[:500], y[:500], p[500:], 0.1, score, seed=r)
+            sizes[score].append(sets.sum(1).mean())
+    assert np.mean(sizes["lac"]) < np.mean(sizes["aps"])
+
+
+@pytest.mark.parametrize("score", ["lac", "aps"])
+def test_sets_nested_in_alpha(score):
+    rng = np.random.default_rng(1)
+    p, y = _draw(rng, 1200, c=6)
+    prev = None
+    for alpha in (0.3, 0.2, 0.1, 0.05, 0.01):
+        sets, _ = conformal.split_conformal(p[:600], y[:600], p[600:], alpha, score, seed=3)
+        if prev is not None:
+            assert np.all(sets | ~prev), "a smaller alpha must give supersets"
+        prev = sets
+
+
+def test_quantile_by_hand_and_full_set_when_n_small():
+    s = np.arange(1, 11) / 10.0  # 10 scores 0.1 .. 1.0
+    # ceil(11 * 0.9) = 10 -> the largest; ceil(11 * 0.8) = 9 -> 0.9; ceil(11 * 0.5) = 6 -> 0.6
+    assert conformal.conformal_quantile(s, 0.1) == 1.0
+    assert conformal.conformal_quantile(s, 0.2) == 0.9
+    assert conformal.conformal_quantile(s, 0.5) == 0.6
+    assert conformal.conformal_quantile(s, 0.05) == np.inf  # ceil(11 * 0.95) = 11 > 10
+    p = np.array([[0.7, 0.2, 0.1]])
+    assert conformal.predict_sets(p, np.inf, "lac").all()
+    assert conformal.predict_sets(p, np.inf, "aps").all()
+
+
+def test_scores_by_hand():
+    p = np.array([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]])
+    np.testing.assert_allclose(conformal.all_scores(p, "lac"), 1 - p)
+    # APS without randomisation (u = 1): cumulative mass of the sorted classes up to and including y
+    np.testing.assert_allclose(conformal.all_scores(p, "aps"), [[1.0, 0.5, 0.8], [0.6, 1.0, 0.9]])
+    u = np.array([0.5, 0.0])
+    np.testing.assert_allclose(conformal.all_scores(p, "aps", u), [[0.9, 0.25, 0.65], [0.0, 0.9, 0.6]])
+    # LAC sets at qhat = 0.65: labels with p >= 0.35
+    np.testing.assert_array_equal(conformal.predict_sets(p, 0.65, "lac"), [[False, True, False],
+                                                                           [True, False, False]])
+
+
+def test_aps_sets_are_top_k():
+    rng = np.random.default_rng(4)
+    p, _ = _draw(rng, 400, c=7)
+    sets = conformal.predict_sets(p, 0.8, "aps", seed=0)
+    rank = np.argsort(np.argsort(-p, 1, kind="stable"), 1)  # 0 for the most probable class
+    k = sets.sum(1)
+    np.testing.assert_array_equal(sets, rank < k[:, None])
+
+
+def test_lac_equals_p_value_rule():
+    """Independent check of LAC: y is in the set iff its conformal p-value
+    (1 + #{i : s_i >= s(x, y)}) / (n + 1) exceeds alpha (the rule of crepes / Vovk et al.)."""
+    rng = np.random.default_rng(5)
+    p, y = _draw(rng, 700, c=4)
+    alpha = 0.1
+    sets, _ = conformal.split_conformal(p[:300], y[:300], p[300:], alpha, "lac")
+    s_cal = 1 - p[np.arange(300), y[:300]]
+    s_test = 1 - p[300:]
+    pval = (1 + (s_cal[None, None, :] >= s_test[:, :, None]).sum(-1)) / 301
+    np.testing.assert_array_equal(sets, pval > alpha)
+
+
+def test_coverage_table_groups_and_intervals():
+    rng = np.random.default_rng(2)
+    p, y = _draw(rng, 1000, c=3)
+    sets, _ = conformal.split_conformal(p[:400], y[:400], p[400:], 0.1, "lac")
+    yt = y[400:]
+    part = np.where(np.arange(600) % 3 == 0, "elbow", "wrist")
+    study = np.arange(600) // 2
+    tab = conformal.coverage_table(sets, yt, groups=study, by={"part": part}, class_names=["a", "b", "c"],
+                                   n_boot=200)
+    assert list(tab["subset"]) == ["all", "class=a", "class=b", "class=c", "part=elbow", "part=wrist"]
+    hit = sets[np.arange(600), yt]
+    row = tab.set_index("subset")
+    assert row.loc["all", "coverage"] == pytest.approx(hit.mean())
+    assert row.loc["all", "size"] == pytest.approx(sets.sum(1).mean())
+    assert row.loc["class=b", "coverage"] == pytest.approx(hit[yt == 1].mean())
+    assert row.loc["part=elbow", "n"] == 200
+    assert row.loc["part=elbow", "coverage"] == pytest.approx(hit[part == "elbow"].mean())
+    assert (tab["coverage_low"] <= tab["coverage"]).all() and (tab["coverage"] <= tab["coverage_high"]).all()
+    assert (tab["size_low"] <= tab["size"]).all() and (tab["size"] <= tab["size_high"]).all()
+    # a plain array for `by`
+    assert "by=elbow" in set(conformal.coverage_table(sets, yt, by=part, n_boot=50)["subset"])
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError):
+        conformal.calibrate(np.full((3, 2), 0.5), [0, 1, 0], 0.1, "raps")
+    with pytest.raises(ValueError):
+        conformal.conformal_quantile([0.1, 0.2], 1.5)
+
+
+def test_lac_matches_crepes_if_installed():
+    """crepes (not a project dependency) as a reference: its non-smoothed conformal classifier on the
+    LAC nonconformity scores gives the same sets."""
+    crepes = pytest.importorskip("crepes")
+    rng = np.random.default_rng(5)
+    p, y = _draw(rng, 1300, c=4)
+    for alpha in (0.1, 0.05):
+        sets, _ = conformal.split_conformal(p[:300], y[:300], p[300:], alpha, "lac")
+        cc = crepes.ConformalClassifier().fit(1 - p[np.arange(300), y[:300]])
+        ref = cc.predict_set(1 - p[300:], confidence=1 - alpha, smoothing=False).astype(bool)
+        np.testing.assert_array_equal(sets, ref)
