@@ -168,3 +168,23 @@ def test_reading_states_the_numbers_and_chooses_the_words():
                          index=pd.Index(["temperature scaling"], name="method"))
     text, _, _ = _reading(preds, y, groups, t, empty)
     assert "**ECE** better for none; worse for none" in text
+
+
+def test_conformal_table_covers_exchangeable_data_and_summarises_it():
+    rng = np.random.default_rng(0)
+    p = metrics.softmax(rng.normal(0, 2, (1200, 3)))
+    y = np.array([rng.choice(3, p=q) for q in p])  # labels drawn from the predictive: exchangeable splits
+    val = {"m": dict(probs=p[None, :600]), "ens": dict(probs=p[:600])}
+    test = {"m": dict(probs=p[None, 600:]), "ens": dict(probs=p[600:])}
+    part = np.where(np.arange(600) % 2, "HAND", "WRIST")
+    conf = calibration.conformal_table(val, test, y[:600], y[600:], np.arange(600), by={"part": part},
+                                       class_names=["a", "b", "c"], n_boot=200)
+    whole = conf[conf.subset == "all"]
+    assert len(whole) == 2 * 2 * 2  # methods x scores x alphas
+    for _, r in whole.iterrows():
+        assert abs(r.coverage - (1 - r.alpha)) < 0.05 and r.coverage_low <= r.coverage <= r.coverage_high
+    s = calibration.conformal_summary(conf)
+    assert list(s.columns[:4]) == ["method", "score", "alpha", "target coverage"] and len(s) == 8
+    assert s["lowest part coverage"].str.contains(r"\((HAND|WRIST)\)").all()
+    sel = calibration.selective_scores({"m": p[600:]}, y[600:]).iloc[0]
+    assert sel["ECE (15 bins)"] == pytest.approx(metrics.ece(p[600:], y[600:])) and sel["AUGRC"] > 0

@@ -366,3 +366,81 @@ members; 95 % intervals from the study bootstrap).
   the treatments differ more is away from the training distribution: notebook 06 rotates, corrupts and replaces
   the test images.
 """
+
+
+# --------------------------------------------------------------------------- conformal prediction sets
+
+
+def conformal_table(val: dict[str, dict], test: dict[str, dict], y_val, y_test, groups, by=None, class_names=None,
+                    alphas=(0.1, 0.05), scores=("lac", "aps"), n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Split-conformal prediction sets over each method's probabilities (`utils.conformal`), calibrated on the
+    validation split and applied to the test split: coverage and mean set size with study-bootstrap intervals,
+    overall, and as point values per true class and per level of `by` (e.g. body part), for every method, score
+    function (LAC, APS) and alpha. `val` / `test`: {label: dict(probs)} as `Run.predictions` gives them (a single-model
+    method's probabilities are member 0's). The guarantee is marginal: coverage >= 1 - alpha on average over
+    calibration draws when validation and test images are exchangeable; per class or part it is not promised."""
+    from . import conformal
+
+    rows = []
+    for label in test:
+        pv, pt = (np.asarray(d[label]["probs"]) for d in (val, test))
+        pv, pt = (p[0] if p.ndim == 3 else p for p in (pv, pt))
+        for score in scores:
+            for alpha in alphas:
+                sets, qhat = conformal.split_conformal(pv, y_val, pt, alpha, score, seed)
+                rows.append(_coverage_rows(sets, y_test, groups, by, class_names, n_boot, seed).assign(
+                    method=label, score=score, alpha=alpha, qhat=qhat))
+    t = pd.concat(rows, ignore_index=True)
+    first = ["method", "score", "alpha", "subset"]
+    return t[first + [c for c in t.columns if c not in first]]
+
+
+def _coverage_rows(sets, y, groups, by, class_names, n_boot, seed) -> pd.DataFrame:
+    """Coverage and mean set size overall with study-bootstrap intervals (`evidence.mean_interval`), and per true
+    class and per level of `by` as point values (`conformal.coverage_table` bootstraps every subset, too slow for
+    every method, score and alpha of the report)."""
+    from .evidence import mean_interval
+
+    S, y = np.asarray(sets, bool), np.asarray(y).astype(int)
+    hit, size = S[np.arange(len(y)), y].astype(float), S.sum(1).astype(float)
+    c, z = mean_interval(hit, groups, n_boot, seed), mean_interval(size, groups, n_boot, seed)
+    rows = [dict(subset="all", n=len(y), coverage=c["estimate"], coverage_low=c["low"], coverage_high=c["high"],
+                 size=z["estimate"], size_low=z["low"], size_high=z["high"], empty=float((size == 0).mean()))]
+    names = list(class_names) if class_names is not None else [str(k) for k in range(S.shape[1])]
+    subsets = [(f"class={names[k]}", y == k) for k in range(S.shape[1])]
+    for name, v in (by or {}).items():
+        v = np.asarray(v)
+        subsets += [(f"{name}={lev}", v == lev) for lev in sorted(set(v))]
+    for name, m in subsets:
+        if m.any():
+            rows.append(dict(subset=name, n=int(m.sum()), coverage=float(hit[m].mean()), size=float(size[m].mean()),
+                             empty=float((size[m] == 0).mean())))
+    return pd.DataFrame(rows)
+
+
+def conformal_summary(conf: pd.DataFrame) -> pd.DataFrame:
+    """`conformal_table` read at a glance: per method, score and alpha, the overall coverage and mean set size
+    with their intervals, and the lowest per-class and per-part coverage (no guarantee holds for those)."""
+    from .evidence import fmt_interval
+
+    rows = []
+    for (m, s, a), g in conf.groupby(["method", "score", "alpha"], sort=False):
+        r = g[g.subset == "all"].iloc[0]
+        cls, other = g[g.subset.str.startswith("class=")], g[~g.subset.str.startswith("class=") & (g.subset != "all")]
+        rows.append({"method": m, "score": s.upper(), "alpha": a, "target coverage": 1 - a,
+                     "coverage": fmt_interval(dict(estimate=r.coverage, low=r.coverage_low, high=r.coverage_high), 1, 3),
+                     "mean set size": fmt_interval(dict(estimate=r["size"], low=r.size_low, high=r.size_high), 1, 2),
+                     "lowest class coverage": f"{cls.coverage.min():.3f} ({cls.loc[cls.coverage.idxmin(), 'subset'][6:]})"
+                     if len(cls) else "-",
+                     "lowest part coverage": f"{other.coverage.min():.3f} ({other.loc[other.coverage.idxmin(), 'subset'].split('=')[-1]})"
+                     if len(other) else "-"})
+    return pd.DataFrame(rows)
+
+
+def selective_scores(show: dict[str, np.ndarray], labels) -> pd.DataFrame:
+    """Per shown predictive: AURC, AUGRC (Traub et al., 2024), the 15-bin ECE, the adaptive (equal-mass) ECE and
+    the mean class-wise ECE, as point values on the test split."""
+    return pd.DataFrame([{"method": k, "AURC": metrics.aurc(p, labels), "AUGRC": metrics.augrc(p, labels),
+                          "ECE (15 bins)": metrics.ece(p, labels), "adaptive ECE": metrics.adaptive_ece(p, labels),
+                          "class-wise ECE": float(np.mean(metrics.classwise_ece(p, labels)))}
+                         for k, p in show.items()])
