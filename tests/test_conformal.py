@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from utils import conformal, metrics
@@ -149,3 +150,18 @@ def test_lac_matches_crepes_if_installed():
         cc = crepes.ConformalClassifier().fit(1 - p[np.arange(300), y[:300]])
         ref = cc.predict_set(1 - p[300:], confidence=1 - alpha, smoothing=False).astype(bool)
         np.testing.assert_array_equal(sets, ref)
+
+
+def test_coverage_table_can_bootstrap_the_overall_row_only():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 90)
+    sets = rng.random((90, 3)) < 0.6
+    every = conformal.coverage_table(sets, y, np.arange(90), by=np.repeat(["a", "b"], 45), n_boot=200)
+    overall = conformal.coverage_table(sets, y, np.arange(90), by=np.repeat(["a", "b"], 45), n_boot=200,
+                                       intervals="overall")
+    pd.testing.assert_frame_equal(every[["subset", "n", "coverage", "size", "empty"]],
+                                  overall[["subset", "n", "coverage", "size", "empty"]])
+    pd.testing.assert_series_equal(every.iloc[0], overall.iloc[0])  # the overall row is the same, interval included
+    assert overall.iloc[1:].coverage_low.isna().all() and every.iloc[1:].coverage_low.notna().all()
+    with pytest.raises(ValueError, match="intervals must be"):
+        conformal.coverage_table(sets, y, intervals="some")

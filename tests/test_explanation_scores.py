@@ -11,27 +11,7 @@ from torch import nn
 from utils import data, explain, explanation_scores, sources
 from utils.models import build_model
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tensors are tiny: on a busy 2-core machine, intra-op threads only wait for each other (a test
-    took 32 s with 2 threads and 0.7 s with one). Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def net():
-    torch.manual_seed(0)
-    m = build_model("small", 4).eval()
-    with torch.no_grad():  # random BN statistics make the maps less trivial
-        for mod in m.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.running_mean.uniform_(-0.2, 0.2)
-                mod.running_var.uniform_(0.5, 1.5)
-    return m
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for tiny tensors
 
 
 # --------------------------------------------------------------------------- scores against masks and without

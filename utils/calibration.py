@@ -388,34 +388,11 @@ def conformal_table(val: dict[str, dict], test: dict[str, dict], y_val, y_test, 
         for score in scores:
             for alpha in alphas:
                 sets, qhat = conformal.split_conformal(pv, y_val, pt, alpha, score, seed)
-                rows.append(_coverage_rows(sets, y_test, groups, by, class_names, n_boot, seed).assign(
-                    method=label, score=score, alpha=alpha, qhat=qhat))
+                t = conformal.coverage_table(sets, y_test, groups, by, class_names, n_boot, seed, intervals="overall")
+                rows.append(t.assign(method=label, score=score, alpha=alpha, qhat=qhat))
     t = pd.concat(rows, ignore_index=True)
     first = ["method", "score", "alpha", "subset"]
     return t[first + [c for c in t.columns if c not in first]]
-
-
-def _coverage_rows(sets, y, groups, by, class_names, n_boot, seed) -> pd.DataFrame:
-    """Coverage and mean set size overall with study-bootstrap intervals (`evidence.mean_interval`), and per true
-    class and per level of `by` as point values (`conformal.coverage_table` bootstraps every subset, too slow for
-    every method, score and alpha of the report)."""
-    from .evidence import mean_interval
-
-    S, y = np.asarray(sets, bool), np.asarray(y).astype(int)
-    hit, size = S[np.arange(len(y)), y].astype(float), S.sum(1).astype(float)
-    c, z = mean_interval(hit, groups, n_boot, seed), mean_interval(size, groups, n_boot, seed)
-    rows = [dict(subset="all", n=len(y), coverage=c["estimate"], coverage_low=c["low"], coverage_high=c["high"],
-                 size=z["estimate"], size_low=z["low"], size_high=z["high"], empty=float((size == 0).mean()))]
-    names = list(class_names) if class_names is not None else [str(k) for k in range(S.shape[1])]
-    subsets = [(f"class={names[k]}", y == k) for k in range(S.shape[1])]
-    for name, v in (by or {}).items():
-        v = np.asarray(v)
-        subsets += [(f"{name}={lev}", v == lev) for lev in sorted(set(v))]
-    for name, m in subsets:
-        if m.any():
-            rows.append(dict(subset=name, n=int(m.sum()), coverage=float(hit[m].mean()), size=float(size[m].mean()),
-                             empty=float((size[m] == 0).mean())))
-    return pd.DataFrame(rows)
 
 
 def conformal_summary(conf: pd.DataFrame) -> pd.DataFrame:

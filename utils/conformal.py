@@ -126,7 +126,7 @@ def split_conformal(probs_cal, y_cal, probs_test, alpha: float, score: str = "la
 
 
 def coverage_table(sets, y, groups=None, by=None, class_names=None, n_boot: int = 2000, seed: int = 0,
-                   level: float = 0.95):
+                   level: float = 0.95, intervals: str = "every"):
     """Empirical coverage and mean set size, overall, per true class and per level of other groupings.
 
     Parameters
@@ -138,6 +138,8 @@ def coverage_table(sets, y, groups=None, by=None, class_names=None, n_boot: int 
         (rows "<name>=<level>").
     class_names : optional names of the C classes for the per-class rows.
     n_boot, seed, level : study bootstrap of `utils.evidence.mean_interval`.
+    intervals : "every" subset gets its bootstrap interval, or only the "overall" row (the others as point
+        values, their bounds NaN: a report with many methods, scores and alphas cannot bootstrap them all).
 
     Returns
     -------
@@ -149,6 +151,8 @@ def coverage_table(sets, y, groups=None, by=None, class_names=None, n_boot: int 
 
     from utils import evidence
 
+    if intervals not in ("every", "overall"):
+        raise ValueError(f"intervals must be 'every' or 'overall', got {intervals!r}")
     S = np.asarray(sets, bool)
     y = np.asarray(y).astype(int)
     if S.ndim != 2 or y.shape != (len(S),):
@@ -172,8 +176,11 @@ def coverage_table(sets, y, groups=None, by=None, class_names=None, n_boot: int 
         if not m.any():
             rows.append(dict(subset=name, n=0))
             continue
-        cov = evidence.mean_interval(hit[m], g[m], n_boot, seed, level)
-        sz = evidence.mean_interval(size[m], g[m], n_boot, seed, level)
+        if intervals == "every" or name == "all":
+            cov = evidence.mean_interval(hit[m], g[m], n_boot, seed, level)
+            sz = evidence.mean_interval(size[m], g[m], n_boot, seed, level)
+        else:
+            cov, sz = ({"estimate": float(v[m].mean()), "low": np.nan, "high": np.nan} for v in (hit, size))
         rows.append(dict(subset=name, n=int(m.sum()), coverage=cov["estimate"], coverage_low=cov["low"],
                          coverage_high=cov["high"], size=sz["estimate"], size_low=sz["low"],
                          size_high=sz["high"], empty=float((size[m] == 0).mean())))

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import BODY_PARTS
+from .config import BODY_PARTS, parse_parts
 
 TASKS = ("bodypart", "abnormality")
 ABNORMALITY_CLASSES = ("normal", "abnormal")
@@ -58,14 +58,6 @@ class DegenerateData(DataError):
 # --------------------------------------------------------------------------- tasks
 
 
-def normalize_parts(parts) -> list[str] | None:
-    """Body parts as MURA names them ("xr_hand" -> "HAND"; "HAND,WRIST" -> both), sorted, or None for all;
-    unknown ones are refused (`config.parse_parts`)."""
-    from .config import parse_parts
-
-    return parse_parts(parts)
-
-
 def task_targets(index: pd.DataFrame, task: str = "bodypart", parts=None) -> tuple[pd.DataFrame, list[str]]:
     """Rows of `index` for the task (restricted to `parts` if given), with an integer `target`.
 
@@ -74,7 +66,7 @@ def task_targets(index: pd.DataFrame, task: str = "bodypart", parts=None) -> tup
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
-    parts = normalize_parts(parts)
+    parts = parse_parts(parts)
     if parts:
         index = index[index.body_part.isin(parts)]
     out = index.copy()
@@ -115,7 +107,7 @@ def check_task_data(index: pd.DataFrame, task: str = "bodypart", parts=None,
     """
     counts = class_counts(index, task, parts)
     rows = task_targets(index, task, parts)[0]
-    parts = normalize_parts(parts)
+    parts = parse_parts(parts)
     scope = f" on parts {parts}" if parts else ""
     name = "body-part" if task == "bodypart" else task
     abnormality = ('the abnormality task (`make report TASK=abnormality`, or task="abnormality" in the profile: '

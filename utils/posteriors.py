@@ -100,6 +100,11 @@ class Posterior:
     def sample_probs(self, phi, n: int, seed: int = 0) -> np.ndarray:
         raise NotImplementedError(f"{self.label} is deterministic: it has no samples of its predictive")
 
+    def probs_and_samples(self, phi, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """A stochastic method's predictive and its samples on one batch: by default the samples' mean."""
+        s = self.sample_probs(phi, n, seed)
+        return s.mean(0), s
+
     def head_samples(self, n: int, seed: int = 0) -> torch.Tensor:
         raise NotImplementedError(f"{self.label} has no distribution over the head's weights")
 
@@ -265,7 +270,7 @@ class Laplace(Posterior):
         return bayes.mc_samples(*self.moments(phi), n, seed=seed).numpy()
 
     def probs_and_samples(self, phi, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Both from one computation of the logits' moments."""
+        """The projected probit predictive and Monte Carlo samples, from one computation of the logits' moments."""
         f_mu, f_var = self.moments(phi)
         return bayes.probit(f_mu, f_var, project=True), bayes.mc_samples(f_mu, f_var, n, seed=seed).numpy()
 

@@ -97,7 +97,7 @@ class Run:
         if members is not None:  # the ensemble's size (not part of the artifacts' paths)
             self.profile = self.profile.replace(members=int(members))
         self.data_root, self.progress = data_root, progress
-        self.parts = data.normalize_parts(parts)
+        self.parts = config.parse_parts(parts)
         self.paths = config.get_paths(out_root, self.profile.task, self.parts).make()
         self.device = config.get_device()
         config.seed_everything(self.profile.seed)
@@ -276,12 +276,9 @@ class BatchPredictor:
             if label in self.combos:
                 member = post.sample_probs(phis)
                 out[label] = dict(probs=member.mean(0), samples=member)
-            elif isinstance(post, posteriors.Laplace):
+            elif post.stochastic:
                 probs, samples = post.probs_and_samples(phis[0], self.n_samples, self.seed)
                 out[label] = dict(probs=probs, samples=samples)
-            elif post.stochastic:
-                s = post.sample_probs(phis[0], self.n_samples, self.seed)
-                out[label] = dict(probs=s.mean(0), samples=s)
             else:
                 out[label] = dict(probs=post.probs(phis[0]))
         return out
