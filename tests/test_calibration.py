@@ -180,11 +180,12 @@ def test_conformal_table_covers_exchangeable_data_and_summarises_it():
     conf = calibration.conformal_table(val, test, y[:600], y[600:], np.arange(600), by={"part": part},
                                        class_names=["a", "b", "c"], n_boot=200)
     whole = conf[conf.subset == "all"]
-    assert len(whole) == 2 * 2 * 2  # methods x scores x alphas
+    assert len(whole) == 2 * 3 * 2  # methods x scores (LAC, APS, RAPS) x alphas
+    assert list(whole.score.unique()) == ["lac", "aps", "raps"]
     for _, r in whole.iterrows():
         assert abs(r.coverage - (1 - r.alpha)) < 0.05 and r.coverage_low <= r.coverage <= r.coverage_high
     s = calibration.conformal_summary(conf)
-    assert list(s.columns[:4]) == ["method", "score", "alpha", "target coverage"] and len(s) == 8
+    assert list(s.columns[:4]) == ["method", "score", "alpha", "target coverage"] and len(s) == 12
     assert s["lowest part coverage"].str.contains(r"\((HAND|WRIST)\)").all()
     sel = calibration.selective_scores({"m": p[600:]}, y[600:]).iloc[0]
     assert sel["ECE (15 bins)"] == pytest.approx(metrics.ece(p[600:], y[600:])) and sel["AUGRC"] > 0

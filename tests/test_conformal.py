@@ -20,7 +20,7 @@ def _draw(rng, n, c=5, scale=2.0):
 
 
 @pytest.mark.parametrize("alpha", [0.1, 0.05])
-@pytest.mark.parametrize("score", ["lac", "aps"])
+@pytest.mark.parametrize("score", ["lac", "aps", "raps"])
 def test_coverage_within_finite_sample_bound(score, alpha):
     n_cal, n_test, reps = 100, 400, 1000  # 4 standard errors (~0.004) well inside 1/(n+1) ~ 0.01
     rng = np.random.default_rng(123)
@@ -51,7 +51,7 @@ def test_lac_sets_smallest_on_average():
     assert np.mean(sizes["lac"]) < np.mean(sizes["aps"])
 
 
-@pytest.mark.parametrize("score", ["lac", "aps"])
+@pytest.mark.parametrize("score", ["lac", "aps", "raps"])
 def test_sets_nested_in_alpha(score):
     rng = np.random.default_rng(1)
     p, y = _draw(rng, 1200, c=6)
@@ -73,6 +73,7 @@ def test_quantile_by_hand_and_full_set_when_n_small():
     p = np.array([[0.7, 0.2, 0.1]])
     assert conformal.predict_sets(p, np.inf, "lac").all()
     assert conformal.predict_sets(p, np.inf, "aps").all()
+    assert conformal.predict_sets(p, np.inf, "raps").all()
 
 
 def test_scores_by_hand():
@@ -87,13 +88,103 @@ def test_scores_by_hand():
                                                                            [True, False, False]])
 
 
-def test_aps_sets_are_top_k():
+@pytest.mark.parametrize("score", ["aps", "raps"])
+def test_aps_sets_are_top_k(score):
     rng = np.random.default_rng(4)
     p, _ = _draw(rng, 400, c=7)
-    sets = conformal.predict_sets(p, 0.8, "aps", seed=0)
+    sets = conformal.predict_sets(p, 0.8, score, seed=0)
     rank = np.argsort(np.argsort(-p, 1, kind="stable"), 1)  # 0 for the most probable class
     k = sets.sum(1)
     np.testing.assert_array_equal(sets, rank < k[:, None])
+
+
+def _long_tail(rng, n, c=20):
+    """A model that spreads mass over a long tail of small probabilities while the labels come from a sharper
+    distribution concentrated on a few classes (the regime RAPS was designed for); i.i.d. images."""
+    logits = rng.normal(0, 1, (n, c))
+    logits[:, :3] += rng.normal(2, 1.5, (n, 3))
+    q = metrics.softmax(3 * logits)  # the true conditional distribution
+    y = (np.cumsum(q, 1) < rng.uniform(size=(n, 1))).sum(1).clip(max=c - 1)
+    return metrics.softmax(logits), y
+
+
+def test_raps_scores_by_hand_and_defaults():
+    p = np.array([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]])
+    # ranks: row 0 -> (3, 1, 2), row 1 -> (1, 3, 2); penalty 0.1 * max(0, rank - 1) on top of the APS scores
+    aps = conformal.all_scores(p, "aps")
+    np.testing.assert_allclose(conformal.all_scores(p, "raps"), aps + 0.1 * np.array([[2, 0, 1], [0, 2, 1]]))
+    np.testing.assert_allclose(conformal.all_scores(p, "raps", lam=0.5, k_reg=2), aps + 0.5 * np.array([[1, 0, 0],
+                                                                                                       [0, 1, 0]]))
+    u = np.array([0.5, 0.0])  # randomised like APS: U scales p_y only, never the penalty
+    np.testing.assert_allclose(conformal.all_scores(p, "raps", u),
+                               [[0.9 + 0.2, 0.25, 0.65 + 0.1], [0.0, 0.9 + 0.2, 0.6 + 0.1]])
+    assert (conformal.RAPS_K_REG, conformal.RAPS_LAMBDA) == (1, 0.1)
+    # the calibration score of a label is its column of all_scores under the calibration stream
+    rng = np.random.default_rng(8)
+    q, y = _draw(rng, 50, c=4)
+    u_cal = np.random.default_rng([3, 0]).uniform(size=50)
+    np.testing.assert_array_equal(conformal.label_scores(q, y, "raps", seed=3),
+                                  conformal.all_scores(q, "raps", u_cal)[np.arange(50), y])
+
+
+def test_raps_with_zero_penalty_is_aps_exactly():
+    rng = np.random.default_rng(9)
+    p, y = _draw(rng, 900, c=7)
+    for alpha in (0.1, 0.05):
+        for k_reg in (0, 1, 3):
+            raps, q_raps = conformal.split_conformal(p[:400], y[:400], p[400:], alpha, "raps", seed=2, lam=0.0,
+                                                     k_reg=k_reg)
+            aps, q_aps = conformal.split_conformal(p[:400], y[:400], p[400:], alpha, "aps", seed=2)
+            assert q_raps == q_aps
+            np.testing.assert_array_equal(raps, aps)
+    np.testing.assert_array_equal(conformal.all_scores(p, "raps", lam=0.0), conformal.all_scores(p, "aps"))
+
+
+def test_raps_sets_inside_aps_sets_at_one_threshold_and_bounded_in_size():
+    """Exact properties: the penalty is >= 0, so at one qhat (and one seed, the same U) a RAPS set lies inside the
+    APS set; every score at rank r is >= lam (r - k_reg), so no set is longer than k_reg + qhat / lam."""
+    rng = np.random.default_rng(10)
+    p, _ = _long_tail(rng, 600)
+    for qhat in (0.5, 0.9, 1.2):
+        raps = conformal.predict_sets(p, qhat, "raps", seed=1)
+        aps = conformal.predict_sets(p, qhat, "aps", seed=1)
+        assert np.all(aps | ~raps)
+        assert raps.sum(1).max() <= conformal.RAPS_K_REG + math.floor(qhat / conformal.RAPS_LAMBDA)
+        small = conformal.predict_sets(p, qhat, "raps", seed=1, lam=0.3, k_reg=2)
+        assert small.sum(1).max() <= 2 + math.floor(qhat / 0.3)
+
+
+def test_raps_sets_smaller_than_aps_on_a_long_tail():
+    """On calibrated-looking probabilities with a long tail of small ones (labels concentrated on a few classes),
+    APS has to walk into the tail to reach 1 - alpha of mass; RAPS does not (its motivating case, Angelopoulos
+    et al. 2021, Table 1). Both keep their coverage (test_coverage_within_finite_sample_bound)."""
+    rng = np.random.default_rng(11)
+    sizes, cover = {"aps": [], "raps": []}, {"aps": [], "raps": []}
+    for r in range(30):
+        p, y = _long_tail(rng, 1500)
+        for score in sizes:
+            sets, _ = conformal.split_conformal(p[:500], y[:500], p[500:], 0.1, score, seed=r)
+            sizes[score].append(sets.sum(1).mean())
+            cover[score].append(sets[np.arange(1000), y[500:]].mean())
+    assert np.mean(sizes["raps"]) < np.mean(sizes["aps"]) - 0.25
+    for score in cover:
+        assert abs(np.mean(cover[score]) - 0.9) < 0.01
+
+
+def test_raps_matches_torchcp_if_installed():
+    """TorchCP (not a project dependency) as a reference: its non-randomised RAPS scores (U = 0 in its convention
+    cumsum - U p_y, our u = 1) over probabilities; an API it no longer has also skips."""
+    torch = pytest.importorskip("torch")
+    score_mod = pytest.importorskip("torchcp.classification.score")
+    rng = np.random.default_rng(12)
+    p, y = _draw(rng, 300, c=7)  # continuous probabilities: no ties, so the two sort orders agree
+    for lam, k_reg in ((0.1, 1), (0.05, 2), (0.0, 0)):
+        try:
+            ref = score_mod.RAPS(score_type="softmax", randomized=False, penalty=lam, kreg=k_reg)
+            got = ref._calculate_all_label(torch.tensor(p)).numpy()
+        except (TypeError, AttributeError) as e:
+            pytest.skip(f"torchcp's RAPS has another API here: {e}")
+        np.testing.assert_allclose(conformal.all_scores(p, "raps", lam=lam, k_reg=k_reg), got, atol=1e-12)
 
 
 def test_lac_equals_p_value_rule():
@@ -134,7 +225,11 @@ def test_coverage_table_groups_and_intervals():
 
 def test_bad_inputs():
     with pytest.raises(ValueError):
-        conformal.calibrate(np.full((3, 2), 0.5), [0, 1, 0], 0.1, "raps")
+        conformal.calibrate(np.full((3, 2), 0.5), [0, 1, 0], 0.1, "nope")
+    with pytest.raises(ValueError, match="lam"):
+        conformal.calibrate(np.full((3, 2), 0.5), [0, 1, 0], 0.1, "raps", lam=-0.1)
+    with pytest.raises(ValueError, match="k_reg"):
+        conformal.predict_sets(np.full((3, 2), 0.5), 0.5, "raps", k_reg=1.5)
     with pytest.raises(ValueError):
         conformal.conformal_quantile([0.1, 0.2], 1.5)
 

@@ -398,6 +398,23 @@ def test_mean_interval_groups_studies_and_skips_nan():
     assert d["delta"] == 0 and d["low"] == 0 and d["high"] == 0 and not d["excludes_zero"]
 
 
+def test_mean_intervals_are_mean_interval_per_column():
+    from utils import evidence
+
+    rng = np.random.default_rng(1)
+    V = rng.random((120, 4))
+    V[:5, 2] = np.nan
+    groups = np.repeat(np.arange(40), 3)
+    many = evidence.mean_intervals(V, groups, n_boot=500, seed=3)
+    for k in range(4):
+        one = evidence.mean_interval(V[:, k], groups, n_boot=500, seed=3)
+        assert set(many[k]) == set(one)
+        for key in one:
+            assert many[k][key] == pytest.approx(one[key], rel=1e-12, abs=1e-12)
+    with pytest.raises(ValueError, match="N x K"):
+        evidence.mean_intervals(V[:, 0], groups)
+
+
 def test_flagging_table_reports_auroc_and_paired_difference_from_the_reference():
     from sklearn.metrics import roc_auc_score
 

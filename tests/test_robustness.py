@@ -9,7 +9,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from utils import data, explain, metrics, phantom, posteriors, robustness, sources
+from utils import conformal, data, explain, metrics, phantom, posteriors, robustness, sources
 from utils.run import BatchPredictor
 
 from .test_posteriors import FakeMember
@@ -103,12 +103,23 @@ def test_batched_predictions_are_the_batches_concatenated(predictor):
 
 def test_sweeps_score_every_method_at_every_angle_and_corruption(predictor):
     x, y = torch.randn(6, 1, 16, 16), np.array([0, 1, 2, 0, 1, 2])
-    sweep = robustness.rotation_sweep(predictor, x, y, [0, 90])
+    keep = {}
+    sweep = robustness.rotation_sweep(predictor, x, y, [0, 90], keep=keep)
     labels = posteriors.labels(robustness=True)
     assert len(sweep) == 2 * len(labels) and list(sweep.method[:len(labels)]) == labels
     assert {"accuracy", "ece", "nll", "brier", "entropy"} <= set(sweep.columns)
-    corr = robustness.corruption_sweep(predictor, x, y, seed=0)
+    pd.testing.assert_frame_equal(sweep, robustness.rotation_sweep(predictor, x, y, [0, 90]))  # keep changes nothing
+    corr = robustness.corruption_sweep(predictor, x, y, seed=0, keep=keep)
     assert len(corr) == len(robustness.CORRUPTIONS) * 3 * len(labels)
+    # the kept probabilities are the ones scored, keyed as conformal_under_shift's conditions
+    assert list(keep)[:2] == [("rotation", 0), ("rotation", 90)] and ("blank", 3) in keep
+    assert len(keep) == 2 + len(robustness.CORRUPTIONS) * 3
+    again = predictor.batched(robustness.rotate(x, 90))
+    for name in labels:
+        assert set(keep[("rotation", 90)][name]) == {"probs"}
+        np.testing.assert_array_equal(keep[("rotation", 90)][name]["probs"], again[name]["probs"])
+    np.testing.assert_array_equal(keep[("noise", 2)]["MAP"]["probs"],
+                                  predictor.batched(robustness.corrupt(x, "noise", 2, 0))["MAP"]["probs"])
     by = corr.set_index(["corruption", "severity", "method"])
     assert np.isnan(by.loc[("noise", 1, "MAP"), "AUROC by mutual information"])
     assert 0 <= by.loc[("noise", 1, "deep ensemble"), "AUROC by mutual information"] <= 1
@@ -283,3 +294,98 @@ def test_reading_adds_the_layerwise_prior_where_the_tables_hold_it():
     text = " ".join(robustness.reading("phantom", at90, ood).split())
     assert "With the layer-wise prior, the Laplace predictive's ECE differs by -5.0 [-8.0, -2.0] points (better)" in text
     assert "with the layer-wise prior, its entropy +0.050 [+0.020, +0.080] (better)" in text
+
+
+# --------------------------------------------------------------------------- conformal sets under shift
+
+
+def _exchangeable(rng, n, c=4, scale=2.5):
+    p = metrics.softmax(rng.normal(0, scale, (n, c)))
+    y = (np.cumsum(p, 1) < rng.uniform(size=(n, 1))).sum(1).clip(max=c - 1)
+    return p, y
+
+
+@pytest.fixture(scope="module")
+def shift_case():
+    """Validation and test images drawn alike (exchangeable), a single-model method stored per member (member 0 is
+    the one used) and an ensemble, a 'rotated' condition whose probabilities point at the wrong class (the classes
+    rolled by one), so its labels no longer fit the clean threshold, and a 'noise' one with flat probabilities."""
+    rng = np.random.default_rng(0)
+    p, y = _exchangeable(rng, 1400, c=8, scale=6)
+    pv, yv, pt, yt = p[:600], y[:600], p[600:], y[600:]
+    noise = metrics.softmax(rng.normal(0, 1, (2, 600, 8)))
+    val = {"MAP": dict(probs=np.stack([pv, *noise])), "deep ensemble": dict(probs=pv)}
+    test = {"MAP": dict(probs=pt), "deep ensemble": dict(probs=pt)}
+    rolled = {k: dict(probs=np.roll(pt, 1, axis=1)) for k in test}
+    flat = {k: dict(probs=np.full_like(pt, 1 / 8)) for k in test}
+    shifted = {("clean", 0): test, ("rotation", 0): test, ("rotation", 90): rolled, ("noise", 3): flat}
+    groups = np.repeat(np.arange(400), 2)
+    tab = robustness.conformal_under_shift(val, yv, shifted, yt, groups, 0.1, n_boot=300, seed=4)
+    return SimpleNamespace(pv=pv, yv=yv, pt=pt, yt=yt, rolled=rolled, groups=groups, tab=tab)
+
+
+def test_conformal_under_shift_clean_rows_are_coverage_tables_overall_row(shift_case):
+    c, tab = shift_case, shift_case.tab
+    assert len(tab) == 2 * 2 * 4  # methods x scores (LAC, RAPS) x conditions
+    assert list(tab.columns) == ["method", "score", "alpha", "shift", "level", "qhat", "n", "coverage",
+                                 "coverage_low", "coverage_high", "size", "size_low", "size_high", "empty"]
+    by = tab.set_index(["method", "score", "shift", "level"])
+    for method in ("MAP", "deep ensemble"):
+        for score in ("lac", "raps"):
+            sets, qhat = conformal.split_conformal(c.pv, c.yv, c.pt, 0.1, score, seed=4)
+            want = conformal.coverage_table(sets, c.yt, c.groups, n_boot=300, seed=4, intervals="overall").iloc[0]
+            for cond in (("clean", 0), ("rotation", 0)):  # angle 0 is the clean test set
+                got = by.loc[(method, score, *cond)]
+                assert got.qhat == qhat and got.n == len(c.yt)
+                for col in ("coverage", "coverage_low", "coverage_high", "size", "size_low", "size_high", "empty"):
+                    assert got[col] == pytest.approx(want[col], rel=1e-12, abs=1e-12), col
+            # exchangeable: the clean coverage is near the target
+            assert abs(by.loc[(method, score, "clean", 0), "coverage"] - 0.9) < 0.04
+
+
+def test_conformal_under_shift_keeps_the_clean_validation_threshold(shift_case):
+    """The threshold comes from the clean validation split (member 0's probabilities for a single-model method)
+    and is kept under shift: the shifted coverage collapses, where a threshold recalibrated on the shifted
+    images (which a deployed model does not have) would restore about 1 - alpha."""
+    c, tab = shift_case, shift_case.tab
+    for (method, score), g in tab.groupby(["method", "score"]):
+        assert g.qhat.nunique() == 1
+        assert g.qhat.iloc[0] == conformal.calibrate(c.pv, c.yv, 0.1, score, seed=4)
+        shifted = g[g["shift"] == "rotation"].iloc[-1]
+        assert shifted.level == 90
+        sets = conformal.predict_sets(c.rolled[method]["probs"], g.qhat.iloc[0], score, seed=4)
+        assert shifted.coverage == pytest.approx(sets[np.arange(len(c.yt)), c.yt].mean())
+        assert shifted.coverage_high < 0.6
+        half = len(c.yt) // 2  # recalibrating on half of the shifted images covers the other half
+        re_sets, _ = conformal.split_conformal(c.rolled[method]["probs"][:half], c.yt[:half],
+                                               c.rolled[method]["probs"][half:], 0.1, score, seed=4)
+        recal = re_sets[np.arange(len(c.yt) - half), c.yt[half:]].mean()
+        assert recal > 0.85 and recal - shifted.coverage > 0.3
+
+
+def test_conformal_under_shift_summary_reading_and_figure(shift_case):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    tab = shift_case.tab
+    t = robustness.conformal_shift_table(tab).set_index(["method", "score"])
+    assert t.loc[("MAP", "LAC"), "target"] == "0.90"
+    assert "rotated 90°: coverage" in t.columns and t.loc[("MAP", "RAPS"), "worst corruption"] == "noise, severity 3"
+    r = tab[(tab.method == "MAP") & (tab.score == "lac") & (tab["shift"] == "rotation") & (tab.level == 90)].iloc[0]
+    want = f"{r.coverage:.3f} [{r.coverage_low:.3f}, {r.coverage_high:.3f}]"
+    assert t.loc[("MAP", "LAC"), "rotated 90°: coverage"] == want
+    text = " ".join(robustness.conformal_shift_reading(tab).split())
+    assert "**LAC**" in text and "**RAPS**" in text and "Rotated by 90 degrees" in text
+    assert f"MAP {want} ({r['size']:.2f})" in text
+    w = tab[(tab.method == "MAP") & (tab.score == "lac") & (tab["shift"] == "noise")].iloc[0]
+    assert w["empty"] == 1 and w.coverage == 0  # flat probabilities: no class reaches the LAC threshold
+    assert f"MAP 0.000 [0.000, 0.000] (0.00; 100 % empty; noise, severity 3)" in text
+    assert "In 4 of 4 shifted method-condition pairs the whole interval lies below 0.90" in text  # angle 0 not counted
+    res = robustness.conformal_shift_results(tab, 300)
+    assert res["alpha"] == 0.1 and res["scores"] == ["lac", "raps"] and len(res["rows"]) == len(tab)
+    assert {"method", "score", "shift", "level", "coverage", "coverage_low", "size", "qhat"} <= set(res["rows"][0])
+    fig = robustness.conformal_shift_figure(tab)
+    assert len(fig.axes) == 2 * 2  # (rotation, noise) x (coverage, size)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

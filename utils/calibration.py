@@ -123,7 +123,9 @@ def interval_table(preds: dict[str, dict], labels: np.ndarray, groups: np.ndarra
     `delta_<metric>_low/high`; a difference is evidence only where its interval excludes zero.
     `ece_reference*` is the ECE a perfectly calibrated predictor with the same confidences shows on this many
     images (labels drawn from the predicted probabilities): the floor an ECE cannot be told apart from. One row
-    per method, in the order of `preds`; `kind` is "single" or "ensemble", `members` 1 or the combination's size.
+    per method, in the order of `preds`; `kind` is "single" or "ensemble", `members` 1 or the combination's size;
+    `fitted_on` the number of members a single-model method's estimate averages (fewer than the run's for the
+    costly ones the registry limits, e.g. member 0 only: its interval then holds the test-set noise alone).
     """
     from . import evidence
 
@@ -136,13 +138,15 @@ def interval_table(preds: dict[str, dict], labels: np.ndarray, groups: np.ndarra
         members = n_members(p) if combo else 1
         if combo and members < 2:
             continue
-        row = dict(method=label, kind="ensemble" if combo else "single", members=members)
+        row = dict(method=label, kind="ensemble" if combo else "single", members=members,
+                   fitted_on=None if combo else len(probs))
         for c in INTERVAL_METRICS:
             d = (evidence.interval(c, probs, labels, groups, **kw) if combo
                  else evidence.member_interval(c, probs, labels, groups, **kw))
             row.update({c: d["estimate"], f"{c}_low": d["low"], f"{c}_high": d["high"]})
             if label != "MAP":
-                dd = evidence.paired_member_delta(c, probs, base, labels, groups, **kw)
+                ref = base if combo else base[:len(probs)]  # a method fitted on fewer members: the same ones
+                dd = evidence.paired_member_delta(c, probs, ref, labels, groups, **kw)
                 row.update({f"delta_{c}": dd["delta"], f"delta_{c}_low": dd["low"], f"delta_{c}_high": dd["high"]})
         refs = [evidence.ece_reference(q, n_boot=max(200, n_boot // 4), seed=seed, level=level)
                 for q in (probs[None] if combo else probs)]
@@ -372,13 +376,15 @@ members; 95 % intervals from the study bootstrap).
 
 
 def conformal_table(val: dict[str, dict], test: dict[str, dict], y_val, y_test, groups, by=None, class_names=None,
-                    alphas=(0.1, 0.05), scores=("lac", "aps"), n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+                    alphas=(0.1, 0.05), scores=("lac", "aps", "raps"), n_boot: int = 2000, seed: int = 0
+                    ) -> pd.DataFrame:
     """Split-conformal prediction sets over each method's probabilities (`utils.conformal`), calibrated on the
     validation split and applied to the test split: coverage and mean set size with study-bootstrap intervals,
     overall, and as point values per true class and per level of `by` (e.g. body part), for every method, score
-    function (LAC, APS) and alpha. `val` / `test`: {label: dict(probs)} as `Run.predictions` gives them (a single-model
-    method's probabilities are member 0's). The guarantee is marginal: coverage >= 1 - alpha on average over
-    calibration draws when validation and test images are exchangeable; per class or part it is not promised."""
+    function (LAC, APS, RAPS with `conformal`'s fixed k_reg and lam) and alpha. `val` / `test`: {label: dict(probs)}
+    as `Run.predictions` gives them (a single-model method's probabilities are member 0's). The guarantee is
+    marginal: coverage >= 1 - alpha on average over calibration draws when validation and test images are
+    exchangeable; per class or part it is not promised."""
     from . import conformal
 
     rows = []

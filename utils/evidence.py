@@ -440,6 +440,21 @@ def mean_interval(values, groups, n_boot: int = 2000, seed: int = 0, level: floa
     return _summary(est, reps, level)
 
 
+def mean_intervals(values, groups, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> list[dict]:
+    """`mean_interval` of each column of an N x K array of per-image scores, from one set of study weights (the
+    replicates `mean_interval` draws with the same groups and seed, so the columns are paired with one another):
+    many scores of the same images without drawing the weights K times. One dict per column."""
+    V = np.asarray(values, np.float64)
+    if V.ndim != 2:
+        raise ValueError(f"expected an N x K array of scores, got shape {V.shape}")
+    ok = np.isfinite(V)
+    W = study_weights(_group_codes(groups, len(V))[0], n_boot, seed)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reps = (W @ np.where(ok, V, 0.0)) / (W @ ok)
+    est = [float(V[ok[:, k], k].mean()) if ok[:, k].any() else np.nan for k in range(V.shape[1])]
+    return [_summary(est[k], reps[:, k], level) for k in range(V.shape[1])]
+
+
 def paired_mean_delta(values_a, values_b, groups, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
     """mean(a) - mean(b) of two per-image scores of the same images, paired over studies (images where either
     is NaN are left out). Returns dict(delta, low, high, se, n_boot, excludes_zero)."""

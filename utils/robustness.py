@@ -4,6 +4,10 @@ Every method predicts from the same batch through a predictor (`run.BatchPredict
 the posteriors registered with robustness=True, member 0's for single-model methods and all members' for a
 combination), which returns probabilities, and per-sample probabilities where the method has samples (for the
 mutual information). The chapter's figures (`*_figure`), small tables and its Reading (`reading`) are here too.
+
+`conformal_under_shift` asks what becomes of split-conformal prediction sets (`utils.conformal`) when the test
+images are rotated or corrupted: the threshold is calibrated once on the clean validation split and kept, as a
+deployed model would keep it, so the exchangeability the coverage guarantee rests on no longer holds.
 """
 from __future__ import annotations
 
@@ -102,11 +106,21 @@ def ood_auroc(score_in: np.ndarray, score_out: np.ndarray) -> float:
     return float(roc_auc_score(y, np.r_[score_in, score_out]))
 
 
-def rotation_sweep(predictor: "BatchPredictor", x: torch.Tensor, labels: np.ndarray, angles) -> pd.DataFrame:
-    """Accuracy, ECE, NLL, Brier and mean entropy of each method for the test images rotated by each angle."""
+def _keep_probs(keep: dict | None, key, preds: dict[str, dict]):
+    if keep is not None:
+        keep[key] = {name: dict(probs=p["probs"]) for name, p in preds.items()}
+
+
+def rotation_sweep(predictor: "BatchPredictor", x: torch.Tensor, labels: np.ndarray, angles,
+                   keep: dict | None = None) -> pd.DataFrame:
+    """Accuracy, ECE, NLL, Brier and mean entropy of each method for the test images rotated by each angle.
+    `keep`: a dict to fill with each angle's probabilities, {("rotation", angle): {method: dict(probs)}} (the
+    conditions of `conformal_under_shift`), so that later analyses do not predict again."""
     rows = []
     for a in angles:
-        for name, pred in predictor.batched(rotate(x, a)).items():
+        preds = predictor.batched(rotate(x, a))
+        _keep_probs(keep, ("rotation", a), preds)
+        for name, pred in preds.items():
             rows.append(dict(angle=a, method=name, **scores(pred, labels)))
     return pd.DataFrame(rows)
 
@@ -152,14 +166,16 @@ def ood_table(pred_in: dict, pred_out: dict) -> pd.DataFrame:
 
 
 def corruption_sweep(predictor: "BatchPredictor", x: torch.Tensor, labels: np.ndarray, seed: int = 0,
-                     clean: dict | None = None) -> pd.DataFrame:
+                     clean: dict | None = None, keep: dict | None = None) -> pd.DataFrame:
     """Scores of each method under each corruption and severity, with the AUROC of telling the corrupted
-    images from the clean ones by entropy and by mutual information."""
+    images from the clean ones by entropy and by mutual information. `keep`: a dict to fill with the
+    probabilities, {(corruption, severity): {method: dict(probs)}} (as `rotation_sweep`)."""
     clean = clean or predictor.batched(x)
     rows = []
     for kind in CORRUPTIONS:
         for sev in (1, 2, 3):
             pred = predictor.batched(corrupt(x, kind, sev, seed))
+            _keep_probs(keep, (kind, sev), pred)
             aur = ood_table(clean, pred).set_index("method")
             for name, p in pred.items():
                 rows.append(dict(corruption=kind, severity=sev, method=name, **scores(p, labels),
@@ -207,6 +223,158 @@ def paired_vs(pred: dict, labels, groups, reference: str = "MAP", n_boot: int = 
                 row.update({f"delta_{c}": dd["delta"], f"delta_{c}_low": dd["low"], f"delta_{c}_high": dd["high"]})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- conformal sets under shift
+
+
+def conformal_under_shift(val: dict[str, dict], y_val, shifted: dict[tuple, dict[str, dict]], y_test, groups,
+                          alpha: float = 0.1, scores=("lac", "raps"), n_boot: int = 2000, seed: int = 0,
+                          level: float = 0.95) -> pd.DataFrame:
+    """Coverage and mean size of split-conformal sets calibrated once on clean images and applied to shifted ones.
+
+    Parameters
+    ----------
+    val : {method: dict(probs)} on the validation split, as `Run.predictions(labels, subset="val")` gives them
+        (a single-model method's M x N x C probabilities: member 0's, the member `BatchPredictor` predicts with).
+    y_val : (n,) validation labels.
+    shifted : {(shift, level): {method: dict(probs)}} on the test images, one entry per condition, e.g.
+        ("clean", 0), ("rotation", 90), ("noise", 3) (`rotation_sweep` / `corruption_sweep` fill it via `keep`).
+    y_test, groups : (N,) test labels and study ids (the bootstrap resamples studies).
+    alpha, scores : miscoverage level and score functions of `utils.conformal` (RAPS with its fixed k_reg, lam).
+    n_boot, seed, level : the study bootstrap of `conformal.coverage_table` (one set of replicates for every
+        condition, `evidence.mean_intervals`); `seed` also seeds the APS / RAPS randomisation.
+
+    Returns
+    -------
+    DataFrame, one row per method, score and condition (in `shifted`'s order): method, score, alpha, shift, level,
+    qhat (the clean validation threshold, the same for every condition of a method and score), n, coverage,
+    coverage_low, coverage_high, size, size_low, size_high, empty. A clean condition's row is `coverage_table`'s
+    overall row; under shift the guarantee (coverage >= 1 - alpha) no longer applies.
+    """
+    from . import conformal, evidence
+
+    y_val, y_test = np.asarray(y_val).astype(int), np.asarray(y_test).astype(int)
+    n = len(y_test)
+    conditions = list(shifted)
+    methods = list(shifted[conditions[0]]) if conditions else []
+    rows, hits, sizes = [], [], []
+    for name in methods:
+        pv = np.asarray(val[name]["probs"])
+        pv = pv[0] if pv.ndim == 3 else pv
+        for score in scores:
+            qhat = conformal.calibrate(pv, y_val, alpha, score, seed)  # once, on clean validation images
+            for shift, lev in conditions:
+                sets = conformal.predict_sets(shifted[(shift, lev)][name]["probs"], qhat, score, seed)
+                if sets.shape[0] != n:
+                    raise ValueError(f"{shift} {lev}: {sets.shape[0]} images, expected {n} test labels")
+                hits.append(sets[np.arange(n), y_test])
+                sizes.append(sets.sum(1))
+                rows.append(dict(method=name, score=score, alpha=alpha, shift=shift, level=lev, qhat=qhat, n=n,
+                                 empty=float((sizes[-1] == 0).mean())))
+    if not rows:
+        return pd.DataFrame(columns=["method", "score", "alpha", "shift", "level", "qhat", "n", "coverage",
+                                     "coverage_low", "coverage_high", "size", "size_low", "size_high", "empty"])
+    ci = evidence.mean_intervals(np.column_stack(hits + sizes), groups, n_boot, seed, level)
+    k = len(rows)
+    for i, r in enumerate(rows):
+        cov, sz = ci[i], ci[k + i]
+        r.update(coverage=cov["estimate"], coverage_low=cov["low"], coverage_high=cov["high"], size=sz["estimate"],
+                 size_low=sz["low"], size_high=sz["high"])
+    t = pd.DataFrame(rows)
+    return t[["method", "score", "alpha", "shift", "level", "qhat", "n", "coverage", "coverage_low", "coverage_high",
+              "size", "size_low", "size_high", "empty"]]
+
+
+def conformal_shift_results(tab: pd.DataFrame, n_boot: int) -> dict:
+    """The results JSON's "conformal_under_shift": the settings and one record per method, score and condition
+    (coverage and mean set size with their intervals, the share of empty sets, the kept threshold)."""
+    from . import conformal
+
+    return dict(alpha=float(tab.alpha.iloc[0]), scores=list(tab.score.unique()),
+                raps=dict(k_reg=conformal.RAPS_K_REG, lam=conformal.RAPS_LAMBDA),
+                calibration="clean validation split, once per method and score; kept for every condition",
+                conditions="clean; rotation by each swept angle; each corruption at severity 1-3",
+                bootstrap=dict(resamples=n_boot, unit="test study", level=0.95),
+                rows=tab.drop(columns=["alpha", "n"]).to_dict(orient="records"))
+
+
+def _worst_corruption(g: pd.DataFrame) -> pd.Series | None:
+    c = g[~g["shift"].isin(["clean", "rotation"])]
+    return c.loc[c.coverage.idxmin()] if len(c) else None
+
+
+def _largest_rotation(g: pd.DataFrame) -> pd.Series | None:
+    r = g[g["shift"] == "rotation"]
+    if not len(r):
+        return None
+    top = r.level.abs().max()
+    return r[r.level.abs() == top].sort_values("level", ascending=False).iloc[0]
+
+
+def conformal_shift_table(tab: pd.DataFrame) -> pd.DataFrame:
+    """`conformal_under_shift` at a glance: per method and score, coverage [95 % interval] and mean set size on
+    the clean test images, rotated by 90 degrees (where swept), rotated by the largest angle, and under the
+    corruption and severity with the lowest coverage."""
+    rows = []
+    for (m, s), g in tab.groupby(["method", "score"], sort=False):
+        cells = {}
+        picks = [("clean", g[g["shift"] == "clean"].iloc[0] if (g["shift"] == "clean").any() else None)]
+        r90 = g[(g["shift"] == "rotation") & (g.level == 90)]
+        if len(r90):
+            picks.append(("rotated 90°", r90.iloc[0]))
+        big = _largest_rotation(g)
+        if big is not None and big.level != 90:
+            picks.append((f"rotated {big.level:g}°", big))
+        worst = _worst_corruption(g)
+        if worst is not None:
+            picks.append(("worst corruption", worst))
+        for label, r in picks:
+            if r is None:
+                continue
+            cells[f"{label}: coverage"] = _ci(r.coverage, r.coverage_low, r.coverage_high, pct=False, digits=3)
+            cells[f"{label}: set size"] = f"{r['size']:.2f}"
+        if worst is not None:
+            cells["worst corruption"] = f"{worst['shift']}, severity {worst.level}"
+        rows.append({"method": m, "score": s.upper(), "target": f"{1 - g.alpha.iloc[0]:.2f}", **cells})
+    return pd.DataFrame(rows)
+
+
+def conformal_shift_reading(tab: pd.DataFrame) -> str:
+    """What Figure and Table of `conformal_under_shift` show, in numbers (Markdown): per score, each method's
+    coverage on the clean test images, at the largest rotation and under its worst corruption, and how many
+    shifted conditions have their whole interval below the target."""
+    alpha = float(tab.alpha.iloc[0])
+    lines = [f"Conformal sets at alpha = {alpha:g} (target coverage {1 - alpha:.2f}), threshold calibrated once on "
+             "the clean validation split; per method, coverage [95 % study-bootstrap interval] and, in brackets, "
+             "mean set size (an empty set never covers)."]
+    for s, gs in tab.groupby("score", sort=False):
+        clean, rot, cor = [], [], []
+        for m, g in gs.groupby("method", sort=False):
+            c = g[g["shift"] == "clean"]
+            if len(c):
+                c = c.iloc[0]
+                clean.append(f"{m} {_ci(c.coverage, c.coverage_low, c.coverage_high, False, 3)} ({c['size']:.2f})")
+            r = _largest_rotation(g)
+            if r is not None:
+                rot.append(f"{m} {_ci(r.coverage, r.coverage_low, r.coverage_high, False, 3)} ({r['size']:.2f})")
+            w = _worst_corruption(g)
+            if w is not None:
+                cor.append(f"{m} {_ci(w.coverage, w.coverage_low, w.coverage_high, False, 3)} ({w['size']:.2f}; "
+                           f"{100 * w['empty']:.0f} % empty; {w['shift']}, severity {w.level})")
+        shifted = gs[gs["shift"] != "clean"]
+        shifted = shifted[~((shifted["shift"] == "rotation") & (shifted.level % 360 == 0))]
+        below = int((shifted.coverage_high < 1 - alpha).sum())
+        text = f"- **{s.upper()}**: clean test images: {'; '.join(clean)}."
+        if rot:
+            big = _largest_rotation(gs).level
+            text += f" Rotated by {big:g} degrees: {'; '.join(rot)}."
+        if cor:
+            text += f" Worst corruption: {'; '.join(cor)}."
+        text += (f" In {below} of {len(shifted)} shifted method-condition pairs the whole interval lies below "
+                 f"{1 - alpha:.2f}.")
+        lines.append(text)
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- the notebook's small tables
@@ -295,6 +463,52 @@ def corruption_figure(corr: pd.DataFrame):
     axes[1, 0].set_ylabel("AUROC vs clean,\nby entropy")
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
+    return fig
+
+
+def conformal_shift_figure(tab: pd.DataFrame):
+    """Figure 06-5: coverage (top, 95 % intervals) and mean set size (bottom) of the conformal sets calibrated on
+    clean validation images, against the rotation angle and each corruption's severity (0: clean), per method
+    (colour) and score (line style), with the target 1 - alpha."""
+    import matplotlib.pyplot as plt
+
+    alpha = float(tab.alpha.iloc[0])
+    rot = tab[tab["shift"] == "rotation"]
+    clean = tab[tab["shift"] == "clean"]
+    kinds = [k for k in tab["shift"].unique() if k not in ("clean", "rotation")]
+    panels = (["rotation"] if len(rot) else []) + kinds
+    ratios = [2.4 if p == "rotation" else 1 for p in panels]
+    fig, axes = plt.subplots(2, len(panels), figsize=(2.3 * sum(ratios) + 1, 5.6), sharex="col", sharey="row",
+                             squeeze=False, gridspec_kw=dict(width_ratios=ratios))
+    methods, scores_ = list(tab.method.unique()), list(tab.score.unique())
+    colours = {m: f"C{i}" for i, m in enumerate(methods)}
+    styles = dict(zip(scores_, ["-", "--", ":", "-."]))
+    for j, panel in enumerate(panels):
+        g = rot if panel == "rotation" else pd.concat([clean, tab[tab["shift"] == panel]])
+        step = (np.diff(np.unique(g.level)).min() if g.level.nunique() > 1 else 1) * 0.6
+        for i, ((m, s), gm) in enumerate(g.groupby(["method", "score"], sort=False)):
+            xs = gm.level.to_numpy(float) + step * ((i + 0.5) / (len(methods) * len(scores_)) - 0.5)
+            err = np.vstack([gm.coverage - gm.coverage_low, gm.coverage_high - gm.coverage]).clip(min=0)
+            kw = dict(color=colours[m], ls=styles[s], marker="o", ms=2.5, lw=1)
+            axes[0, j].errorbar(xs, gm.coverage, yerr=err, capsize=1.5, elinewidth=0.8, **kw,
+                                label=f"{m}, {s.upper()}")
+            axes[1, j].plot(xs, gm["size"], **kw)
+        for ax in axes[:, j]:
+            ax.grid(alpha=0.3)
+        axes[0, j].axhline(1 - alpha, color="k", lw=1, ls=":")
+        if panel == "rotation":
+            axes[0, j].set_title("rotation")
+            axes[1, j].set_xlabel("rotation (degrees)")
+            axes[1, j].set_xticks(range(-180, 181, 90))
+        else:
+            axes[0, j].set_title(panel)
+            axes[1, j].set(xlabel="severity (0: clean)", xticks=[0, 1, 2, 3])
+    axes[0, 0].set_ylabel(f"coverage (target {1 - alpha:.2f})")
+    axes[1, 0].set_ylabel("mean set size")
+    axes[0, 0].set_ylim(-0.02, 1.02)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.04 * (1 + (len(labels) - 1) // 5), 1, 1))
     return fig
 
 
