@@ -51,7 +51,8 @@ from .config import Paths, get_device, get_paths, get_profile
 from .train import datasets, load_member, member_dir
 
 STRUCTURES = ("diag", "kron", "full")
-LAPLACE_VERSION = 2  # in the names of saved Laplace predictions; 2: they record the prior search (bracketed, ...)
+LAPLACE_VERSION = 3  # in the names of saved Laplace predictions; 2: they record the prior search (bracketed, ...);
+# 3: and what the posterior holds (parameters, posterior_mb)
 
 
 # --------------------------------------------------------------------------- features
@@ -151,6 +152,24 @@ def fit_laplace(head: nn.Module, phi: np.ndarray, y: np.ndarray, structure: str 
                  prior_precision=float(prior_precision))
     la.fit(loader)
     return LaplaceFit(la, structure, float(prior_precision), fit_s=time.perf_counter() - t)
+
+
+def posterior_megabytes(la) -> float:
+    """What a fitted laplace-torch posterior holds, in MB: the eigendecompositions of its Kronecker factors
+    (kron), or P x P (full) or P (diag) numbers of its dtype, counted without computing the covariance (a
+    full posterior's Cholesky may fail: `posteriors.PosteriorNotComputable`)."""
+    from laplace.baselaplace import DiagLaplace, FullLaplace, KronLaplace
+
+    if isinstance(la, KronLaplace):
+        dec = la.posterior_precision
+        return sum(t.numel() * t.element_size() for group in (*dec.eigenvectors, *dec.eigenvalues)
+                   for t in group) / 2**20
+    size = torch.empty((), dtype=la._dtype).element_size()
+    if isinstance(la, FullLaplace):
+        return la.n_params ** 2 * size / 2**20
+    if isinstance(la, DiagLaplace):
+        return la.n_params * size / 2**20
+    raise TypeError(f"no size known for {type(la).__name__}")
 
 
 class PriorNotBracketedWarning(UserWarning):

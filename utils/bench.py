@@ -4,7 +4,9 @@
     python -m utils.bench train                    # training images/s per architecture on this device
     python -m utils.bench laplace                  # Laplace fit + prior: cached features (with and without
                                                    #   the one-off feature extraction) vs whole network
-    python -m utils.bench explain                  # CAMs of 100 Laplace samples: vectorised vs per sample
+    python -m utils.bench explain                  # CAMs of 100 Laplace samples: vectorised vs per sample;
+                                                   #   CAM / Grad-CAM of 16 all-weights Laplace networks: vmap vs
+                                                   #   one pass per sample
     python -m utils.bench all
 
 Each stage is a function `bench_<stage>(profile, paths, args) -> dict` registered in STAGES;
@@ -186,6 +188,22 @@ def bench_explain(profile, paths, args) -> dict:
     print(f"  vectorised (1 forward pass, 1 einsum): {t_fast * 1e3:9.1f} ms")
     print(f"  one forward pass per sample:           {t_slow * 1e3:9.1f} ms")
     print(f"  ratio:                                 {t_slow / t_fast:9.1f} x   (target >= 10 x)")
+
+    # networks drawn from the all-weights Laplace: functional_call under vmap against one pass per sample
+    from . import weight_laplace as wl
+
+    post = run.posterior("Laplace, kron, all weights")
+    thetas, net = post.parameter_samples(16, seed=0), post.model
+    xd, yd = x.to(post.mean.device), y.to(post.mean.device)
+    out["all_weights"] = {}
+    print(f"explain  (maps of 16 networks from the all-weights Laplace, same batch, device {xd.device})")
+    for name, f in (("CAM", wl.sample_cams), ("Grad-CAM", wl.sample_gradcams)):
+        t_vec, a = timed(lambda: f(net, thetas, xd, yd, vectorised=True))
+        t_loop, b = timed(lambda: f(net, thetas, xd, yd, vectorised=False))
+        assert torch.allclose(a, b, atol=1e-2 * float(b.abs().max()), rtol=1e-3)  # float32 sums in another order
+        out["all_weights"][name] = dict(samples=16, vmap_s=t_vec, loop_s=t_loop, ratio=t_loop / t_vec)
+        print(f"  {name:8s} vmap over samples {t_vec * 1e3:8.1f} ms, one pass per sample {t_loop * 1e3:8.1f} ms: "
+              f"ratio loop / vmap {t_loop / t_vec:5.2f} x")
     return out
 
 

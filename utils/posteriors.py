@@ -1,8 +1,9 @@
 """Posteriors: every predictive this study compares, behind one interface.
 
 A trained member is a network f(x) = W phi(x) + b with penultimate features phi(x). Every single-model method
-here treats only the head theta = (W, b), so each one is a small class bound to one member that works on the
-member's features (cached per split by `bayes.member_features`) or its logits:
+but the last of the table treats only the head theta = (W, b), so each one is a small class bound to one member
+that works on the member's features (cached per split by `bayes.member_features`) or its logits; the last
+reaches every weight of the network and works on images:
 
 =====================================  ==========================================================================
 label                                  predictive p(y | x)
@@ -17,6 +18,10 @@ Laplace, <diag|kron|full>              E_{f ~ N(f_MAP, J P^-1 J^T)}[softmax(f)],
 Laplace, kron, layer-wise prior        the same with one prior precision per parameter tensor: K-FAC blocks
                                        for W and for b, P_W = GGN_W + delta_W I, P_b = GGN_b + delta_b I, both
                                        maximising the marginal likelihood (`prior_structure="layerwise"`)
+Laplace, kron, all weights             K-FAC Laplace over every convolutional and linear weight (`weight_laplace`),
+                                       delta by the marginal likelihood; GLM predictive by Monte Carlo over
+                                       linearised logits f(x) + J(x)(theta_s - theta_MAP), one Jacobian-vector
+                                       product per draw; it takes images, not cached features (`inputs`)
 =====================================  ==========================================================================
 
 Combinators average the predictives of all M members: the **deep ensemble** (of MAP members),
@@ -66,6 +71,13 @@ class MemberLike(Protocol):
 
     def logits(self, subset: str) -> np.ndarray: ...  # the network's logits on a split
 
+    def images(self, subset: str) -> torch.Tensor: ...  # a split's images (N x 1 x S x S), for image posteriors
+
+    def loader(self, subset: str): ...  # a DataLoader of a split's (image, label) batches
+
+    @property
+    def device(self) -> torch.device: ...  # where image posteriors fit and predict
+
     @property
     def predictions_dir(self): ...  # where saved predictions go
 
@@ -77,6 +89,7 @@ class Posterior:
     label: ClassVar[str] = ""
     key: ClassVar[str] = ""  # the saved predictions' file stem
     stochastic: ClassVar[bool] = False  # has samples of its predictive (mutual information is defined)
+    inputs: ClassVar[str] = "features"  # what probs / sample_probs take: "features" (phi, N x K) or "images"
     n_samples: int = 100  # samples saved by `predict`
 
     def __init__(self, member: MemberLike):
@@ -128,6 +141,10 @@ class Posterior:
         t = time.perf_counter()
         probs = self.probs(phi)
         return probs, None, dict(predict_s=time.perf_counter() - t)
+
+    def inputs_of(self, subset: str):
+        """What `probs` takes, for the member's split `subset`: its features or its images (`inputs`)."""
+        return self.member.features(subset)[0] if self.inputs == "features" else self.member.images(subset)
 
     # helpers ----------------------------------------------------------------------------------------------
     @property
@@ -253,7 +270,8 @@ class Laplace(Posterior):
         self.info = dict(prior=self.prior, prior_method=f.prior_method, prior_precision=f.prior_precision,
                          bracketed=f.log.get("bracketed"), searched=list(f.log.get("searched", ())),
                          prior_reason=f.log.get("reason", ""), fit_s=f.fit_s, prior_s=f.prior_s,
-                         structure=self.structure, version=bayes.LAPLACE_VERSION)
+                         structure=self.structure, version=bayes.LAPLACE_VERSION, parameters=int(f.la.n_params),
+                         posterior_mb=bayes.posterior_megabytes(f.la))
 
     def moments(self, phi) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean (N x C) and covariance (N x C x C) of the linearised logits."""
@@ -347,6 +365,78 @@ class LaplaceKronLayerwise(LaplaceKron):
                          marglik_gain=float(lml.detach()) - lml_scalar, marglik_grad=grad)
 
 
+class LaplaceAllWeights(Posterior):
+    """K-FAC Laplace over all the network's weights (`weight_laplace.fit`: every convolution and the head; the
+    BatchNorm parameters stay at the MAP), its scalar prior precision maximising the marginal likelihood
+    (`bayes.optimize_prior`, the same search as the last layer's). The predictive is the GLM one by Monte
+    Carlo: the softmax of `n_samples` linearised logits f(x) + J(x)(theta_s - theta_MAP), averaged (member m's
+    saved samples use seed m). Its samples of the *network* (`parameter_samples`) are what notebook 05
+    explains. It takes images (`inputs = "images"`), and costs a pass over the training images to fit and one
+    Jacobian-vector product per sample and image to predict, so the registry fits it on member 0 only
+    (`register(..., members=1)`)."""
+
+    key = "la_kron_allweights"
+    inputs = "images"
+    stochastic = True
+    n_samples = 32
+    batch_size = 256
+
+    def file_name(self, subset: str) -> str:
+        return f"{self.key}__{subset}__m{self.member.index:02d}__s{self.n_samples}"
+
+    def _fit(self):
+        from . import weight_laplace
+
+        start = self.member.meta.get("prior_precision") or 1.0
+        self.la_fit = weight_laplace.fit(self.member.model, self.member.loader("train"), start, self.member.device)
+        bayes.optimize_prior(self.la_fit, "marglik")
+        f = self.la_fit
+        self.info = dict(prior="marglik", prior_method=f.prior_method, prior_precision=f.prior_precision,
+                         bracketed=f.log.get("bracketed"), searched=list(f.log.get("searched", ())),
+                         prior_reason=f.log.get("reason", ""), fit_s=f.fit_s, prior_s=f.prior_s,
+                         structure=f.structure, parameters=int(f.la.n_params),
+                         posterior_mb=bayes.posterior_megabytes(f.la))
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The fitted copy of the network (on the member's device, BatchNorm frozen)."""
+        self.fit()
+        return self.la_fit.la.model
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """theta_MAP of the covered parameters (flat, laplace-torch's order)."""
+        self.fit()
+        return self.la_fit.la.mean.detach()
+
+    def parameter_samples(self, n: int, seed: int = 0) -> torch.Tensor:
+        """n draws of the covered weights from the posterior, n x P (`weight_laplace.parameter_samples`)."""
+        from . import weight_laplace
+
+        self.fit()
+        return weight_laplace.parameter_samples(self.la_fit, n, seed)
+
+    def sample_probs(self, x, n: int, seed: int = 0) -> np.ndarray:
+        """S x N x C: the softmax of n linearised-logit draws for every image of x (N x 1 x S x S)."""
+        from . import weight_laplace
+
+        thetas = self.parameter_samples(n, seed)
+        x = torch.as_tensor(x)
+        out = []
+        for i in range(0, len(x), self.batch_size):
+            xb = x[i:i + self.batch_size].to(self.member.device)
+            out.append(weight_laplace.linearised_logits(self.model, self.mean, thetas, xb)[1].double().softmax(-1).cpu())
+        return torch.cat(out, 1).numpy()
+
+    def probs(self, x, n: int | None = None, seed: int | None = None) -> np.ndarray:
+        return self.sample_probs(x, n or self.n_samples, self.member.index if seed is None else seed).mean(0)
+
+    def _predict(self, subset):
+        t = time.perf_counter()
+        s = self.sample_probs(self.member.images(subset), self.n_samples, seed=self.member.index)
+        return s.mean(0), s, dict(predict_s=time.perf_counter() - t)
+
+
 # --------------------------------------------------------------------------- combinators
 
 
@@ -379,13 +469,15 @@ class Entry:
     """A registered method: its class (or, for a combination, the label it averages) and where it is shown.
 
     `robustness`: in notebook 06's sweeps (member 0, or all members for a combination); every entry is in
-    notebook 04's calibration table."""
+    notebook 04's calibration table. `members`: how many members (from member 0) a single-model method is
+    fitted on, for the costly ones; None: all."""
 
     label: str
     make: Callable[[MemberLike], Posterior] | None = None
     of: str | None = None
     robustness: bool = False
     needs_dropout: bool = False
+    members: int | None = None
 
     @property
     def combination(self) -> bool:
@@ -396,12 +488,12 @@ REGISTRY: dict[str, Entry] = {}
 
 
 def register(label: str, cls: type[Posterior] | None = None, *, of: str | None = None, robustness: bool = False,
-             needs_dropout: bool = False) -> None:
+             needs_dropout: bool = False, members: int | None = None) -> None:
     if (cls is None) == (of is None):
         raise ValueError("register a class, or the label of the single-model method a combination averages")
     if cls is not None:
         cls = type(cls.__name__, (cls,), dict(label=label, __doc__=cls.__doc__, __module__=cls.__module__))
-    REGISTRY[label] = Entry(label, cls, of, robustness, needs_dropout)
+    REGISTRY[label] = Entry(label, cls, of, robustness, needs_dropout, members)
 
 
 register("MAP", MAP, robustness=True)
@@ -411,6 +503,7 @@ register("Laplace, diag", LaplaceDiag)
 register("Laplace, kron", LaplaceKron, robustness=True)
 register("Laplace, full", LaplaceFull)
 register("Laplace, kron, layer-wise prior", LaplaceKronLayerwise, robustness=True)
+register("Laplace, kron, all weights", LaplaceAllWeights, members=1)
 register("deep ensemble", of="MAP", robustness=True)
 register("mixture of Laplace, kron", of="Laplace, kron")
 
@@ -462,6 +555,7 @@ def fit_table(preds: dict[str, dict], labels) -> "pd.DataFrame":
         for m, (probs, info) in enumerate(zip(p["probs"], p["info"])):
             rows.append(dict(member=m, method=label, **{k: info.get(k) for k in
                                                         ("prior_precision", "prior_precision_bias", "marglik_gain",
-                                                         "fit_s", "prior_s", "predict_s")},
+                                                         "parameters", "posterior_mb", "fit_s", "prior_s",
+                                                         "predict_s")},
                              **metrics.summary(probs, labels)))
     return pd.DataFrame(rows)

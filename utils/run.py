@@ -79,6 +79,25 @@ class Member:
         r = self.run
         return train.member_logits(r.profile, self.index, r.cache, subset, r.paths, r.device, r.parts)
 
+    def _dataset(self, subset: str):
+        splits = dict(zip(("train", "val", "test"), self.run.datasets))
+        if subset not in splits:
+            raise ValueError(f"unknown split {subset!r}; known: train, val, test")
+        return splits[subset]
+
+    def loader(self, subset: str):
+        """A DataLoader of the split's (image, label) batches, in order, without augmentation."""
+        p = self.run.profile
+        return data.make_loader(self._dataset(subset), p.batch_size, num_workers=p.num_workers)
+
+    def images(self, subset: str) -> torch.Tensor:
+        """Every image of the split, N x 1 x S x S (as the network takes them)."""
+        return torch.cat([x for x, _ in self.loader(subset)])
+
+    @property
+    def device(self) -> torch.device:
+        return self.run.device
+
     @property
     def predictions_dir(self):
         return self.run.paths.artifacts / "predictions" / train.run_name(self.run.profile, self.run.parts)
@@ -209,14 +228,16 @@ class Run:
 
     def predictions(self, labels=None, subset: str = "test") -> dict[str, dict]:
         """{label: dict(probs, samples, info)} on a split: single-model methods per member (probs M x N x C,
-        samples a list per member, info a list per member); combinations over all members (probs N x C,
+        samples a list per member, info a list per member; M is the registry's `members` where it limits them);
+        combinations over all members (probs N x C,
         samples M x N x C)."""
         out = {}
         for label in self.labels() if labels is None else labels:
             if posteriors.REGISTRY[label].combination:
                 out[label] = self.posterior(label).predict(subset)
                 continue
-            runs = [self.posterior(label, m).predict(subset) for m in range(self.profile.members)]
+            n = min(posteriors.REGISTRY[label].members or self.profile.members, self.profile.members)
+            runs = [self.posterior(label, m).predict(subset) for m in range(n)]
             out[label] = dict(probs=np.stack([r["probs"] for r in runs]), samples=[r.get("samples") for r in runs],
                               info=[{k: v for k, v in r.items() if k not in ("probs", "samples")} for r in runs])
         return out
@@ -268,8 +289,7 @@ class BatchPredictor:
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> dict[str, dict]:
-        x = x.contiguous(memory_format=torch.channels_last)
-        phis = [m.embed(x) for m in self.models]
+        phis = [m.embed(x.contiguous(memory_format=torch.channels_last)) for m in self.models]
         out = {}
         for label in self.labels:
             post = self.run.posterior(label)
@@ -277,10 +297,11 @@ class BatchPredictor:
                 member = post.sample_probs(phis)
                 out[label] = dict(probs=member.mean(0), samples=member)
             elif post.stochastic:
-                probs, samples = post.probs_and_samples(phis[0], self.n_samples, self.seed)
+                probs, samples = post.probs_and_samples(x if post.inputs == "images" else phis[0], self.n_samples,
+                                                        self.seed)
                 out[label] = dict(probs=probs, samples=samples)
             else:
-                out[label] = dict(probs=post.probs(phis[0]))
+                out[label] = dict(probs=post.probs(x if post.inputs == "images" else phis[0]))
         return out
 
     def batched(self, xs: torch.Tensor, batch: int = 256) -> dict[str, dict]:

@@ -1,0 +1,144 @@
+"""Laplace over all weights: what it covers, its linearised predictive against laplace-torch's, and the
+explanations of its samples (vectorised against one pass per sample, and at the MAP against `explain`)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from utils import calibration, explain, weight_laplace as wl
+from utils.models import XrayNet, _conv_bn
+
+
+def tiny_net(classes: int = 4) -> XrayNet:
+    """The small network's layout (conv-BN-ReLU, a max-pool, pooled linear head) with a few hundred weights."""
+    feats = torch.nn.Sequential(*_conv_bn(1, 4, k=5, stride=2), *_conv_bn(4, 6), torch.nn.MaxPool2d(2),
+                                *_conv_bn(6, 8))
+    return XrayNet(feats, 8, classes)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    torch.manual_seed(0)
+    model = tiny_net().eval()
+    for m in model.modules():  # running statistics other than (0, 1), so eval-mode BatchNorm matters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 2)
+    x, y = torch.randn(48, 1, 24, 24), torch.randint(0, 4, (48,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    return model, wl.fit(model, loader, prior_precision=50.0), x, y
+
+
+def test_the_posterior_covers_every_weight_but_batchnorms(fitted):
+    model, fit, _, _ = fitted
+    bn = sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters())
+    total = sum(p.numel() for p in model.parameters())
+    assert fit.la.n_params == total - bn
+    assert all(p.requires_grad for p in model.parameters())  # the member's own network is left as it was
+    flat = wl.Flat.of(model)
+    params = dict(model.named_parameters())
+    back = flat.unflatten(fit.la.mean)
+    for n in flat.names:
+        torch.testing.assert_close(back[n], params[n].detach())
+
+
+def test_samples_are_reproducible_and_centred_on_the_map(fitted):
+    _, fit, _, _ = fitted
+    a, b = wl.parameter_samples(fit, 3, seed=1), wl.parameter_samples(fit, 3, seed=1)
+    torch.testing.assert_close(a, b)
+    assert not torch.equal(a, wl.parameter_samples(fit, 3, seed=2))
+    many = wl.parameter_samples(fit, 4000, seed=0)
+    sd = many.std(0)
+    z = (many.mean(0) - fit.la.mean) / (sd / np.sqrt(4000))
+    assert z.abs().mean() < 1.0  # |N(0, 1)| has mean 0.8
+
+
+def test_the_linearised_predictive_agrees_with_laplace_torch(fitted):
+    model, fit, x, _ = fitted
+    thetas = wl.parameter_samples(fit, 3000, seed=0)
+    f0, lin = wl.linearised_logits(model, fit.la.mean, thetas, x[:3], vectorised=True)
+    f_mu, f_var = fit.la._glm_predictive_distribution(x[:3])  # laplace-torch: Jacobians and the K-FAC inverse
+    torch.testing.assert_close(f0, f_mu, atol=1e-4, rtol=1e-4)
+    _, looped = wl.linearised_logits(model, fit.la.mean, thetas[:4], x[:3])
+    torch.testing.assert_close(looped, lin[:4], atol=1e-5, rtol=1e-4)
+    d = lin - f0
+    emp = torch.einsum("sbi,sbj->bij", d, d) / len(d)
+    assert ((emp - f_var).norm() / f_var.norm()) < 0.12  # Monte Carlo error of 3000 draws: a few %
+
+
+@pytest.mark.parametrize("how", ["cam", "gradcam"])
+def test_vectorised_sample_explanations_equal_the_looped_ones(fitted, how):
+    model, fit, x, y = fitted
+    thetas = wl.parameter_samples(fit, 5, seed=0)
+    f = wl.sample_cams if how == "cam" else wl.sample_gradcams
+    fast = f(model, thetas, x[:6], y[:6], vectorised=True)
+    slow = f(model, thetas, x[:6], y[:6], vectorised=False)
+    assert fast.shape == (5, 6, 24, 24)
+    torch.testing.assert_close(fast, slow, atol=1e-5 * slow.abs().max().item(), rtol=1e-4)
+    assert (fast[0] - fast[1]).abs().max() > 0  # the samples' maps differ (the features move with the weights)
+
+
+def test_at_the_map_the_sample_maps_are_the_networks(fitted):
+    model, fit, x, y = fitted
+    mean = fit.la.mean[None]
+    torch.testing.assert_close(wl.sample_cams(model, mean, x[:6], y[:6])[0], explain.CAM(model)(x[:6], y[:6]),
+                               atol=1e-4, rtol=1e-4)
+    split = wl.gradcam_split(model)
+    hooked = explain.GradCAM(model, layer=model.features[split - 1])(x[:6], y[:6])  # forward hook and autograd
+    torch.testing.assert_close(wl.sample_gradcams(model, mean, x[:6], y[:6])[0], hooked, atol=1e-6, rtol=1e-4)
+
+
+def test_a_method_fitted_on_member_0_only_is_paired_with_member_0():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 120)
+    groups = np.arange(120)
+    map_members = rng.dirichlet(np.ones(3), size=(4, 120))
+    preds = {"MAP": dict(probs=map_members), "same as member 0": dict(probs=map_members[:1])}
+    t = calibration.interval_table(preds, y, groups, n_boot=200)
+    row = t[t.method == "same as member 0"].iloc[0]
+    assert row.fitted_on == 1
+    for c in calibration.INTERVAL_METRICS:  # against all four MAP members, the difference would not be zero
+        assert row[f"delta_{c}"] == pytest.approx(0, abs=1e-12)
+
+
+class PointMass:
+    """A 'posterior' all of whose samples are the MAP weights: every shift must vanish exactly."""
+
+    def __init__(self, model):
+        self.model = model
+        params = dict(model.named_parameters())
+        self.mean = torch.cat([params[n].detach().flatten() for n in wl.Flat.of(model).names])
+
+    def parameter_samples(self, n, seed=0):
+        return self.mean.expand(n, -1).clone()
+
+
+def test_a_point_mass_at_the_map_moves_no_map_and_its_networks_are_the_map():
+    from utils import weight_explanations as we
+
+    torch.manual_seed(1)
+    models = [tiny_net().eval() for _ in range(2)]
+    x, y = torch.randn(20, 1, 24, 24), torch.randint(0, 4, (20,))
+    ds = torch.utils.data.TensorDataset(x, y)
+    region = torch.zeros(20, 24, 24, dtype=torch.bool)
+    region[:, 6:18, 6:18] = True
+    region[3] = False  # an image without a region gets no mask scores
+    W = models[0].fc.weight.detach()[None].repeat(3, 1, 1)  # head 'samples' at the MAP too
+    per = we.per_image(models, PointMass(models[0]), W, ds, (region,), n_samples=3, rows=np.arange(2, 20), batch=8)
+    assert sorted(per.i.unique()) == list(range(2, 20))
+    allw = per[per.set == "all-weights Laplace"]
+    np.testing.assert_allclose(allw.rho, 1, atol=1e-6)
+    np.testing.assert_allclose(allw.spread, 0, atol=1e-6)
+    np.testing.assert_allclose(per[per.set == "all-weights Laplace, Grad-CAM"].rho.dropna(), 1, atol=1e-6)
+    ok = allw.i != 3
+    np.testing.assert_array_equal(allw.pointing[ok], allw.pointing_map[ok])
+    assert allw.pointing[~ok].isna().all()
+    right = (models[0](x[2:]).argmax(1) == y[2:]).float().numpy()
+    np.testing.assert_array_equal(allw.samples_right, right)
+    table = we.shift_table(per, np.arange(20), n_boot=50)
+    row = table.set_index("set").loc["all-weights Laplace"]
+    assert row.d_pointing == 0 and row.rho == pytest.approx(1)
+    sweep = we.scale_sweep(PointMass(models[0]), models[0], ds, np.arange(10), taus=(1.0, 0.5), n_samples=2,
+                           groups=np.arange(20), n_boot=50)
+    np.testing.assert_allclose(sweep.rho, 1, atol=1e-6)
