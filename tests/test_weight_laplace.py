@@ -142,3 +142,28 @@ def test_a_point_mass_at_the_map_moves_no_map_and_its_networks_are_the_map():
     sweep = we.scale_sweep(PointMass(models[0]), models[0], ds, np.arange(10), taus=(1.0, 0.5), n_samples=2,
                            groups=np.arange(20), n_boot=50)
     np.testing.assert_allclose(sweep.rho, 1, atol=1e-6)
+
+
+def test_the_posteriors_probit_predictive_matches_laplace_torchs_moments(tmp_path):
+    """`LaplaceAllWeights.probs` (probit over the draws' covariance) against the projected probit over
+    laplace-torch's own GLM moments (Jacobians and the K-FAC inverse): the same predictive up to Monte Carlo
+    error in the covariance."""
+    from utils import bayes, posteriors
+
+    torch.manual_seed(0)
+
+    class Member:
+        index, predictions_dir, device = 0, tmp_path, torch.device("cpu")
+        model = tiny_net().eval()
+        meta = dict(prior_precision=1.0)
+        x, y = torch.randn(48, 1, 24, 24), torch.randint(0, 4, (48,))
+
+        def loader(self, subset):
+            return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(self.x, self.y), batch_size=16)
+
+    post = posteriors.make("Laplace, kron, all weights", Member()).fit()
+    x = torch.randn(6, 1, 24, 24)
+    ours = post.probs(x, n=4000, seed=0)
+    f_mu, f_var = post.la_fit.la._glm_predictive_distribution(x)
+    ref = bayes.probit(f_mu, f_var, project=True)
+    assert 0.5 * np.abs(ours - ref).sum(1).max() < 0.02
