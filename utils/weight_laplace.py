@@ -11,16 +11,18 @@ convolutional weights:
   small network), and BatchNorm uses its running statistics (eval mode), so the network is a fixed function
   of the sampled weights.
 - The predictive is the GLM (linearised network) one, which laplace-torch recommends over sampling networks:
-  f_s(x) = f(x; theta_MAP) + J(x) (theta_s - theta_MAP), theta_s ~ N(theta_MAP, P^-1), and p = mean_s
-  softmax(f_s). laplace-torch computes it from the Jacobians J (N x C x P), which cost C backward passes with
-  per-example weight gradients for every image (about 50 ms an image on two CPU cores here); the same
-  linearised samples come from one Jacobian-vector product per draw (`torch.func.jvp`), a forward pass with
-  tangents: `linearised_logits`. tests/test_weight_laplace.py checks the two agree.
+  f_s(x) = f(x; theta_MAP) + J(x) (theta_s - theta_MAP), theta_s ~ N(theta_MAP, P^-1), whose covariance
+  J P^-1 J^T enters the probit approximation (`posteriors.LaplaceAllWeights`). laplace-torch computes that
+  covariance from the Jacobians J (N x C x P), which cost C backward passes with per-example weight gradients
+  for every image (about 50 ms an image on two CPU cores here, and N x C x P floats of memory); the same
+  linearised draws come from one Jacobian-vector product each (`torch.func.jvp`, a forward pass with
+  tangents: `linearised_logits`), and their covariance estimates it. tests/test_weight_laplace.py checks the
+  two agree.
 - Explanations of posterior samples: CAM and Grad-CAM of the *network* at S sampled weight vectors, computed
   by one vectorised call (`torch.func.functional_call` under `torch.vmap` over the stacked samples:
   `sample_cams`, `sample_gradcams`), or one pass per sample (`vectorised=False`); the benchmark
-  `python -m utils.bench explain` prints their ratio, and the default follows it (`vectorise_by_default`). Under the linearisation the mean map over samples
-  equals the MAP map to first order (the map is linear in theta - theta_MAP there); a shift of the mean map
+  `python -m utils.bench explain` prints their ratio, and the default follows it (`vectorise_by_default`).
+  Under the linearisation the mean map over samples equals the MAP map to first order (the map is linear in theta - theta_MAP there); a shift of the mean map
   comes from the network's curvature in its weights, which only network samples show.
 """
 from __future__ import annotations
@@ -30,7 +32,6 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from . import bayes
 from .explain import center_weights, upsample
@@ -138,7 +139,7 @@ def over_samples(model, thetas: torch.Tensor, *args, fn=None, vectorised: bool |
 
 
 @torch.no_grad()
-def network_logits(model, thetas: torch.Tensor, x: torch.Tensor, vectorised: bool = False) -> torch.Tensor:
+def network_logits(model, thetas: torch.Tensor, x: torch.Tensor, vectorised: bool | None = None) -> torch.Tensor:
     """Logits of the network at each sampled weight vector: S x B x C."""
     return over_samples(model, thetas, x, vectorised=vectorised)
 
@@ -216,7 +217,3 @@ def sample_gradcams(model, thetas: torch.Tensor, x: torch.Tensor, target, split:
     maps = over_samples(model, thetas, x.detach(), target, fn=lambda m, x, t: _gradcam(m, x, t, split, relu),
                         vectorised=vectorised)
     return upsample(maps.detach(), x.shape[-2:])
-
-
-def softmax_samples(logits: torch.Tensor) -> torch.Tensor:
-    return F.softmax(logits.double(), -1)
