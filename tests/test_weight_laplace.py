@@ -167,3 +167,14 @@ def test_the_posteriors_probit_predictive_matches_laplace_torchs_moments(tmp_pat
     f_mu, f_var = post.la_fit.la._glm_predictive_distribution(x)
     ref = bayes.probit(f_mu, f_var, project=True)
     assert 0.5 * np.abs(ours - ref).sum(1).max() < 0.02
+
+
+def test_a_method_fitted_on_member_0_only_does_not_compete_as_the_best_single_model():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 90)
+    onehot = np.eye(3)[y]
+    maps = rng.dirichlet(np.ones(3), size=(4, 90))
+    preds = {"MAP": dict(probs=maps), "deep ensemble": dict(probs=maps.mean(0), samples=maps),
+             "oracle on member 0": dict(probs=0.98 * onehot[None] + 0.02 / 3)}  # best on every score
+    t = calibration.ensemble_vs_best_single(preds, y, np.arange(90), n_boot=50)
+    assert set(t.best_single) == {"MAP"}

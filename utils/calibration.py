@@ -161,12 +161,15 @@ def ensemble_vs_best_single(preds: dict[str, dict], labels: np.ndarray, groups: 
                             seed: int = 0, level: float = 0.95, ensemble: str = "deep ensemble") -> pd.DataFrame:
     """For each metric, the combination `ensemble` (the deep ensemble of all members) against the best
     single-model method by that metric (as single models, mean over members): the paired difference
-    ensemble - best with its interval."""
+    ensemble - best with its interval. Only methods fitted on every member compete (a member-0-only method's
+    one value would be picked against means of M by chance as often as not)."""
     from . import evidence
 
     labels, groups = np.asarray(labels), np.asarray(groups)
     ens = np.asarray(preds[ensemble]["probs"])
     single = {k: p for k, p in preds.items() if not is_combination(k, p)}
+    full = max(len(p["probs"]) for p in single.values())  # methods fitted on every member: means of the same size
+    single = {k: p for k, p in single.items() if len(p["probs"]) == full}
     rows = []
     for c in INTERVAL_METRICS:
         est = {k: np.mean([getattr(metrics, c)(q, labels) for q in p["probs"]]) for k, p in single.items()}

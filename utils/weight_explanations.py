@@ -10,7 +10,8 @@ samples, each against member 0's MAP CAM of the same class:
   (`posteriors.LaplaceAllWeights`, `weight_laplace.sample_cams`), whose feature maps move with the weights;
   also its Grad-CAM at the block before the last convolution (`weight_laplace.sample_gradcams`) against the
   MAP network's Grad-CAM there;
-- **deep ensemble**: the M members' CAMs of the same class (different modes).
+- **other ensemble members**: the CAMs of the same class by members 1 to M - 1 (different modes; member 0,
+  whose map is the reference, is left out so that it does not pull their mean towards itself).
 
 Per image and set (`per_image`): Spearman's rho between the mean map and the MAP map (`map_similarity`); the
 relative spread of the samples' maps (`spread_scores`); where the test image has masks, the pointing game and
@@ -32,7 +33,7 @@ from .data import make_loader
 from .explain import _targets, cam_samples, forward_members, upsample
 from .explanation_scores import map_similarity, pointing_game, relevance_mass, spread_scores
 
-SETS = ("last-layer Laplace", "all-weights Laplace", "all-weights Laplace, Grad-CAM", "deep ensemble")
+SETS = ("last-layer Laplace", "all-weights Laplace", "all-weights Laplace, Grad-CAM", "other ensemble members")
 
 
 def _scores(name, maps, ref, masks, extra=None) -> dict:
@@ -73,7 +74,7 @@ def per_image(models, post, W: torch.Tensor, dataset, masks=None, n_samples: int
             ref = upsample(cam_samples(fmaps[0], models[0].fc.weight.detach(), t0)[0], size)
             last = upsample(cam_samples(fmaps[0], W, t0), size)
             ens = torch.stack([upsample(cam_samples(f, m.fc.weight.detach(), t0)[0], size)
-                               for m, f in zip(models, fmaps)])
+                               for m, f in zip(models[1:], fmaps[1:])])
             right = (wl.network_logits(net, thetas, xb.to(dev)).argmax(-1).cpu() == yb).float().mean(0).numpy()
         xd, td = xb.to(dev), t0.to(dev)
         allw = wl.sample_cams(net, thetas, xd, td).cpu()
@@ -111,29 +112,44 @@ def shift_table(per: pd.DataFrame, groups, n_boot: int = 2000, seed: int = 0) ->
 
 
 def scale_sweep(post, model0, dataset, rows, taus=(1.0, 0.5, 0.2, 0.1), n_samples: int = 16, seed: int = 0,
-                target="predicted", groups=None, n_boot: int = 2000) -> pd.DataFrame:
-    """The all-weights numbers for networks theta_MAP + tau (theta_s - theta_MAP) on the images at positions
-    `rows` of `dataset`: per tau, the share of sampled networks right, rho of the mean CAM with the MAP CAM and
-    the relative spread, means with study-bootstrap intervals (`groups`: the dataset's study ids)."""
+                target="predicted", groups=None, n_boot: int = 2000, n_draws: int = 32) -> pd.DataFrame:
+    """The all-weights numbers for networks theta_MAP + tau (theta_s - theta_MAP) (the posterior with its
+    covariance scaled by tau^2, chosen after the fact: a tempered posterior, not the Laplace one) on the images
+    at positions `rows` of `dataset`: per tau, the share of sampled networks right and the share that agree
+    with the MAP network's class, rho of the mean CAM with the MAP CAM, the relative spread, and the GLM
+    predictive's accuracy and NLL per image at covariance tau^2 J P^-1 J^T (the linearised draws scale exactly;
+    the probit over `n_draws` draws' covariance, as `posteriors.LaplaceAllWeights`); means with study-bootstrap
+    intervals (`groups`: the dataset's study ids)."""
+    from .bayes import probit
+
     items = [dataset[int(i)] for i in rows]
     x, y = torch.stack([a for a, _ in items]), torch.as_tensor([int(b) for _, b in items])
     _, probs = forward_members([model0], x)
     t0, _ = _targets(target, probs, y)
+    map_class = probs[0].argmax(1)
     with torch.no_grad():
         ref = upsample(cam_samples(model0.features(x), model0.fc.weight.detach(), t0)[0], x.shape[-2:])
     thetas, mean = post.parameter_samples(n_samples, seed), post.mean
     dev = mean.device
+    f0, f = post.draws(x, n_draws, seed) if hasattr(post, "draws") else (None, None)
     out = []
     for tau in taus:
         th = mean + tau * (thetas - mean)
         with torch.no_grad():
-            right = (wl.network_logits(post.model, th, x.to(dev)).argmax(-1).cpu() == y).float().mean(0).numpy()
+            cls = wl.network_logits(post.model, th, x.to(dev)).argmax(-1).cpu()
         maps = wl.sample_cams(post.model, th, x.to(dev), t0.to(dev)).cpu()
-        f = pd.DataFrame(dict(i=np.asarray(rows), samples_right=right, rho=map_similarity(maps.mean(0), ref)["spearman"],
-                              spread=spread_scores(maps)["relative"]))
+        cols = dict(i=np.asarray(rows), samples_right=(cls == y).float().mean(0).numpy(),
+                    samples_agree=(cls == map_class).float().mean(0).numpy(),
+                    rho=map_similarity(maps.mean(0), ref)["spearman"], spread=spread_scores(maps)["relative"])
+        if f is not None:
+            d = (f - f0).double()
+            p = probit(f0.double(), tau ** 2 * torch.einsum("sni,snj->nij", d, d) / len(d), project=True)
+            cols.update(glm_right=(p.argmax(1) == y.numpy()).astype(float),
+                        glm_nll=-np.log(np.clip(p[np.arange(len(y)), y.numpy()], 1e-12, None)))
+        frame = pd.DataFrame(cols)
         g = np.asarray(groups) if groups is not None else np.arange(len(dataset))
-        ci = _intervals(f, ["samples_right", "rho", "spread"], g, n_boot, seed)
-        row = dict(tau=tau, images=len(f))
+        ci = _intervals(frame, [c for c in frame.columns if c != "i"], g, n_boot, seed)
+        row = dict(tau=tau, images=len(frame))
         for c, d in ci.items():
             row.update({c: d["estimate"], f"{c}_low": d["low"], f"{c}_high": d["high"]})
         out.append(row)
@@ -150,49 +166,57 @@ def reading(table: pd.DataFrame, sweep: pd.DataFrame, cost: pd.DataFrame, flags,
             map_row: dict, n_samples: int) -> str:
     """The section's Reading, every number from the tables it is given (no claim beyond them)."""
     t = table.set_index("set")
-    aw, ll, ens, gc = (t.loc[s] for s in ("all-weights Laplace", "last-layer Laplace", "deep ensemble",
+    aw, ll, ens, gc = (t.loc[s] for s in ("all-weights Laplace", "last-layer Laplace", "other ensemble members",
                                           "all-weights Laplace, Grad-CAM"))
     lines = [
-        f"**Does a posterior over the convolutional weights move the mean CAM?** Spearman ρ between the mean map of "
-        f"{n_samples} sampled networks and the MAP CAM: {_ci(aw, 'rho')} (Grad-CAM one block lower: "
-        f"{_ci(gc, 'rho')}), against {_ci(ll, 'rho')} for the last-layer Laplace (an identity up to sampling noise) "
-        f"and {_ci(ens, 'rho')} for the deep ensemble's members."]
+        f"**How far the mean CAM of {n_samples} networks drawn from the all-weights posterior is from the MAP CAM** "
+        f"(Spearman ρ, {int(aw['images'])} test images): {_ci(aw, 'rho', 3)} (Grad-CAM one block lower: "
+        f"{_ci(gc, 'rho', 3)}), against {_ci(ll, 'rho', 3)} for the last-layer Laplace (the MAP CAM up to sampling "
+        f"noise, by identity) and {_ci(ens, 'rho', 3)} for the mean CAM of the other ensemble members."]
     if "d_pointing" in t:
         lines.append(
             f"What the mean map points at, minus the MAP map (paired per image): pointing {_ci(aw, 'd_pointing', 3)}, "
             f"relevance mass {_ci(aw, 'd_mass', 3)} for the all-weights posterior; {_ci(ens, 'd_pointing', 3)} and "
-            f"{_ci(ens, 'd_mass', 3)} for the ensemble.")
-    right = (f"A network drawn from the all-weights posterior classifies {_ci(aw, 'samples_right', 1, pct=True)} of "
-             f"the test images correctly (the MAP network: {map_row['accuracy'] * 100:.1f} %)")
-    if aw["samples_right_high"] < map_row["accuracy"] - 0.1:
-        right += (": the maps above are maps of networks that mostly do not classify these images, so their shift "
-                  "measures how wide the posterior is in weight space; it does not show that a network which still "
-                  "classifies would look elsewhere (the narrowed posteriors below say what happens then)")
-    lines.append(right + ".")
+            f"{_ci(ens, 'd_mass', 3)} for the other members.")
+    lines.append(
+        f"A network drawn from the all-weights posterior classifies {_ci(aw, 'samples_right', 1, pct=True)} of "
+        f"these images correctly (the MAP network: {map_row['accuracy'] * 100:.1f} % of the whole test split). "
+        "Under this posterior (member 0, one scalar prior, BatchNorm statistics kept at the MAP's), the maps above "
+        "are those of networks that mostly do not classify the images as the MAP network does; whether a posterior "
+        "whose networks still classify would move the map is not settled by them.")
     s = sweep.set_index("tau")
-    lines.append("Narrowing the posterior (networks θ_MAP + τ (θ_s − θ_MAP)): " + "; ".join(
-        f"τ = {tau:g}: {r.samples_right * 100:.0f} % right, ρ {r.rho:.2f}" for tau, r in s.iterrows()) + ".")
+    glm = "glm_nll" in s
+    lines.append(
+        f"Scaling the posterior's spread by τ after the fact (networks θ_MAP + τ (θ_s − θ_MAP), a tempered "
+        f"posterior, not the Laplace one; {int(s.images.iloc[0])} of the images, drawn at random): " + "; ".join(
+            f"τ = {tau:g}: {r.samples_right * 100:.0f} % right, {r.samples_agree * 100:.0f} % agree with the MAP "
+            f"network, ρ {r.rho:.2f} [{r.rho_low:.2f}, {r.rho_high:.2f}]"
+            + (f", GLM predictive NLL {r.glm_nll:.3f}" if glm else "") for tau, r in s.iterrows()) +
+        ". The map's similarity to the MAP's and the networks' agreement with the MAP rise together as τ falls; "
+        "that is co-variation over four values of τ, not a separation of the two.")
     lines.append(
         f"Relative spread of the samples' maps: all weights {_ci(aw, 'spread')}, last layer {_ci(ll, 'spread')}, "
-        f"ensemble {_ci(ens, 'spread')}.")
+        f"other members {_ci(ens, 'spread')}.")
     if flags is not None:
         fl = flags.set_index("score")
-        sp, en = fl.loc["explanation spread"], fl.loc["entropy"]
+        sp, en, mp = fl.loc["explanation spread"], fl.loc["entropy"], fl.loc["1 - max p"]
         lines.append(
-            f"Flagging its errors (AUROC): explanation spread {sp.auroc:.3f} [{sp.low:.3f}, {sp.high:.3f}], entropy "
+            f"Flagging the all-weights predictive's {int(sp.errors)} errors on these images (AUROC): the spread of the "
+            f"network samples' maps {sp.auroc:.3f} [{sp.low:.3f}, {sp.high:.3f}], the GLM predictive's entropy "
             f"{en.auroc:.3f} [{en.low:.3f}, {en.high:.3f}] (paired difference {sp.delta:+.3f} [{sp.delta_low:+.3f}, "
-            f"{sp.delta_high:+.3f}]).")
+            f"{sp.delta_high:+.3f}]) and its 1 − max p {mp.auroc:.3f} [{mp.low:.3f}, {mp.high:.3f}].")
     lines.append(
-        f"**Its predictive** (GLM, linearised networks; member 0): accuracy {calib_row['accuracy']:.1%}, NLL "
-        f"{calib_row['nll']:.3f}, ECE {calib_row['ece']:.1%}, against the MAP network's {map_row['accuracy']:.1%}, "
-        f"{map_row['nll']:.3f}, {map_row['ece']:.1%} (member 0; notebook 04 gives intervals).")
+        f"**Its predictive** (GLM, linearised networks; member 0, whole test split): accuracy "
+        f"{calib_row['accuracy']:.1%}, NLL {calib_row['nll']:.3f}, ECE {calib_row['ece']:.1%}, against the MAP "
+        f"network's {map_row['accuracy']:.1%}, {map_row['nll']:.3f}, {map_row['ece']:.1%} (notebook 04 gives "
+        "intervals).")
     c = cost.set_index("method")
     a, l_ = c.loc["Laplace, kron, all weights"], c.loc["Laplace, kron"]
     lines.append(
         f"**Cost** (member 0, this machine): fit {a.fit_s:.1f} s against {l_.fit_s:.2f} s for the last-layer kron "
-        f"Laplace on cached features; prediction of the test split {a.predict_s:.1f} s against {l_.predict_s:.2f} s; "
-        f"{int(a.parameters):,} parameters against {int(l_.parameters):,}, a posterior of {a.posterior_mb:.1f} MB "
-        f"against {l_.posterior_mb:.2f} MB.")
+        f"Laplace on cached features (their one-off extraction is in notebook 02's cost table); prediction of the test split {a.predict_s:.1f} s against "
+        f"{l_.predict_s:.2f} s; {int(a.parameters):,} parameters against {int(l_.parameters):,}, a posterior of "
+        f"{a.posterior_mb:.1f} MB against {l_.posterior_mb:.2f} MB.")
     return "\n\n".join(lines)
 
 
