@@ -113,6 +113,11 @@ class PointMass:
     def parameter_samples(self, n, seed=0):
         return self.mean.expand(n, -1).clone()
 
+    def draws(self, x, n, seed=0):
+        with torch.no_grad():
+            f0 = self.model(x)
+        return f0, f0.expand(n, *f0.shape).clone()
+
 
 def test_a_point_mass_at_the_map_moves_no_map_and_its_networks_are_the_map():
     from utils import weight_explanations as we
@@ -142,6 +147,9 @@ def test_a_point_mass_at_the_map_moves_no_map_and_its_networks_are_the_map():
     sweep = we.scale_sweep(PointMass(models[0]), models[0], ds, np.arange(10), taus=(1.0, 0.5), n_samples=2,
                            groups=np.arange(20), n_boot=50)
     np.testing.assert_allclose(sweep.rho, 1, atol=1e-6)
+    with torch.no_grad():  # no spread: the GLM predictive is the MAP network's softmax
+        nll = torch.nn.functional.cross_entropy(models[0](x[:10]), y[:10]).item()
+    np.testing.assert_allclose(sweep.glm_nll, nll, rtol=1e-5)
 
 
 def test_the_posteriors_probit_predictive_matches_laplace_torchs_moments(tmp_path):

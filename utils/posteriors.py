@@ -157,6 +157,14 @@ class Posterior:
             return self.head(torch.as_tensor(phi))
 
 
+def fit_info(f: bayes.LaplaceFit, prior: str) -> dict:
+    """What a Laplace fit records in its saved predictions: the prior search, the seconds, the posterior's size."""
+    return dict(prior=prior, prior_method=f.prior_method, prior_precision=f.prior_precision,
+                bracketed=f.log.get("bracketed"), searched=list(f.log.get("searched", ())),
+                prior_reason=f.log.get("reason", ""), fit_s=f.fit_s, prior_s=f.prior_s, structure=f.structure,
+                parameters=int(f.la.n_params), posterior_mb=bayes.posterior_megabytes(f.la))
+
+
 class PosteriorNotComputable(RuntimeError):
     """A Laplace posterior whose precision is not positive definite in float32 at the chosen prior precision."""
 
@@ -267,12 +275,7 @@ class Laplace(Posterior):
         self._record()
 
     def _record(self):
-        f = self.la_fit
-        self.info = dict(prior=self.prior, prior_method=f.prior_method, prior_precision=f.prior_precision,
-                         bracketed=f.log.get("bracketed"), searched=list(f.log.get("searched", ())),
-                         prior_reason=f.log.get("reason", ""), fit_s=f.fit_s, prior_s=f.prior_s,
-                         structure=self.structure, version=bayes.LAPLACE_VERSION, parameters=int(f.la.n_params),
-                         posterior_mb=bayes.posterior_megabytes(f.la))
+        self.info = dict(fit_info(self.la_fit, self.prior), version=bayes.LAPLACE_VERSION)
 
     def moments(self, phi) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean (N x C) and covariance (N x C x C) of the linearised logits."""
@@ -366,6 +369,13 @@ class LaplaceKronLayerwise(LaplaceKron):
                          marglik_gain=float(lml.detach()) - lml_scalar, marglik_grad=grad)
 
 
+def glm_probit(f0: torch.Tensor, f: torch.Tensor, scale: float = 1.0) -> np.ndarray:
+    """The projected probit predictive (`bayes.probit`) of logits f0 (N x C) whose covariance is `scale` times that
+    of the draws f (S x N x C) about f0, estimated from the draws (their mean is known: f0)."""
+    d = (f - f0).double()
+    return bayes.probit(f0.double(), scale * torch.einsum("sni,snj->nij", d, d) / len(d), project=True)
+
+
 class LaplaceAllWeights(Posterior):
     """K-FAC Laplace over all the network's weights (`weight_laplace.fit`: every convolution and the head; the
     BatchNorm parameters stay at the MAP), its scalar prior precision maximising the marginal likelihood
@@ -395,11 +405,7 @@ class LaplaceAllWeights(Posterior):
         self.la_fit = weight_laplace.fit(self.member.model, self.member.loader("train"), start, self.member.device)
         bayes.optimize_prior(self.la_fit, "marglik")
         f = self.la_fit
-        self.info = dict(prior="marglik", prior_method=f.prior_method, prior_precision=f.prior_precision,
-                         bracketed=f.log.get("bracketed"), searched=list(f.log.get("searched", ())),
-                         prior_reason=f.log.get("reason", ""), fit_s=f.fit_s, prior_s=f.prior_s,
-                         structure=f.structure, parameters=int(f.la.n_params),
-                         posterior_mb=bayes.posterior_megabytes(f.la))
+        self.info = fit_info(f, "marglik")
 
     @property
     def model(self) -> torch.nn.Module:
@@ -438,9 +444,7 @@ class LaplaceAllWeights(Posterior):
         """The projected probit predictive (`bayes.probit`, as the last-layer Laplace) with the logits' covariance
         J P^-1 J^T estimated from the n draws about their known mean f(x; theta_MAP), and the draws' softmax."""
         f0, f = self.draws(x, n, seed)
-        d = (f - f0).double()
-        cov = torch.einsum("sni,snj->nij", d, d) / n
-        return bayes.probit(f0.double(), cov, project=True), f.double().softmax(-1).numpy()
+        return glm_probit(f0, f), f.double().softmax(-1).numpy()
 
     def sample_probs(self, x, n: int, seed: int = 0) -> np.ndarray:
         """S x N x C: the softmax of n linearised-logit draws for every image of x."""

@@ -296,12 +296,13 @@ class BatchPredictor:
             if label in self.combos:
                 member = post.sample_probs(phis)
                 out[label] = dict(probs=member.mean(0), samples=member)
-            elif post.stochastic:
-                probs, samples = post.probs_and_samples(x if post.inputs == "images" else phis[0], self.n_samples,
-                                                        self.seed)
+                continue
+            inputs = x if post.inputs == "images" else phis[0]
+            if post.stochastic:
+                probs, samples = post.probs_and_samples(inputs, self.n_samples, self.seed)
                 out[label] = dict(probs=probs, samples=samples)
             else:
-                out[label] = dict(probs=post.probs(x if post.inputs == "images" else phis[0]))
+                out[label] = dict(probs=post.probs(inputs))
         return out
 
     def batched(self, xs: torch.Tensor, batch: int = 256) -> dict[str, dict]:

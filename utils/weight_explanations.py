@@ -120,7 +120,7 @@ def scale_sweep(post, model0, dataset, rows, taus=(1.0, 0.5, 0.2, 0.1), n_sample
     predictive's accuracy and NLL per image at covariance tau^2 J P^-1 J^T (the linearised draws scale exactly;
     the probit over `n_draws` draws' covariance, as `posteriors.LaplaceAllWeights`); means with study-bootstrap
     intervals (`groups`: the dataset's study ids)."""
-    from .bayes import probit
+    from .posteriors import glm_probit
 
     items = [dataset[int(i)] for i in rows]
     x, y = torch.stack([a for a, _ in items]), torch.as_tensor([int(b) for _, b in items])
@@ -131,7 +131,7 @@ def scale_sweep(post, model0, dataset, rows, taus=(1.0, 0.5, 0.2, 0.1), n_sample
         ref = upsample(cam_samples(model0.features(x), model0.fc.weight.detach(), t0)[0], x.shape[-2:])
     thetas, mean = post.parameter_samples(n_samples, seed), post.mean
     dev = mean.device
-    f0, f = post.draws(x, n_draws, seed) if hasattr(post, "draws") else (None, None)
+    f0, f = post.draws(x, n_draws, seed)
     out = []
     for tau in taus:
         th = mean + tau * (thetas - mean)
@@ -141,11 +141,9 @@ def scale_sweep(post, model0, dataset, rows, taus=(1.0, 0.5, 0.2, 0.1), n_sample
         cols = dict(i=np.asarray(rows), samples_right=(cls == y).float().mean(0).numpy(),
                     samples_agree=(cls == map_class).float().mean(0).numpy(),
                     rho=map_similarity(maps.mean(0), ref)["spearman"], spread=spread_scores(maps)["relative"])
-        if f is not None:
-            d = (f - f0).double()
-            p = probit(f0.double(), tau ** 2 * torch.einsum("sni,snj->nij", d, d) / len(d), project=True)
-            cols.update(glm_right=(p.argmax(1) == y.numpy()).astype(float),
-                        glm_nll=-np.log(np.clip(p[np.arange(len(y)), y.numpy()], 1e-12, None)))
+        p = glm_probit(f0, f, tau ** 2)
+        cols.update(glm_right=(p.argmax(1) == y.numpy()).astype(float),
+                    glm_nll=-np.log(np.clip(p[np.arange(len(y)), y.numpy()], 1e-12, None)))
         frame = pd.DataFrame(cols)
         g = np.asarray(groups) if groups is not None else np.arange(len(dataset))
         ci = _intervals(frame, [c for c in frame.columns if c != "i"], g, n_boot, seed)
