@@ -39,8 +39,10 @@ SIZE, TASK, WORKERS = 64, "abnormality", 2
 pytestmark = pytest.mark.filterwarnings("ignore::utils.bayes.PriorNotBracketedWarning")
 
 
-# Left out of the gpu-profile predictions: "Laplace, full" is not computable for these untrained networks (the
-# test checks its error); "Laplace, kron, all weights" on ResNet-18 eigendecomposes Kronecker factors of up to
+# Left out of the gpu-profile predictions: "Laplace, full", whose 1,026 x 1,026 precision after one epoch is so
+# ill-conditioned that whether float32's Cholesky succeeds depends on the machine's rounding (it fails on one x86
+# host and not on another); its clear error on a precision that is certainly not positive definite is tested in
+# test_posteriors.py, and its computable case there and in the smoke report. "Laplace, kron, all weights" on ResNet-18 eigendecomposes Kronecker factors of up to
 # 4,608 x 4,608 per layer and costs about a minute on two CPU cores: it is tested in test_weight_laplace.py, in
 # test_posteriors.py's contract and in the smoke report.
 SKIPPED = ("Laplace, full", "Laplace, kron, all weights")
@@ -87,9 +89,7 @@ def trained(smoke_tree, tmp_path_factory):
             left = set(multiprocessing.active_children()) - before  # DataLoader workers still running
             mp.setattr(data, "make_loader", make_loader)
             mp.setattr(train, "build_model", build_model)
-            # every posterior but the full-Hessian Laplace: after one epoch a ResNet-18's curvature is degenerate,
-            # its prior search runs to the lower edge and the full 1,026 x 1,026 precision is not positive definite
-            # in float32 (posteriors.PosteriorNotComputable says so; test_posteriors covers the full structure)
+            # every posterior but those in SKIPPED (see there)
             run.predictions([label for label in run.labels() if label not in SKIPPED])
             yield run, loaders, outputs, left
     finally:
@@ -176,8 +176,6 @@ def test_every_registered_posterior_predicts_the_test_split(run):
     labels = [label for label in run.labels() if label not in SKIPPED]  # see `trained` and SKIPPED
     preds = run.predictions(labels)
     assert list(preds) == labels and run.labels() == posteriors.labels()
-    with pytest.raises(posteriors.PosteriorNotComputable, match=r"Laplace, full of member \d: .*What to do"):
-        run.predictions(["Laplace, full"])
     n, c = len(run.y), len(run.classes)
     assert c == 2
     for label, p in preds.items():

@@ -220,3 +220,16 @@ def test_refit_with_a_grid_search_leaves_the_posterior_as_it_was(member):
         gs = post.refit("gridsearch")
     assert gs.prior_method == "gridsearch" and "grid" in gs.log
     assert post.la_fit.prior_precision == delta and float(post.la_fit.la.prior_precision) == pytest.approx(delta)
+
+
+def test_a_precision_that_is_not_positive_definite_gives_one_clear_error(member):
+    """Constructed, not left to rounding: a full-Hessian Laplace whose Hessian is replaced by -10^3 I has a
+    precision with every eigenvalue negative, on any machine; predicting then says what happened and what to do
+    (the computable case is the contract tests above)."""
+    post = posteriors.make("Laplace, full", member)
+    la = post.fit().la_fit.la
+    la.H = -1e3 * torch.eye(la.n_params, dtype=la.H.dtype)
+    la._posterior_scale = None  # laplace-torch caches the scale; a new H must be factorised again
+    assert torch.linalg.eigvalsh(la.posterior_precision).max() < 0
+    with pytest.raises(posteriors.PosteriorNotComputable, match=r"Laplace, full of member 0: .*What to do"):
+        post.probs(member.features("test")[0])
