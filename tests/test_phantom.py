@@ -228,3 +228,100 @@ def test_each_new_finding_is_drawn_rendered_and_removable(big_plan, name):
     metal = [p for p in phantom._apply_lesions(phantom.build_limb(st.anatomy), st.lesion) if p.material == "metal"]
     assert bool(metal) == (kind == "hardware")
     assert all("hardware" in p.tags for p in metal)
+
+
+# --------------------------------------------------------------------------- generator 3.0: casts, texture, display
+
+
+def test_casts_are_plaster_or_fibreglass_at_real_thicknesses(big_plan):
+    casts = [st.lesion["cast"] for st in big_plan if "cast" in st.lesion]
+    mats = np.array([c["material"] for c in casts])
+    assert set(mats) == {"plaster", "fibreglass"} and abs((mats == "plaster").mean() - phantom.PLASTER_SHARE) < 0.05
+    for c in casts:
+        lo, hi = phantom.CAST_SHELL_MM[c["material"]]
+        assert lo <= c["shell"] <= hi
+    assert phantom.MU["soft"] < phantom.MU["fibreglass"] < phantom.MU["plaster"] < phantom.MU["cortex"]
+
+
+def test_marrow_is_textured_and_the_render_stream_is_drawn_as_before():
+    """The trabecular texture and the display coins come from a side stream: the render stream's state after a
+    view does not depend on them; the marrow of an epiphysis varies where a uniform marrow would not."""
+    st = phantom.Study("train", "WRIST", 1, 1, 0, 1, phantom.Anatomy(), False)
+    a, b = np.random.default_rng(11), np.random.default_rng(11)
+    img, bones, *_ = phantom.render_view(st, a, 256)
+    real = phantom.TRABECULAR["amplitude"]
+    try:
+        phantom.TRABECULAR["amplitude"] = 0.0
+        flat, *_ = phantom.render_view(st, b, 256)
+    finally:
+        phantom.TRABECULAR["amplitude"] = real
+    assert a.bit_generator.state == b.bit_generator.state
+    d = np.abs(img.astype(float) - flat.astype(float))
+    bone = cv2.erode((bones > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    assert bone.sum() > 100 and d[bone].mean() > 1.0 and d[bone].mean() > 3 * d[~(bones > 0)].mean()
+
+
+def test_some_films_are_inverted_or_washed_out_whatever_the_class():
+    studies = phantom.plan_studies(300, 0, seed=2)
+    inv, washed = {0: [], 1: []}, {0: [], 1: []}
+    for i, st in enumerate(studies):
+        for v in phantom.render_study(st, i, 2, 48):
+            inv[st.label].append(v.meta["inverted"])
+            washed[st.label].append(v.meta["washed_out"])
+    allv = inv[0] + inv[1]
+    assert 0.01 < np.mean(allv) < 0.06 and 0.04 < np.mean(washed[0] + washed[1]) < 0.13
+    assert abs(np.mean(washed[0]) - np.mean(washed[1])) < 0.06  # a coin, not the class
+
+
+# --------------------------------------------------------------------------- findings' visibility
+
+
+@pytest.fixture(scope="module")
+def visibility():
+    return phantom.finding_visibility(sizes=(64, 128), n_per_kind=2, seed=0, max_side=384)
+
+
+def test_finding_visibility_table(visibility):
+    df = visibility
+    assert len(df) == 2 * len(phantom.VISIBILITY_KINDS)
+    assert {"kind", "finding", "size", "views", "extent_mm", "width_mm", "area_mm2", "extent_px", "width_px",
+            "area_px", "contrast", "noise", "cnr", "far_max_diff"} <= set(df.columns)
+    at64 = df[df["size"] == 64].set_index("kind")
+    assert at64.loc["cast: plaster", "cnr"] > 5 and at64.loc["hardware: plate", "cnr"] > 5
+    # the same measure on a finding that is absent: nothing differs, contrast 0
+    st = phantom.Study("train", "WRIST", 1, 1, 0, 1, phantom.Anatomy(), False)
+    v = phantom.render_study(st, 0, 0, 256)[0]
+    none = phantom.pair_cnr(v.image, v.image, v.bones > 0, 64)
+    assert none["cnr"] == 0 and at64.loc["hardware: plate", "cnr"] > 1 + none["cnr"]
+    # removing an implant or a cast changes nothing away from it (a fracture moves the distal fragment)
+    assert (df[df.finding.isin(["hardware", "cast"])].far_max_diff == 0).all()
+    assert (df.extent_px[df["size"] == 128].to_numpy() > df.extent_px[df["size"] == 64].to_numpy()).all()
+
+
+# --------------------------------------------------------------------------- label noise
+
+
+def test_label_noise_zero_changes_nothing_and_positive_flips_subtle_findings_only(tmp_path):
+    clean = phantom.plan_studies(400, 0, seed=4)
+    assert [s.label for s in phantom.plan_studies(400, 0, seed=4, label_noise=0.0)] == [s.label for s in clean]
+    assert all(s.true_label == s.label for s in clean)
+    noisy = phantom.plan_studies(400, 0, seed=4, label_noise=0.7)
+    assert [(s.anatomy, s.lesion, s.n_views, s.true_label) for s in noisy] == \
+        [(s.anatomy, s.lesion, s.n_views, s.label) for s in clean]
+    missed = [s for s in noisy if s.true_label == 1 and s.label == 0]
+    over = [s for s in noisy if s.true_label == 0 and s.label == 1]
+    assert missed and over and all(phantom.subtle(s.lesion) for s in missed)
+    assert not any(s.true_label and s.label == 0 and not phantom.subtle(s.lesion) for s in noisy)
+    # written: the folders and CSVs carry the report's label, true_labels.csv and phantom.json the truth
+    a = phantom.generate(tmp_path / "a", 3, 1, seed=7, max_side=48, workers=1, progress=False)
+    b = phantom.generate(tmp_path / "b", 3, 1, seed=7, max_side=48, workers=1, progress=False, label_noise=0.0)
+    assert _digest(a) == _digest(b)
+    c = phantom.generate(tmp_path / "c", 30, 1, seed=7, max_side=32, workers=1, progress=False, label_noise=1.0)
+    meta = json.loads((c / "phantom.json").read_text())
+    assert meta["label_noise"] == 1.0 and "label_noise" not in json.loads((a / "phantom.json").read_text())
+    truth = dict(line.rsplit(",", 2)[0::2] for line in (c / "true_labels.csv").read_text().split()[1:])
+    listed = dict(line.rsplit(",", 1) for line in (c / "train_labeled_studies.csv").read_text().split())
+    flipped = [k for k in listed if listed[k] != truth[k]]
+    assert flipped and all(s["true_label"] == int(truth[f"MURA-v1.1/{s['folder']}/"]) for s in meta["studies"])
+    assert len(phantom.load_plan(c)[0]) == meta["n_studies"]  # re-planned with its label noise
+    assert phantom.ensure(tmp_path / "c", 30, 1, seed=7, max_side=32, label_noise=1.0) == c

@@ -13,8 +13,13 @@ is modelled in a single anatomical frame in millimetres (y runs distally); each
 of MURA's seven study types is a field of view onto it, so neighbouring types
 overlap in what they show as in MURA (a hand film shows the wrist, an elbow film
 the humeral shaft). Bones are tapered capsules and ellipsoids with a cortical
-shell over a medullary cavity, plates (the scapula) are thin slabs; soft tissue,
-lungs and casts are further solids.
+shell over a medullary cavity, plates (the scapula) are thin slabs; soft tissue
+(an envelope of soft solids around every bone: arm, forearm, palm, fingers, shoulder, chest wall), lungs and
+casts are further solids. Cancellous bone is not uniform: the marrow term is modulated by a band-limited
+random texture (TRABECULAR: a difference of Gaussians of white noise at ~0.6 mm, trabecular separation in adults
+being 0.5-1 mm, but not finer than ~1.4 px of the film; amplitude +-35 % of the marrow attenuation, ASSUMED),
+fully in the ellipsoids (epiphyses, carpals, heads, condyles) and at the ends of the tubular bones, a third
+of it mid-shaft (diaphyses hold fatty marrow, few trabeculae); the cortex stays brighter than the medulla.
 
 Physics. Each solid contributes its chord length t_i (mm) along the beam, and the
 detector sees I = I0 * heel(x, y) * exp(-sum_i mu_i t_i) photons per pixel, with
@@ -25,7 +30,11 @@ processed radiograph: bone bright, air dark.
 Nuisances, all independent of the class: in-plane rotation (mostly small,
 sometimes large), zoom, field-of-view position, left/right mirroring,
 projection (AP, lateral, oblique), collimation borders, lead L/R markers,
-burned-in text, image sizes and aspect ratios, some files saved as RGB.
+burned-in text, image sizes and aspect ratios, some files saved as RGB, and
+(generator 3.0) films displayed inverted (bone dark on a bright background,
+INVERTED_RATE 3 %) or washed out (black level raised to 15-35 %, white lowered
+to 70-92 %: WASHED_OUT_RATE 8 %). MURA holds both kinds; no published share was
+found, so both rates are ASSUMED.
 
 Abnormal studies (about 40 %, MURA's share per type) show what MURA's show (its paper lists fractures,
 hardware, degenerative joint disease, lesions and subluxations). Each draws one presentation
@@ -94,6 +103,21 @@ HAND 40/10/10/40, FINGER 50/10/5/35. Sources, and what is assumed:
   2010/2014); subchondral sclerosis bands 1-4 mm (assumed). Sizes scale
   with the joint (a finger's DIP gets ~1/3 of a shoulder's osteophyte). The phantom's joints carry no
   cartilage gap (bone ends abut), so narrowing is drawn as bone filling the joint line's lucent margins.
+- Cast material (generator 3.0): plaster of Paris or fibreglass, 50/50 (PLASTER_SHARE, ASSUMED: no
+  published share found; fibreglass dominates in some countries, plaster back-slabs in others). Attenuation
+  from composition at ~50 keV (the energy at which MU's bone and soft tissue sit): set plaster is calcium
+  sulphate dihydrate, mu/rho ~0.48 cm2/g (mass-weighted from NIST XCOM elemental values: Ca 23 %, S 19 %,
+  O 56 %, H 2 %), against 0.42 for cortical bone. Gypsum crystal (2.32 g/cm3) would give 0.11/mm, but a set
+  cast is porous (it is mixed with ~0.6-0.8 parts water): at a bulk density of ~1.0-1.2 g/cm3 (ASSUMED, dry
+  cast) 0.05-0.06/mm, MU["plaster"] = 0.050/mm, 0.6 x cortex per mm. The exposure rules radiographers use
+  agree: plaster +5-10 kVp (small to large casts), fibreglass +3-4 kVp (Bontrager's cast conversion table,
+  as commonly quoted; not checked against the book here); by the 15 % rule that is x1.8-2.3 vs x1.3-1.4 in
+  exposure, i.e. mu*t of ~0.6-0.8 through two plaster walls of 5-10 mm (0.04-0.06/mm) and ~0.3 through two
+  fibreglass walls of 3-5 mm (~0.035/mm). Fibreglass (E-glass knit in polyurethane resin, an open mesh):
+  MU["fibreglass"] = 0.035/mm, 1.75 x soft tissue, with a diagonal mesh texture of 2.5 mm pitch (ASSUMED).
+  Shell thickness (CAST_SHELL_MM): plaster 5-10 mm, fibreglass 3-5 mm (usual application: plaster 6-8 layers,
+  fibreglass 3-4 layers; ASSUMED ranges). Padding under the cast is not modelled. Seen tangentially, a
+  plaster shell is brighter than bone, as on real films. (Generator 2.0 drew every cast at 0.040/mm.)
 - Casts: CAST_RATE (50 % of acute fractures of castable types, 60 % after K-wiring, 30 % after other
   fixation) and 4 % of normal studies, so MURA's known shortcut exists here (assumed rates, set so that
   hardware or cast is on ~46 % of abnormal studies, near Pure-MURA's 50 %).
@@ -105,8 +129,51 @@ Every random choice flows from `--seed` through `numpy.random.SeedSequence`s: on
 types, labels, views), one per study for its findings (spawn key (3, study)) and one per study for its
 renders (spawn key (1, study)); so the output does not depend on the number of worker processes, the plan
 does not depend on the lesion generator, and no render draw depends on the findings (nuisances stay
-independent of the class). Generator 2.0 (this mix) replaced 1.0 (1-2 mm fracture gaps and thin hardware
-only); `ensure` regenerates trees written by another version.
+independent of the class). Generator 3.0 (cast materials, trabecular texture, inverted and washed-out
+films, label noise) keeps 2.0's draws: the cast's material and thickness are drawn last in the study's
+findings stream, and the texture and display coins come from a side stream seeded by the render stream's
+state as each view starts (_side_stream), so the render stream is consumed as in 2.0 and both renders of a
+counterfactual pair share texture and display. Generator 2.0 (the mix above) replaced 1.0 (1-2 mm fracture
+gaps and thin hardware only); `ensure` regenerates trees written by another version.
+
+Label noise (`label_noise`, `--label-noise`, default 0: labels are the truth). MURA's labels come from the
+clinical report of one radiologist; in MURA's test set radiologists agreed with the gold standard (three
+radiologists' majority) at Cohen's kappa 0.73-0.78 (Rajpurkar et al. 2018, table 2). Missed fractures are
+the commonest diagnostic error in emergency departments (Guly 2001, Emerg Med J, 79.7 % of diagnostic
+errors), and the missed ones are the subtle ones; so with label_noise = q, a subtle finding (`subtle`: a non-
+or minimally displaced fracture without hardware or cast, or grade I degenerative change) is reported normal
+with probability q, and a normal study is over-called with probability OVERCALL * q (OVERCALL = 0.1,
+ASSUMED); other findings are always reported. One uniform per study, from its own stream (spawn key (5,
+study)), so the plan, findings and images are those of q = 0. Subtle findings are 26.5 % of abnormal studies,
+so on a plan of 6000 patients (seed 0) kappa(noisy, true) is 0.90 at q = 0.3, 0.83 at 0.5, 0.80 at 0.6, 0.78
+at 0.65, 0.76 at 0.7, 0.75 at 0.75, 0.73 at 0.8 and 0.66 at 1.0: q ~ 0.7-0.75 reproduces MURA's
+kappa ~0.75 (about 19-20 % of abnormal studies labelled normal, 6-7 % of normal ones abnormal). The folders and
+CSVs carry the noisy label; `true_labels.csv` (study, label, true_label) and phantom.json's studies the truth.
+
+How visible the findings are (`finding_visibility`, seed 0, 3 studies per kind, rendered at 512 px,
+medians over views; extent and width in mm of anatomy, the long and short side of the lesion mask's
+minimum-area rectangle; px after letterboxing to the input size; CNR = mean |with - without| over the
+mask's footprint / the film's noise SD from its high-pass residual, both after letterboxing):
+
+    kind                                 views extent width   width px at 64/96/128/224    CNR at 64/96/128/224
+    fracture, non/minimally displaced        6     47  36.6   11.6/17.5/23.3/40.7          9.8/11/11/13
+    fracture, displaced                      7     25  19.9   7.7/11.5/15.3/26.8           6.5/8.6/12/14
+    fracture, comminuted                     6     28  15.6   8.4/12.6/16.8/29.3           4.6/4.5/4.7/6.2
+    hardware: plate                          9     53  23.2   9.5/14.2/19.0/33.2           65/91/117/157
+    hardware: nail                           7    127  27.7   6.5/9.8/13.1/22.9            17/22/28/42
+    hardware: screws                         5     20   4.5   1.4/2.1/2.8/4.8              17/39/54/85
+    hardware: K-wires, tension band          9     39   1.8   1.6/2.4/3.2/5.6              19/26/37/41
+    hardware: arthroplasty, radial head      8    131  50.2   15.9/23.9/31.8/55.7          9.9/11/12/17
+    cast: plaster                            8    170  63.1   19.2/28.7/38.3/67.0          64/106/122/189
+    cast: fibreglass                         8    161  64.9   21.7/32.6/43.5/76.1          34/34/35/47
+    degenerative, grade I                    6     41  15.0   5.6/8.5/11.3/19.8            5.8/7.6/9.9/10
+    degenerative, grade II                   9     36  20.6   7.1/10.7/14.2/24.9           1.3/1.5/1.9/2.4
+    degenerative, grade III                  8     58  28.5   10.4/15.5/20.7/36.3          9.9/13/14/21
+At 64 px every kind keeps a median CNR above 1 against the pixel noise: implants and casts by tens (a
+K-wire or screw is only ~1.5 px wide there, but metal is bright), fractures by 4-10, mostly through the
+displaced or angled bone the mask holds (a fracture line of 1-2 mm is under one pixel at 64 px), and
+degenerative change least (grade II ~1.3, n small). CNR measures contrast against pixel noise, not against
+the anatomy's own structure, so it is an upper bound on what a reader or a network sees.
 """
 from __future__ import annotations
 
@@ -127,7 +194,7 @@ import numpy as np
 
 from .data import LESION_BITS
 
-GENERATOR_VERSION = "2.0"
+GENERATOR_VERSION = "3.0"
 LESION_TAGS = dict(LESION_BITS)  # a solid tagged with a finding sets its bit in the lesion mask
 
 PARTS = ("ELBOW", "FINGER", "FOREARM", "HAND", "HUMERUS", "SHOULDER", "WRIST")
@@ -142,7 +209,10 @@ ABNORMAL_RATE = {p: v[1] / sum(v) for p, v in MURA_STUDIES.items()}
 VIEWS_P = (0.12, 0.36, 0.37, 0.15)  # 1..4 views per study
 
 # linear attenuation coefficients, 1/mm (relative values are what matter)
-MU = {"soft": 0.020, "marrow": 0.028, "cortex": 0.085, "metal": 0.60, "cast": 0.040, "air": -0.016}
+# (cortex 0.085/mm is cortical bone at ~50 keV: NIST mu/rho 0.42 cm2/g x 1.92 g/cm3 = 0.081; soft tissue ~ water
+# 0.023). Casts (module docstring, "Casts"): set plaster of Paris 0.050, fibreglass 0.035; "cast" is generator 2.0's.
+MU = {"soft": 0.020, "marrow": 0.028, "cortex": 0.085, "metal": 0.60, "cast": 0.040, "air": -0.016,
+      "plaster": 0.050, "fibreglass": 0.035}
 
 
 # --------------------------------------------------------------------------- geometry
@@ -440,6 +510,9 @@ HARDWARE_MIX = {
 # a cast (or splint) on ... (casts only on CASTABLE types); normal studies: NORMAL_CAST_RATE
 CAST_RATE = dict(fracture=0.50, fixed_kwires=0.60, fixed=0.30, hardware=0.0, degenerative=0.0)
 NORMAL_CAST_RATE = 0.04
+# cast material (module docstring, "Casts"): share of plaster of Paris (ASSUMED), shell thickness in mm
+PLASTER_SHARE = 0.5
+CAST_SHELL_MM = {"plaster": (5.0, 10.0), "fibreglass": (3.0, 5.0)}
 
 # ---- implant sizes, mm (ranges drawn uniformly; sources in the module docstring)
 PLATES = {  # width, thickness, hole spacing, holes, screw diameter, screw head diameter
@@ -503,6 +576,7 @@ class Study:
     mirror: bool
     finger: int = 3
     lesion: dict = field(default_factory=dict)
+    true_label: int | None = None  # the finding's truth; `label` (the folder's, the CSV's) is the report's
 
     @property
     def folder(self) -> str:
@@ -619,6 +693,14 @@ def _djd_spec(rng: np.random.Generator, part: str, finger: int) -> dict:
     return dict(grade=grade, joints=out)
 
 
+def _cast_spec(rng: np.random.Generator) -> dict:
+    """A cast: its length (0.5-1: 75-110 mm proximal of the site), material and shell thickness (mm). Drawn last
+    in the study's findings stream, so the draws before it are generator 2.0's."""
+    length = float(rng.uniform(0.5, 1.0))
+    material = "plaster" if rng.random() < PLASTER_SHARE else "fibreglass"
+    return dict(length=length, material=material, shell=_uni(rng, CAST_SHELL_MM[material]))
+
+
 def _lesion_spec(rng: np.random.Generator, part: str, abnormal: bool, finger: int) -> dict:
     """Draw the study's findings (`rng`: the study's own stream, see plan_studies).
 
@@ -635,7 +717,7 @@ def _lesion_spec(rng: np.random.Generator, part: str, abnormal: bool, finger: in
     if not abnormal:
         if part in CASTABLE and rng.random() < NORMAL_CAST_RATE:
             spec["site"] = site_of(FRACTURE_SITES[part][:1])
-            spec["cast"] = float(rng.uniform(0.5, 1.0))
+            spec["cast"] = _cast_spec(rng)
         return spec
     pres = _pick(rng, ABNORMAL_MIX[part])
     if pres == "degenerative":
@@ -652,7 +734,7 @@ def _lesion_spec(rng: np.random.Generator, part: str, abnormal: bool, finger: in
             spec["fracture"] = _fracture_spec(rng, "reduced", comminution=bool(rng.random() < 0.3))
             rate = CAST_RATE["fixed_kwires" if kind == "kwires" else "fixed"]
     if part in CASTABLE and rng.random() < rate:
-        spec["cast"] = float(rng.uniform(0.5, 1.0))
+        spec["cast"] = _cast_spec(rng)
     return spec
 
 
@@ -981,10 +1063,13 @@ def _apply_lesions(prims: list[Prim], spec: dict) -> list[Prim]:
         if spec.get("hardware"):
             extra += _hardware_solids(prims, spec["hardware"], name, F, u, n, r, L)
         if "cast" in spec:
-            half = 40 + 70 * spec["cast"]
+            c = spec["cast"] if isinstance(spec["cast"], dict) else dict(length=spec["cast"])  # 2.0: a float
+            half = 40 + 70 * c["length"]
+            mat = c.get("material", "cast")
+            shell = c["shell"] / (r + 24) if "shell" in c else 0.25  # relative to the shell's mean outer radius
             extra.append(_cap("cast", (F[0] - u[0] * half, F[1] - u[1] * half),
                               (F[0] + u[0] * half * 0.7, F[1] + u[1] * half * 0.7), r + 26, r + 22,
-                              material="cast", cortex=0.25, tags=("cast",)))
+                              material=mat, cortex=shell, tags=("cast",)))
     if spec.get("degenerative"):
         extra += _djd_solids(prims, spec["degenerative"])
     return out + extra
@@ -1001,14 +1086,17 @@ def _chord_capsule(X, Y, g):
     t = np.clip(((X - x0) * dx + (Y - y0) * dy) / L2, 0.0, 1.0)
     d2 = (X - x0 - t * dx) ** 2 + (Y - y0 - t * dy) ** 2
     r = r0 + t * (r1 - r0)
-    return r, d2
+    return r, d2, t
 
 
 def _render(prims: list[Prim], M: np.ndarray, off: np.ndarray, s: float, H: int, W: int,
-            key: tuple):
+            key: tuple, trab: np.ndarray | None = None):
     """Attenuation (sum mu*t), key-bone mask and lesion flags on an H x W grid.
 
-    M (2x2) and off map the anatomical frame (mm) to grid pixels; s is px per mm.
+    M (2x2) and off map the anatomical frame (mm) to grid pixels; s is px per mm. `trab` (H x W, mean 0) is the
+    view's trabecular texture (_trabecular_texture): the marrow term of bone is multiplied by 1 + trab, fully
+    in ellipsoids (epiphyses, carpals, heads) and at a capsule's ends, a third of it mid-shaft (diaphyses
+    hold fatty marrow in a tube of cortex, few trabeculae).
     """
     A = np.zeros((H, W), np.float32)
     keym = np.zeros((H, W), bool)
@@ -1051,7 +1139,7 @@ def _render(prims: list[Prim], M: np.ndarray, off: np.ndarray, s: float, H: int,
             continue
         Y, X = np.mgrid[i0:i1, j0:j1].astype(np.float32)
         if pr.shape == "capsule":
-            r, d2 = _chord_capsule(X, Y, (*p0, *p1, r0, r1))
+            r, d2, tcap = _chord_capsule(X, Y, (*p0, *p1, r0, r1))
             outer = 2 * np.sqrt(np.maximum(r * r - d2, 0)) / s  # mm
             ri = r * (1 - pr.cortex)
             inner = 2 * np.sqrt(np.maximum(ri * ri - d2, 0)) / s
@@ -1069,11 +1157,26 @@ def _render(prims: list[Prim], M: np.ndarray, off: np.ndarray, s: float, H: int,
             continue
         mat = pr.material
         if mat == "bone":
-            val = MU["cortex"] * (outer - inner) + MU["marrow"] * inner
-        elif mat == "cast":
-            # plaster shell with a woven mesh texture
+            marrow = MU["marrow"] * inner
+            if trab is not None and pr.cortex < 1.0:
+                tt = trab[i0:i1, j0:j1]
+                if pr.shape == "capsule":  # 1 within ~one radius of an end, 1/3 mid-shaft
+                    Lc = math.hypot(p1[0] - p0[0], p1[1] - p0[1])
+                    wgt = np.clip(1.3 - np.minimum(tcap, 1 - tcap) * Lc / (3 * max(r0, r1, 1e-3)), 0.33, 1.0)
+                    tt = tt * wgt
+                marrow = marrow * (1 + tt)
+            val = MU["cortex"] * (outer - inner) + marrow
+        elif mat == "cast":  # generator 2.0's cast
             tex = 1 + 0.25 * np.sin(X * 0.9) * np.sin(Y * 0.9)
             val = MU["cast"] * (outer - inner) * tex
+        elif mat == "plaster":  # set plaster of Paris: a homogeneous shell
+            val = MU["plaster"] * (outer - inner)
+        elif mat == "fibreglass":  # knitted glass-fibre tape: a diagonal mesh, ~2.5 mm pitch (ASSUMED)
+            per = 2.5 * s  # px
+            amp = 0.3 * float(np.clip((per - 2.0) / 2.0, 0.0, 1.0))  # a mesh finer than the grid averages out
+            k = 2 * math.pi / max(per, 1e-3) / math.sqrt(2)
+            tex = 1 + amp * np.sin(k * (X + Y)) * np.sin(k * (X - Y))
+            val = MU["fibreglass"] * (outer - inner) * tex
         elif mat == "mask":
             val = None
         else:
@@ -1091,8 +1194,42 @@ def _render(prims: list[Prim], M: np.ndarray, off: np.ndarray, s: float, H: int,
     for gl in groups.values():
         A += gl
     if poly_layer.any():
-        A += cv2.GaussianBlur(poly_layer, (0, 0), 1.2 * s)
+        poly_layer = cv2.GaussianBlur(poly_layer, (0, 0), 1.2 * s)
+        A += poly_layer * (1 + 0.5 * trab) if trab is not None else poly_layer
     return A, keym, lesion
+
+
+def _side_stream(rng: np.random.Generator) -> np.random.Generator:
+    """A stream for the draws generator 3.0 added to a view (trabecular texture, display inversion, wash-out),
+    seeded by the view's render stream's state as the view starts: read, not drawn from, so the render
+    stream's draws are generator 2.0's; each view (and both renders of a counterfactual pair) gets its own,
+    equal for equal states."""
+    st = rng.bit_generator.state
+    if isinstance(st.get("state"), dict):
+        words = [int(v) for v in st["state"].values() if isinstance(v, int)]
+    else:
+        words = [int.from_bytes(json.dumps(st, sort_keys=True, default=str).encode()[:256], "little")]
+    return np.random.default_rng(np.random.SeedSequence(words, spawn_key=(4,)))
+
+
+TRABECULAR = dict(scale_mm=0.6, min_px=0.7, amplitude=0.35)
+
+
+def _trabecular_texture(srng: np.random.Generator, H: int, W: int, s: float) -> np.ndarray:
+    """Band-limited noise (a difference of Gaussians of white noise, unit SD times TRABECULAR["amplitude"]) on
+    the H x W render grid at s px/mm: trabecular spacing is 0.5-1 mm in adults (Tb.Sp, histomorphometry), so
+    the pass band sits at ~0.6 mm, but not below TRABECULAR["min_px"] render pixels (~1.4 px of the film), as
+    the coarser trabecular pattern is what a 512 px film shows (ASSUMED)."""
+    s1 = max(TRABECULAR["min_px"], TRABECULAR["scale_mm"] * s)
+    n = srng.standard_normal((H, W)).astype(np.float32)
+    band = cv2.GaussianBlur(n, (0, 0), s1) - cv2.GaussianBlur(n, (0, 0), 2.5 * s1)
+    return band * np.float32(TRABECULAR["amplitude"] / max(float(band.std()), 1e-6))
+
+
+# display variation (module docstring, "Exposure and display"): shares ASSUMED
+INVERTED_RATE = 0.03
+WASHED_OUT_RATE = 0.08
+WASHED_OUT = dict(black=(0.15, 0.35), white=(0.70, 0.92))
 
 
 def render_view(study: Study, rng: np.random.Generator, max_side: int = 512, *, lesion: dict | None = None,
@@ -1107,6 +1244,7 @@ def render_view(study: Study, rng: np.random.Generator, max_side: int = 512, *, 
     used, `meta["field"]` the exposed field (bool H x W; the masks are zero outside it).
     """
     part = study.part
+    srng = _side_stream(rng)  # generator 3.0's draws; the render stream below is drawn from as in 2.0
     # ---- projection and pose of this view
     proj = rng.choice(["AP", "LAT", "OBL"], p=[0.45, 0.35, 0.2])
     fx = {"AP": 1.0, "LAT": rng.uniform(0.35, 0.6), "OBL": rng.uniform(0.6, 0.85)}[proj]
@@ -1143,7 +1281,8 @@ def render_view(study: Study, rng: np.random.Generator, max_side: int = 512, *, 
     M = s * Rm @ Fm
     off = np.array([w2 / 2, h2 / 2]) - M @ centre
     key = KEY_BONES[part] if part != "FINGER" else tuple(f"{k}{study.finger}" for k in ("pp", "mp", "dp"))
-    A, keym, lesion = _render(prims, M, off, s, h2, w2, key)
+    trab = _trabecular_texture(srng, h2, w2, s)
+    A, keym, lesion = _render(prims, M, off, s, h2, w2, key, trab)
     # ---- up to full resolution
     A = cv2.resize(A, (W, H), interpolation=cv2.INTER_LINEAR)
     keym = cv2.resize(keym.astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST)
@@ -1181,9 +1320,16 @@ def render_view(study: Study, rng: np.random.Generator, max_side: int = 512, *, 
         lo, hi = np.asarray(window, np.float64)
     img = np.clip((D - lo) / max(hi - lo, 1e-3), 0, 1) ** rng.uniform(0.7, 1.4)
     img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), rng.uniform(0.5, 1.3))
+    washed = bool(srng.random() < WASHED_OUT_RATE)
+    if washed:  # a washed-out film: raised black level, compressed contrast
+        black = srng.uniform(*WASHED_OUT["black"])
+        img = black + img * (srng.uniform(*WASHED_OUT["white"]) - black)
     if colli and rng.random() < 0.35:  # some systems blank the collimated area black
         img[~field_mask] = rng.uniform(0, 0.08)
-    img = (img * 255).round().astype(np.uint8)
+    inverted = bool(srng.random() < INVERTED_RATE)
+    if inverted:  # displayed inverted: bone dark, air (and any blanked border) bright
+        img = 1 - img
+    img = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
     if rng.random() < 0.5:
         txt = str(rng.choice(["AP", "LAT", "OBL", "PA", "ER", "IR", "STANDING", "SUPINE"]))
         if rng.random() < 0.5:
@@ -1197,7 +1343,8 @@ def render_view(study: Study, rng: np.random.Generator, max_side: int = 512, *, 
     keym = keym * field_mask.astype(np.uint8) * 255
     lesion = lesion * field_mask.astype(np.uint8)
     meta = dict(projection=str(proj), rotation=float(theta), fov_mm=float(fov), collimated=bool(colli),
-                marker=bool(marker), flexion=float(flex), window=(float(lo), float(hi)), field=field_mask)
+                marker=bool(marker), flexion=float(flex), window=(float(lo), float(hi)), field=field_mask,
+                inverted=inverted, washed_out=washed, px_per_mm=float(s * W / w2))  # px of the film per mm of anatomy
     return img, keym, lesion, meta
 
 
@@ -1213,12 +1360,38 @@ def plan_ood_studies(patients: int, seed: int, parts=OOD_PARTS) -> list[Study]:
                      soft=float(rng.uniform(0.8, 1.35)), spread=1.0)
         part = parts[int(rng.integers(len(parts)))]
         studies.append(Study("valid", part, pid, 1, 0, int(rng.choice([1, 2, 3, 4], p=VIEWS_P)), an,
-                             bool(rng.random() < 0.5)))
+                             bool(rng.random() < 0.5), true_label=0))
     return studies
 
 
-def plan_studies(train_patients: int, valid_patients: int, seed: int) -> list[Study]:
-    """Patients, their studies and labels; class shares and abnormal rates follow MURA."""
+# label noise (module docstring, "Label noise"): a normal study is over-called at OVERCALL times the rate at
+# which a subtle finding is missed (ASSUMED)
+OVERCALL = 0.1
+
+
+def subtle(spec: dict) -> bool:
+    """A finding a report misses (LABEL NOISE): a non- or minimally displaced fracture with neither hardware nor
+    a cast to draw the eye, or grade I degenerative change."""
+    if "degenerative" in spec:
+        return spec["degenerative"].get("grade") == 1
+    fr = spec.get("fracture")
+    return bool(fr) and fr.get("pattern") == "simple" and "hardware" not in spec and "cast" not in spec
+
+
+def _report_label(label: int, spec: dict, u: float, label_noise: float) -> int:
+    """The report's label for a study whose truth is `label`: a subtle finding is missed where u < label_noise,
+    a normal study over-called where u < OVERCALL * label_noise; other findings are always reported."""
+    if label:
+        return 0 if subtle(spec) and u < label_noise else 1
+    return 1 if u < OVERCALL * label_noise else 0
+
+
+def plan_studies(train_patients: int, valid_patients: int, seed: int, label_noise: float = 0.0) -> list[Study]:
+    """Patients, their studies and labels; class shares and abnormal rates follow MURA.
+
+    `label_noise` > 0 makes `label` the report's (see _report_label; one uniform per study from its own stream,
+    spawn key (5, study), so the plan, the findings and the renders stay those of label_noise = 0); the truth is
+    in `true_label`."""
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
     parts = list(PARTS)
     share = np.array([STUDY_SHARE[p] for p in parts], float)
@@ -1243,6 +1416,10 @@ def plan_studies(train_patients: int, valid_patients: int, seed: int) -> list[St
                 # the findings come from the study's own stream, so the plan above does not depend on them
                 lrng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3, len(studies))))
                 st.lesion = _lesion_spec(lrng, part, bool(label), finger)
+                st.true_label = label
+                if label_noise > 0:
+                    nrng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(5, len(studies))))
+                    st.label = _report_label(label, st.lesion, float(nrng.random()), label_noise)
                 studies.append(st)
     return studies
 
@@ -1311,6 +1488,113 @@ def as_written(view: RenderedView) -> np.ndarray:
     return np.repeat(view.image[..., None], 3, axis=2) if view.meta.get("rgb") else view.image
 
 
+# --------------------------------------------------------------------------- how visible the findings are
+
+
+def _hw(*types):
+    return lambda s: s.get("hardware", {}).get("type") in types
+
+
+VISIBILITY_KINDS = {  # name: (which studies, the finding removed)
+    "fracture, non/minimally displaced": (lambda s: s.get("fracture", {}).get("pattern") == "simple"
+                                          and "hardware" not in s, "fracture"),
+    "fracture, displaced": (lambda s: s.get("fracture", {}).get("pattern") == "displaced", "fracture"),
+    "fracture, comminuted": (lambda s: s.get("fracture", {}).get("pattern") == "comminuted", "fracture"),
+    "hardware: plate": (_hw("plate"), "hardware"),
+    "hardware: nail": (_hw("nail"), "hardware"),
+    "hardware: screws": (_hw("screws"), "hardware"),
+    "hardware: K-wires, tension band": (_hw("kwires", "tension_band"), "hardware"),
+    "hardware: arthroplasty, radial head": (_hw("arthroplasty", "radial_head"), "hardware"),
+    "cast: plaster": (lambda s: isinstance(s.get("cast"), dict) and s["cast"]["material"] == "plaster", "cast"),
+    "cast: fibreglass": (lambda s: isinstance(s.get("cast"), dict) and s["cast"]["material"] == "fibreglass",
+                         "cast"),
+    **{f"degenerative, grade {'I' * g}": ((lambda g: lambda s: s.get("degenerative", {}).get("grade") == g)(g),
+                                         "degenerative") for g in (1, 2, 3)},
+}
+_IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+
+
+def _noise_sd(img: np.ndarray, region: np.ndarray) -> float:
+    """The noise SD of `img` over `region` (bool), robustly from the high-pass residual (Immerkaer 1996, "Fast
+    noise variance estimation": the 3x3 kernel's response has SD 6 sigma; median absolute value, so edges weigh
+    little); clipped pixels (0, 255) are left out, and the floor is uint8 quantisation (1/sqrt 12)."""
+    r = np.abs(cv2.filter2D(img.astype(np.float32), -1, _IMMERKAER, borderType=cv2.BORDER_REFLECT))
+    ok = cv2.erode((region & (img > 2) & (img < 253)).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    if ok.sum() < 20:
+        return 1 / math.sqrt(12)
+    return max(1.4826 * float(np.median(r[ok])) / 6.0, 1 / math.sqrt(12))
+
+
+def pair_cnr(orig: np.ndarray, cf: np.ndarray, mask: np.ndarray, size: int) -> dict:
+    """Contrast-to-noise of a finding at `size` px: both images letterboxed as the cache does
+    (utils.data.letterbox), the mask's footprint there (every pixel it covers, area resampling); contrast is the
+    mean absolute difference with/without over the footprint, noise the original's noise SD (_noise_sd) over
+    the rest of the picture."""
+    from .data import letterbox
+
+    o, c = letterbox(orig, size), letterbox(cf, size)
+    m = letterbox(mask.astype(np.uint8) * 255, size) > 0
+    pic = letterbox(np.full(orig.shape, 255, np.uint8), size) > 127
+    contrast = float(np.abs(o.astype(np.float32) - c.astype(np.float32))[m].mean()) if m.any() else 0.0
+    noise = _noise_sd(o, pic & ~(cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0))
+    return dict(contrast=contrast, noise=noise, cnr=contrast / noise, area_px=int(m.sum()))
+
+
+def finding_visibility(sizes=(64, 96, 128, 224), n_per_kind: int = 3, seed: int = 0, max_side: int = 512,
+                       near_px: int = 8):
+    """How visible each kind of finding (VISIBILITY_KINDS) is at each input size: `n_per_kind` studies of the
+    kind (drawn, seeded, from a plan of 1500 training patients with `seed`) rendered at `max_side` with and
+    without the finding (render_study, the original windows kept), every view whose lesion mask holds it.
+
+    One row per kind and size (medians over views): its physical size (extent_mm: the long side of the mask's
+    minimum-area rectangle; width_mm its short side; area_mm2; mm of anatomy, MURA's films at 512 px hold
+    ~0.25-0.8 mm per px), its size in px after letterboxing to `size` (extent_px, width_px, area_px: the
+    footprint), the contrast (mean |with - without| in grey levels over the footprint), the noise SD and
+    their ratio cnr (pair_cnr); far_max_diff is the largest |difference| at full resolution in the exposed
+    field more than `near_px` px from the mask (0: removing the finding changes nothing away from it; fractures
+    move the distal fragment, so theirs is not 0)."""
+    import pandas as pd
+
+    studies = plan_studies(1500, 0, seed)
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(6,)))
+    rows = []
+    for name, (want, kind) in VISIBILITY_KINDS.items():
+        cand = [i for i, st in enumerate(studies) if want(st.lesion)]
+        pick = sorted(int(k) for k in rng.choice(len(cand), size=min(n_per_kind, len(cand)), replace=False))
+        views = []
+        for k in pick:
+            i = cand[k]
+            st = studies[i]
+            orig = render_study(st, i, seed, max_side)
+            cfs = render_study(st, i, seed, max_side, lesion={k2: v for k2, v in st.lesion.items() if k2 != kind},
+                               windows=[v.meta["window"] for v in orig])
+            for o, c in zip(orig, cfs):
+                m = (o.lesion & LESION_TAGS[kind]) > 0
+                if m.sum() < 4:
+                    continue
+                ppm = o.meta["px_per_mm"]
+                (_, _), (w, h), _ = cv2.minAreaRect(np.argwhere(m)[:, ::-1].astype(np.float32))
+                far = (cv2.distanceTransform((~m).astype(np.uint8), cv2.DIST_L2, 5) > near_px) & o.meta["field"]
+                diff = np.abs(o.image.astype(np.int16) - c.image.astype(np.int16))
+                v = dict(extent_mm=max(w, h) / ppm, width_mm=min(w, h) / ppm, area_mm2=m.sum() / ppm ** 2,
+                         far_max_diff=int(diff[far].max(initial=0)), long=max(o.image.shape), px=max(w, h),
+                         wpx=min(w, h))
+                for size in sizes:
+                    v[size] = pair_cnr(o.image, c.image, m, size)
+                views.append(v)
+        for size in sizes:
+            med = lambda f: float(np.median([f(v) for v in views])) if views else float("nan")  # noqa: E731
+            rows.append(dict(kind=name, finding=kind, size=size, views=len(views),
+                             extent_mm=med(lambda v: v["extent_mm"]), width_mm=med(lambda v: v["width_mm"]),
+                             area_mm2=med(lambda v: v["area_mm2"]),
+                             extent_px=med(lambda v: v["px"] * size / v["long"]),
+                             width_px=med(lambda v: v["wpx"] * size / v["long"]),
+                             area_px=med(lambda v: v[size]["area_px"]), contrast=med(lambda v: v[size]["contrast"]),
+                             noise=med(lambda v: v[size]["noise"]), cnr=med(lambda v: v[size]["cnr"]),
+                             far_max_diff=int(max((v["far_max_diff"] for v in views), default=0))))
+    return pd.DataFrame(rows)
+
+
 def load_plan(mura_root: str | os.PathLike) -> tuple[list[Study], int, int]:
     """(studies, seed, max_side) of a generated phantom tree: the Study objects in generation order (a
     study's position in the list is the `index` its random stream is spawned from), re-planned from the
@@ -1330,11 +1614,10 @@ def load_plan(mura_root: str | os.PathLike) -> tuple[list[Study], int, int]:
     if list(meta.get("parts", PARTS)) == list(OOD_PARTS):
         studies = plan_ood_studies(meta["valid_patients"], seed)
     else:
-        studies = plan_studies(meta["train_patients"], meta["valid_patients"], seed)
+        studies = plan_studies(meta["train_patients"], meta["valid_patients"], seed, meta.get("label_noise", 0.0))
     stored = meta.get("studies")
     if stored is not None:
-        mine = json.loads(json.dumps([dict(folder=st.folder, anatomy=asdict(st.anatomy), mirror=st.mirror,
-                                           finger=st.finger, lesion=st.lesion) for st in studies]))
+        mine = json.loads(json.dumps([_record(st) for st in studies]))
         if mine != stored:
             bad = next((i for i, (a, b) in enumerate(zip(mine, stored)) if a != b), min(len(mine), len(stored)))
             raise ValueError(f"{path}: the re-planned studies differ from the stored ones (first at study {bad}); "
@@ -1342,16 +1625,32 @@ def load_plan(mura_root: str | os.PathLike) -> tuple[list[Study], int, int]:
     return studies, seed, max_side
 
 
-def settings_dict(train_patients: int, valid_patients: int, seed: int, max_side: int = 512, ood: bool = False
-                  ) -> dict:
-    return dict(generator_version=GENERATOR_VERSION, train_patients=train_patients,
-                valid_patients=valid_patients, seed=seed, max_side=max_side,
-                parts=list(OOD_PARTS) if ood else list(PARTS))
+def _record(st: Study) -> dict:
+    """What phantom.json stores of a study (load_plan checks a re-plan against it)."""
+    return dict(folder=st.folder, anatomy=asdict(st.anatomy), mirror=st.mirror, finger=st.finger, lesion=st.lesion,
+                true_label=st.label if st.true_label is None else st.true_label)
+
+
+def settings_dict(train_patients: int, valid_patients: int, seed: int, max_side: int = 512, ood: bool = False,
+                  label_noise: float = 0.0) -> dict:
+    """The settings that define a tree (`ensure` compares them); label_noise only where non-zero, so settings
+    written without it read as label_noise = 0."""
+    out = dict(generator_version=GENERATOR_VERSION, train_patients=train_patients,
+               valid_patients=valid_patients, seed=seed, max_side=max_side,
+               parts=list(OOD_PARTS) if ood else list(PARTS))
+    if label_noise and not ood:
+        out["label_noise"] = float(label_noise)
+    return out
 
 
 def generate(out: str | os.PathLike, train_patients: int = 1100, valid_patients: int = 260, seed: int = 0,
-             max_side: int = 512, workers: int | None = None, progress: bool = True, ood: bool = False) -> Path:
+             max_side: int = 512, workers: int | None = None, progress: bool = True, ood: bool = False,
+             label_noise: float = 0.0) -> Path:
     """Write a phantom MURA-v1.1 tree under `out`; returns the MURA-v1.1 folder.
+
+    `label_noise` (default 0: labels are the truth): the folders and CSVs carry the report's label, missing
+    subtle findings and over-calling a few normal studies (plan_studies); `true_labels.csv` (study folder as in
+    the labeled-studies CSV, report label, true label) and phantom.json's studies hold the truth.
 
     The tree is written into a temporary folder and renamed into place when
     complete, so an interrupted run never leaves a half tree that looks whole.
@@ -1364,7 +1663,8 @@ def generate(out: str | os.PathLike, train_patients: int = 1100, valid_patients:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    studies = plan_ood_studies(valid_patients, seed) if ood else plan_studies(train_patients, valid_patients, seed)
+    studies = (plan_ood_studies(valid_patients, seed) if ood
+               else plan_studies(train_patients, valid_patients, seed, label_noise))
     workers = workers or os.cpu_count() or 1
     jobs = [(tmp, st, i, seed, max_side) for i, st in enumerate(studies)]
     t0 = time.time()
@@ -1382,11 +1682,13 @@ def generate(out: str | os.PathLike, train_patients: int = 1100, valid_patients:
             f.writelines(f"{p}\n" for p, _ in img_rows)
         with open(tmp / f"{split}_labeled_studies.csv", "w") as f:
             f.writelines(f"MURA-v1.1/{st.folder}/,{st.label}\n" for st in studies if st.split == split)
-    meta = settings_dict(train_patients, valid_patients, seed, max_side, ood)
+    with open(tmp / "true_labels.csv", "w") as f:
+        f.write("study,label,true_label\n")
+        f.writelines(f"MURA-v1.1/{st.folder}/,{st.label},{_record(st)['true_label']}\n" for st in studies)
+    meta = settings_dict(train_patients, valid_patients, seed, max_side, ood, label_noise)
     meta.update(n_studies=len(studies), n_images=sum(len(r) for r in results),
                 seconds=round(time.time() - t0, 1), lesion_flags=dict(LESION_BITS),
-                studies=[dict(folder=st.folder, anatomy=asdict(st.anatomy), mirror=st.mirror,
-                              finger=st.finger, lesion=st.lesion) for st in studies])
+                studies=[_record(st) for st in studies])
     (tmp / "phantom.json").write_text(json.dumps(meta, indent=1))
     if final.exists():
         shutil.rmtree(final)
@@ -1395,20 +1697,21 @@ def generate(out: str | os.PathLike, train_patients: int = 1100, valid_patients:
 
 
 def ensure(out: str | os.PathLike, train_patients: int, valid_patients: int, seed: int = 0,
-           max_side: int = 512, ood: bool = False, **kw) -> Path:
+           max_side: int = 512, ood: bool = False, label_noise: float = 0.0, **kw) -> Path:
     """The phantom under `out`, generated only if missing or made with other settings.
 
     `ood=True`: `valid_patients` normal studies of knees, feet and chests (not MURA study types), for testing
     how the models meet unfamiliar inputs; `train_patients` is ignored."""
     final = Path(out) / "MURA-v1.1"
     train_patients = 0 if ood else train_patients
-    want = settings_dict(train_patients, valid_patients, seed, max_side, ood)
+    want = settings_dict(train_patients, valid_patients, seed, max_side, ood, label_noise)
+    want["label_noise"] = want.get("label_noise", 0.0)
     meta_path = final / "phantom.json"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
-        if all(meta.get(k) == v for k, v in want.items()):
+        if all(meta.get(k, 0.0 if k == "label_noise" else None) == v for k, v in want.items()):
             return final
-    return generate(out, train_patients, valid_patients, seed, max_side, ood=ood, **kw)
+    return generate(out, train_patients, valid_patients, seed, max_side, ood=ood, label_noise=label_noise, **kw)
 
 
 def main(argv=None):
@@ -1420,10 +1723,12 @@ def main(argv=None):
     ap.add_argument("--max-side", type=int, default=512, help="long side of the images in px")
     ap.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     ap.add_argument("--ood", action="store_true", help="knees, feet and chests (not MURA types), valid split only")
+    ap.add_argument("--label-noise", type=float, default=0.0,
+                    help="report-like label noise (0: none; ~0.6 gives Cohen's kappa ~0.75 against the truth)")
     a = ap.parse_args(argv)
     t0 = time.time()
     root = generate(a.out, 0 if a.ood else a.train_patients, a.valid_patients, a.seed, a.max_side, a.workers,
-                    ood=a.ood)
+                    ood=a.ood, label_noise=a.label_noise)
     meta = json.loads((root / "phantom.json").read_text())
     print(f"wrote {meta['n_images']} images in {meta['n_studies']} studies to {root} "
           f"in {time.time() - t0:.1f} s", file=sys.stderr)
