@@ -171,20 +171,54 @@ def test_raps_sets_smaller_than_aps_on_a_long_tail():
         assert abs(np.mean(cover[score]) - 0.9) < 0.01
 
 
-def test_raps_matches_torchcp_if_installed():
-    """TorchCP (not a project dependency) as a reference: its non-randomised RAPS scores (U = 0 in its convention
-    cumsum - U p_y, our u = 1) over probabilities; an API it no longer has also skips."""
-    torch = pytest.importorskip("torch")
-    score_mod = pytest.importorskip("torchcp.classification.score")
+def test_aps_and_raps_scores_match_mapie():
+    """MAPIE (a test dependency, requirements.txt; it replaces TorchCP, whose install pulls transformers and
+    torch-geometric) as a reference for the scores: its APS label scores, randomised (MAPIE's cumsum - U p_y is
+    ours with 1 - U), and its RAPS regularisation lam * max(0, rank - k_reg) on the non-randomised APS score for
+    every label, over probabilities without ties (so the two sort orders agree)."""
+    from mapie.conformity_scores import APSConformityScore, RAPSConformityScore
+
     rng = np.random.default_rng(12)
-    p, y = _draw(rng, 300, c=7)  # continuous probabilities: no ties, so the two sort orders agree
-    for lam, k_reg in ((0.1, 1), (0.05, 2), (0.0, 0)):
-        try:
-            ref = score_mod.RAPS(score_type="softmax", randomized=False, penalty=lam, kreg=k_reg)
-            got = ref._calculate_all_label(torch.tensor(p)).numpy()
-        except (TypeError, AttributeError) as e:
-            pytest.skip(f"torchcp's RAPS has another API here: {e}")
-        np.testing.assert_allclose(conformal.all_scores(p, "raps", lam=lam, k_reg=k_reg), got, atol=1e-12)
+    p, y = _draw(rng, 300, c=7)
+    classes = np.arange(7)
+    aps = APSConformityScore()
+    aps.classes, aps.random_state = classes, 7
+    got = aps.get_conformity_scores(y, p, y_enc=y).ravel()
+    u = np.random.RandomState(7).uniform(size=300)  # MAPIE's draw (check_random_state(7).uniform)
+    np.testing.assert_allclose(conformal.all_scores(p, "aps", 1 - u)[np.arange(300), y], got, atol=1e-12)
+    for lam, k_reg in ((0.1, 1), (0.05, 2), (0.0, 0), (0.3, 3)):
+        ref = np.empty_like(p)
+        for j in classes:  # the score of label j for every image: MAPIE scores "true" labels
+            cumsum, rank = APSConformityScore.get_true_label_cumsum_proba(np.full(300, j), p, classes)
+            ref[:, j] = RAPSConformityScore._regularize_conformity_score(np.array([k_reg]), lam, cumsum, rank)[:, 0, 0]
+        np.testing.assert_allclose(conformal.all_scores(p, "raps", lam=lam, k_reg=k_reg), ref, atol=1e-12)
+
+
+def test_lac_sets_match_mapie():
+    """MAPIE's split-conformal classifier with the LAC score, on a pre-fitted 'classifier' that returns the given
+    probabilities, gives the same sets."""
+    from mapie.classification import SplitConformalClassifier
+    from sklearn.base import BaseEstimator, ClassifierMixin
+
+    class Given(ClassifierMixin, BaseEstimator):
+        def fit(self, X, y):
+            self.classes_ = np.unique(y)
+            return self
+
+        def predict_proba(self, X):
+            return np.asarray(X)
+
+        def predict(self, X):
+            return np.asarray(X).argmax(1)
+
+    rng = np.random.default_rng(5)
+    p, y = _draw(rng, 1300, c=4)
+    for alpha in (0.1, 0.05, 0.2):
+        sets, _ = conformal.split_conformal(p[:300], y[:300], p[300:], alpha, "lac")
+        mapie = SplitConformalClassifier(Given().fit(p[:300], y[:300]), confidence_level=1 - alpha,
+                                         conformity_score="lac", prefit=True).conformalize(p[:300], y[:300])
+        ref = mapie.predict_set(p[300:])[1][:, :, 0]
+        np.testing.assert_array_equal(sets, ref)
 
 
 def test_lac_equals_p_value_rule():
@@ -234,17 +268,25 @@ def test_bad_inputs():
         conformal.conformal_quantile([0.1, 0.2], 1.5)
 
 
-def test_lac_matches_crepes_if_installed():
-    """crepes (not a project dependency) as a reference: its non-smoothed conformal classifier on the
-    LAC nonconformity scores gives the same sets."""
-    crepes = pytest.importorskip("crepes")
+@pytest.mark.parametrize("score", ["lac", "aps", "raps"])
+def test_sets_match_crepes(score):
+    """crepes (a test dependency, requirements.txt) as a reference for the set rule: its non-smoothed conformal
+    classifier, given our calibration label scores and every test label's score (APS, RAPS: randomised with the
+    calibration and test streams the module draws), includes a label iff its conformal p-value exceeds alpha; that
+    must be our set {y : s(x, y) <= qhat} (the scores have no ties: continuous probabilities, U)."""
+    import crepes
+
     rng = np.random.default_rng(5)
     p, y = _draw(rng, 1300, c=4)
-    for alpha in (0.1, 0.05):
-        sets, _ = conformal.split_conformal(p[:300], y[:300], p[300:], alpha, "lac")
-        cc = crepes.ConformalClassifier().fit(1 - p[np.arange(300), y[:300]])
-        ref = cc.predict_set(1 - p[300:], confidence=1 - alpha, smoothing=False).astype(bool)
+    s_cal = conformal.label_scores(p[:300], y[:300], score, seed=4)
+    u = conformal._uniforms(1000, 4, conformal._TEST_STREAM) if score in conformal.RANDOMISED else None
+    s_test = conformal.all_scores(p[300:], score, u)
+    cc = crepes.ConformalClassifier().fit(s_cal)
+    for alpha in (0.1, 0.05, 0.2):
+        sets, _ = conformal.split_conformal(p[:300], y[:300], p[300:], alpha, score, seed=4)
+        ref = cc.predict_set(s_test, confidence=1 - alpha, smoothing=False).astype(bool)
         np.testing.assert_array_equal(sets, ref)
+        assert 0 < sets.sum(1).mean() < 4  # neither empty nor full: a check with something to compare
 
 
 def test_coverage_table_can_bootstrap_the_overall_row_only():

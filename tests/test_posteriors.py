@@ -133,6 +133,25 @@ def test_saved_predictions_are_reloaded_without_refitting(tmp_path, label):
            {k: v for k, v in hit.items() if k not in ("probs", "samples")}
 
 
+@pytest.mark.parametrize("label", ["MAP", "Laplace, kron"])
+def test_saved_predictions_of_another_checkpoint_are_recomputed(tmp_path, label):
+    """A member retrained under the same run name has new weights: its predictions must not be the old file's."""
+    old = FakeMember(tmp_path)
+    old.checkpoint = "aaaa"
+    posteriors.make(label, old).predict("test")
+    same = FakeMember(tmp_path)
+    same.checkpoint = "aaaa"
+    post = posteriors.make(label, same)
+    post.predict("test")
+    assert not post._fitted
+    new = FakeMember(tmp_path, seed=5)
+    new.checkpoint = "bbbb"
+    post = posteriors.make(label, new)
+    hit = post.predict("test")
+    assert post._fitted and hit["checkpoint"] == "bbbb"
+    np.testing.assert_allclose(hit["probs"], post.probs(post.inputs_of("test")), atol=1e-5)
+
+
 def test_the_map_posterior_is_the_networks_softmax(member):
     phi = member.features("test")[0]
     with torch.no_grad():
@@ -208,9 +227,72 @@ def test_laplace_records_its_prior_search_and_ignores_an_older_versions_file(mem
     assert r["prior"] == "marglik" and r["prior_method"] == "marglik" and r["bracketed"] is True
     assert r["searched"][0] < r["prior_precision"] < r["searched"][1] and r["prior_reason"]
     assert r["version"] == bayes.LAPLACE_VERSION and not np.allclose(r["probs"], stale)
-    assert (member.predictions_dir / f"la_kron_marglik__test__m00__v{bayes.LAPLACE_VERSION}.npz").is_file()
+    assert (member.predictions_dir / f"la_kron_marglik__test__m00__s100__v{bayes.LAPLACE_VERSION}.npz").is_file()
     old = bayes.load_predictions(member.predictions_dir, "la_kron_marglik__test__m00")  # old files still load
     assert old["prior_precision"] == 1.0 and "bracketed" not in old
+
+
+# --------------------------------------------------------------------------- the saved predictions' names
+
+
+def _variant(post: posteriors.Posterior, **settings) -> posteriors.Posterior:
+    """The same posterior (same member) with some class settings changed, as a subclass would set them."""
+    return type(type(post).__name__, (type(post),), settings)(post.member)
+
+
+def test_every_registered_posterior_saves_under_its_own_name(member):
+    names = [posteriors.make(label, member).file_name("test") for label in SINGLE]
+    assert len(set(names)) == len(names), names
+    assert posteriors.make("MAP", member).file_name("val") != names[0]
+    assert posteriors.make("MAP", FakeMember(member.predictions_dir, index=1)).file_name("test") != names[0]
+
+
+@pytest.mark.parametrize("label", SINGLE)
+def test_every_setting_that_changes_the_saved_numbers_is_in_the_name(member, label, monkeypatch):
+    """A stochastic method's number of saved samples, and a Laplace posterior's prior method, Hessian structure and
+    version (`bayes.LAPLACE_VERSION`) each change the saved numbers, so each must move the file name: a saved file
+    is reused only under the settings it was computed with."""
+    post = posteriors.make(label, member)
+    name = post.file_name("test")
+    if post.stochastic:
+        assert _variant(post, n_samples=post.n_samples + 1).file_name("test") != name
+    if label.startswith("Laplace"):
+        other = "gridsearch" if post.prior != "gridsearch" else "marglik"
+        assert _variant(post, prior=other).file_name("test") != name
+        assert _variant(post, structure="diag" if post.structure != "diag" else "kron").file_name("test") != name
+        monkeypatch.setattr(bayes, "LAPLACE_VERSION", bayes.LAPLACE_VERSION + 1)
+        assert post.file_name("test") != name
+    else:  # MAP, temperature scaling, MC dropout: none of the Laplace code's settings
+        monkeypatch.setattr(bayes, "LAPLACE_VERSION", bayes.LAPLACE_VERSION + 1)
+        assert post.file_name("test") == name
+
+
+def test_all_weights_posteriors_differing_only_in_their_prior_method_save_apart(member):
+    marglik = posteriors.make("Laplace, kron, all weights", member)
+    other = _variant(marglik, prior="gridsearch")
+    assert marglik.file_name("test") != other.file_name("test")
+    assert "marglik" in marglik.file_name("test") and "gridsearch" in other.file_name("test")
+    assert f"v{bayes.LAPLACE_VERSION}" in marglik.file_name("test").split("__")
+
+
+def test_the_all_weights_posterior_does_not_reuse_a_file_of_another_version(member, monkeypatch):
+    """Predictions saved by older code (another `bayes.LAPLACE_VERSION`, or the old name that held no version or
+    prior method) are left alone: the posterior fits and predicts again and saves under its own version."""
+    post = posteriors.make("Laplace, kron, all weights", member)
+    stale = np.full((50, 3), 1 / 3)
+    bayes.save_predictions(member.predictions_dir, "la_kron_allweights__test__m00__s32__probit", stale)  # old name
+    with monkeypatch.context() as m:
+        m.setattr(bayes, "LAPLACE_VERSION", bayes.LAPLACE_VERSION - 1)
+        old = post.file_name("test")
+        bayes.save_predictions(member.predictions_dir, old, stale, version=bayes.LAPLACE_VERSION)
+    assert post.file_name("test") != old
+    r = post.predict("test")
+    assert post._fitted and r["version"] == bayes.LAPLACE_VERSION and r["prior"] == "marglik"
+    assert not np.allclose(r["probs"], stale)
+    assert (member.predictions_dir / f"{post.file_name('test')}.npz").is_file()
+    again = posteriors.make("Laplace, kron, all weights", FakeMember(member.predictions_dir))
+    np.testing.assert_array_equal(again.predict("test")["probs"], r["probs"])  # its own version is reused
+    assert not again._fitted
 
 
 def test_refit_with_a_grid_search_leaves_the_posterior_as_it_was(member):

@@ -19,7 +19,8 @@ keeps the prior's variance 1/delta there. Sigma(x) then carries a large variance
 common to all logits, which MC averages out (softmax ignores it) but the probit
 approximation, which only sees the diagonal, turns into heavy underconfidence.
 `probit(..., project=True)` removes it: Sigma -> C Sigma C with C = I - 11^T/K,
-the covariance of the logits centred over classes, which gives the same softmax.
+the covariance of the logits centred over classes, which gives the same softmax; their mean is centred too,
+f_MAP -> C f_MAP, so that the projected probit, like E[softmax(f)], ignores a constant added to every logit.
 laplace-torch 0.3's `functional_variance` returns the full N x C x C Sigma(x) for every structure; for
 `diag` it is J diag(s) J^T, itself diagonal for a linear head (each logit has its own weights), and the
 diagonal posterior has no such common variance to remove: projecting it is harmless, and the projected
@@ -51,8 +52,9 @@ from .config import Paths, get_device, get_paths, get_profile
 from .train import datasets, load_member, member_dir
 
 STRUCTURES = ("diag", "kron", "full")
-LAPLACE_VERSION = 3  # in the names of saved Laplace predictions; 2: they record the prior search (bracketed, ...);
-# 3: and what the posterior holds (parameters, posterior_mb)
+LAPLACE_VERSION = 4  # in the names of every Laplace posterior's saved predictions (last layer, layer-wise prior,
+# all weights); 2: they record the prior search (bracketed, ...); 3: and what the posterior holds (parameters,
+# posterior_mb); 4: the projected probit centres the mean logits over classes too (shift-invariant)
 
 
 # --------------------------------------------------------------------------- features
@@ -66,7 +68,7 @@ def embed(model, ds, device, batch_size: int = 256) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
-def _checkpoint_sha256(path) -> str:
+def checkpoint_sha256(path) -> str:
     """sha256 of a checkpoint file's bytes: which weights features were computed from."""
     import hashlib
 
@@ -100,7 +102,7 @@ def member_features(profile, member: int, cache: data.ImageCache, paths: Paths |
     profile, paths, device = get_profile(profile), paths or get_paths(), device or get_device()
     d = member_dir(paths, profile, member, parts)
     ckpt = d / "best.pt"
-    source = _checkpoint_sha256(ckpt) if ckpt.is_file() else None  # None: load_member says what is missing
+    source = checkpoint_sha256(ckpt) if ckpt.is_file() else None  # None: load_member says what is missing
     model = None
     out = {}
     for subset, ds in zip(("train", "val", "test"), datasets(profile, cache, parts)):
@@ -373,10 +375,23 @@ def center_covariance(f_var: torch.Tensor) -> torch.Tensor:
 
 
 def probit(f_mu: torch.Tensor, f_var: torch.Tensor, project: bool = True) -> np.ndarray:
-    """Probit approximation of E[softmax(f)]; `project` removes the softmax null-space variance first."""
-    v = center_covariance(f_var) if project else f_var
+    """Probit approximation of E[softmax(f)], f ~ N(f_mu, f_var): softmax(kappa * m), kappa = (1 + pi/8 diag V)^-1/2.
+
+    `project=True` applies it to the logits centred over classes, g = C f (C = I - 11^T/K), whose softmax is f's:
+    m = C f_mu and V = C f_var C. Both are centred, so the result is invariant to a constant added to every logit
+    (as E[softmax(f)] is); scaling the uncentred mean by kappa would not be (softmax(kappa * (f_mu + c)) moves
+    with c whenever kappa differs between classes).
+
+    `project=False` is laplace-torch 0.3's probit, left as it is: m = f_mu, V = f_var (tests/test_bayes.py checks
+    it equals laplace-torch's predictive). It is the unprojected reference (`predict(..., "probit_raw")`,
+    `probit_vs_mc`), so it is not shift-invariant either; centring its mean alone would make it so, but would
+    leave it neither laplace-torch's probit nor the projected one."""
+    if project:
+        m, v = f_mu - f_mu.mean(-1, keepdim=True), center_covariance(f_var)
+    else:
+        m, v = f_mu, f_var
     kappa = 1 / torch.sqrt(1 + math.pi / 8 * v.diagonal(dim1=-2, dim2=-1))
-    return torch.softmax(kappa * f_mu, -1).double().numpy()
+    return torch.softmax(kappa * m, -1).double().numpy()
 
 
 def mc_samples(f_mu: torch.Tensor, f_var: torch.Tensor, n_samples: int = 1000, seed: int = 0) -> torch.Tensor:

@@ -85,10 +85,16 @@ class MemberLike(Protocol):
 
 class Posterior:
     """A predictive over one member's head. Subclasses set `key` (the saved predictions' file stem), implement
-    `_fit` and `probs`, and, where the method is stochastic, `sample_probs` and `head_samples`."""
+    `_fit` and `probs`, and, where the method is stochastic, `sample_probs` and `head_samples`.
+
+    The saved predictions' name (`file_name`) holds every setting that changes the saved numbers: the method
+    and its settings in `key`, the split, the member (which seeds the samples), the number of saved samples of a
+    stochastic method, and what `key_settings` adds (a Laplace posterior's version, `bayes.LAPLACE_VERSION`). A
+    subclass with a new setting puts it in `key` or `key_settings`, so that a file saved under other settings is
+    never reused (tests/test_posteriors.py changes each and checks the name moves)."""
 
     label: ClassVar[str] = ""
-    key: ClassVar[str] = ""  # the saved predictions' file stem
+    key: ClassVar[str] = ""  # the saved predictions' file stem: the method and its settings
     stochastic: ClassVar[bool] = False  # has samples of its predictive (mutual information is defined)
     inputs: ClassVar[str] = "features"  # what probs / sample_probs take: "features" (phi, N x K) or "images"
     n_samples: int = 100  # samples saved by `predict`
@@ -125,17 +131,23 @@ class Posterior:
     def predict(self, subset: str = "test") -> dict:
         """Predictions on the member's `subset`, computed once and saved (see the module docstring)."""
         folder, name = self.member.predictions_dir, self.file_name(subset)
+        source = getattr(self.member, "checkpoint", None)  # the weights they come from (a retrained member: new)
         hit = bayes.load_predictions(folder, name)
-        if hit is not None:
+        if hit is not None and hit.get("checkpoint") == source:
             return hit
         self.fit()
         probs, samples, extra = self._predict(subset)
-        bayes.save_predictions(folder, name, probs, samples, **{**self.info, **extra})
+        bayes.save_predictions(folder, name, probs, samples, **{**self.info, **extra, "checkpoint": source})
         return bayes.load_predictions(folder, name)
 
     def file_name(self, subset: str) -> str:
-        """The saved predictions' file stem (the version of the saved content is part of it where it changed)."""
-        return f"{self.key}__{subset}__m{self.member.index:02d}"
+        """The saved predictions' file stem: `key`, the split, the member and `key_settings()`, joined by '__'."""
+        return "__".join([self.key, subset, f"m{self.member.index:02d}", *self.key_settings()])
+
+    def key_settings(self) -> list[str]:
+        """What else changes the saved numbers, for the file name: the number of saved samples (`n_samples`)
+        where the method has samples (MC dropout's probabilities are their mean too)."""
+        return [f"s{self.n_samples}"] if self.stochastic else []
 
     def _predict(self, subset: str) -> tuple[np.ndarray, np.ndarray | None, dict]:
         phi = self.member.features(subset)[0]
@@ -251,11 +263,16 @@ class Laplace(Posterior):
     Carlo (`bayes.mc_samples`; member m's saved samples use seed m)."""
 
     structure: ClassVar[str] = "kron"
-    prior: ClassVar[str] = "marglik"
+    prior: ClassVar[str] = "marglik"  # how the prior precision is set (`bayes.optimize_prior`'s method)
     stochastic = True
 
-    def file_name(self, subset: str) -> str:
-        return f"la_{self.structure}_{self.prior}__{subset}__m{self.member.index:02d}__v{bayes.LAPLACE_VERSION}"
+    @property
+    def key(self) -> str:
+        return f"la_{self.structure}_{self.prior}"
+
+    def key_settings(self) -> list[str]:
+        """The saved samples' number and the version of the Laplace code's saved numbers (`bayes.LAPLACE_VERSION`)."""
+        return [*super().key_settings(), f"v{bayes.LAPLACE_VERSION}"]
 
     def _start(self) -> float:
         return self.member.meta.get("prior_precision") or 1.0
@@ -340,7 +357,7 @@ class LaplaceKronLayerwise(LaplaceKron):
     `marglik_gain` records how far the two precisions raise the log marginal likelihood over the scalar delta."""
 
     STEPS, LR, GRAD_TOL = 200, 0.1, 0.05
-    prior = f"marglik-layerwise{STEPS}"  # the optimiser's settings are in the saved predictions' name
+    prior = f"marglik-layerwise{STEPS}-lr{LR:g}"  # the optimiser's settings are in the saved predictions' name
 
     def _fit(self):
         fit = self.refit("marglik")  # the scalar optimum: the starting point
@@ -389,23 +406,30 @@ class LaplaceAllWeights(Posterior):
     Jacobian-vector product per sample and image to predict, so the registry fits it on member 0 only
     (`register(..., members=1)`)."""
 
-    key = "la_kron_allweights"
+    structure: ClassVar[str] = "kron"  # laplace-torch's Hessian structure over all weights
+    prior: ClassVar[str] = "marglik"  # how the prior precision is set (`bayes.optimize_prior`; it needs no features)
     inputs = "images"
     stochastic = True
     n_samples = 32
-    batch_size = 256
+    batch_size = 256  # images per linearised pass: no effect on the numbers
 
-    def file_name(self, subset: str) -> str:
-        return f"{self.key}__{subset}__m{self.member.index:02d}__s{self.n_samples}__probit"
+    @property
+    def key(self) -> str:
+        return f"la_{self.structure}-allweights_{self.prior}"
+
+    def key_settings(self) -> list[str]:
+        """The number of draws (the covariance the probit uses is estimated from them) and the version of the
+        Laplace code's saved numbers (`bayes.LAPLACE_VERSION`: the probit, the prior search)."""
+        return [*super().key_settings(), f"v{bayes.LAPLACE_VERSION}"]
 
     def _fit(self):
         from . import weight_laplace
 
         start = self.member.meta.get("prior_precision") or 1.0
-        self.la_fit = weight_laplace.fit(self.member.model, self.member.loader("train"), start, self.member.device)
-        bayes.optimize_prior(self.la_fit, "marglik")
-        f = self.la_fit
-        self.info = fit_info(f, "marglik")
+        self.la_fit = weight_laplace.fit(self.member.model, self.member.loader("train"), start, self.member.device,
+                                         structure=self.structure)
+        bayes.optimize_prior(self.la_fit, self.prior)
+        self.info = dict(fit_info(self.la_fit, self.prior), version=bayes.LAPLACE_VERSION, n_samples=self.n_samples)
 
     @property
     def model(self) -> torch.nn.Module:

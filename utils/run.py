@@ -28,8 +28,10 @@ artifacts/models/<run>/memberNN/logits_<split>.npy       `train.member_logits`; 
 artifacts/models/<run>/memberNN/features_<split>.npy     `bayes.member_features`, with a sidecar
                      features_<split>.json               features_<split>.json holding the sha256 of the
                                                          best.pt they came from: recomputed when it changed
-artifacts/predictions/<run>/<method>__<split>__mNN.npz   `posteriors.Posterior.predict`; versioned in the name
-                                                         where the saved content changed (Laplace: __v2)
+artifacts/predictions/<run>/<key>__<split>__mNN[__...].npz `posteriors.Posterior.predict`; the name holds every
+                                                         setting that changes the saved numbers (`file_name`:
+                                                         samples __sNN, Laplace version __vN); not tied to the
+                                                         member's checkpoint: remove them when retraining
 report[/<variant>]/results/<chapter>.json, timings/      the notebooks, through `Run.write_results` /
                                                          `Run.write_timings`; <variant> is '' for the body-part
                                                          task on every part, else e.g. abnormality-HAND+WRIST
@@ -97,6 +99,12 @@ class Member:
     @property
     def device(self) -> torch.device:
         return self.run.device
+
+    @cached_property
+    def checkpoint(self) -> str:
+        """sha256 of the member's best.pt: the weights its saved predictions were computed from."""
+        r = self.run
+        return bayes.checkpoint_sha256(train.member_dir(r.paths, r.profile, self.index, r.parts) / "best.pt")
 
     @property
     def predictions_dir(self):

@@ -78,17 +78,20 @@ def frozen_copy(model: torch.nn.Module, device=None) -> torch.nn.Module:
     return m
 
 
-def fit(model: torch.nn.Module, loader, prior_precision: float = 1.0, device=None) -> bayes.LaplaceFit:
-    """K-FAC Laplace over all weights of `model` (copied) on `loader`'s (image, label) batches; the prior is
-    `prior_precision` until `bayes.optimize_prior` sets it."""
+def fit(model: torch.nn.Module, loader, prior_precision: float = 1.0, device=None, structure: str = "kron"
+        ) -> bayes.LaplaceFit:
+    """K-FAC (`structure="kron"`; or laplace-torch's "diag") Laplace over all weights of `model` (copied) on
+    `loader`'s (image, label) batches; the prior is `prior_precision` until `bayes.optimize_prior` sets it."""
     from laplace import Laplace
 
+    if structure not in ("kron", "diag"):  # a full P x P precision over every weight does not fit in memory
+        raise ValueError(f"Hessian structure {structure!r} over all weights: known kron, diag")
     net = frozen_copy(model, device)
     t = time.perf_counter()
-    la = Laplace(net, "classification", subset_of_weights="all", hessian_structure="kron",
+    la = Laplace(net, "classification", subset_of_weights="all", hessian_structure=structure,
                  prior_precision=float(prior_precision))
     la.fit(loader, progress_bar=False)
-    return bayes.LaplaceFit(la, "kron, all weights", float(prior_precision), fit_s=time.perf_counter() - t)
+    return bayes.LaplaceFit(la, f"{structure}, all weights", float(prior_precision), fit_s=time.perf_counter() - t)
 
 
 def parameter_samples(fit: bayes.LaplaceFit, n: int, seed: int = 0) -> torch.Tensor:
