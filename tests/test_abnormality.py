@@ -143,3 +143,40 @@ def test_reading_states_the_ensembles_numbers_and_the_sweep():
     wrist = y[part == "WRIST"].mean()
     np.testing.assert_allclose(base[part == "WRIST", 1], wrist) and np.testing.assert_allclose(base.sum(1), 1)
     assert abnormality.called_abnormal(np.c_[1 - (y > 0), (y > 0)].astype(float), y, study) == (int(y[::2].sum()), 80)
+
+
+def test_the_shortcut_free_set_drops_exactly_the_positive_studies_that_show_an_object():
+    # six studies of two images: 0 normal, 1 normal with a cast, 2 abnormal with a fracture only, 3 abnormal with
+    # hardware in its second view only, 4 abnormal with a cast, 5 abnormal with degenerative change only
+    study = np.repeat(np.arange(6), 2)
+    y = np.repeat([0, 0, 1, 1, 1, 1], 2)
+    lesion = np.zeros((12, 4, 4), np.uint8)
+    lesion[2:4, 1, 2] = 4  # a cast on a normal study is kept: only positives are dropped
+    lesion[4:6, 1, 1] = 1
+    lesion[7, 0, 0] = 2 | 1
+    lesion[8:10, 2, 2] = 4
+    lesion[10:12, 3, 3] = 8
+    keep = abnormality.without_object_positives(y, study, lesion)
+    assert list(keep) == [True] * 6 + [False] * 4 + [True] * 2
+    rng = np.random.default_rng(0)
+    pr = metrics.softmax(rng.normal(0, 1, (12, 2)) + 2 * np.eye(2)[y])
+    free = abnormality.shortcut_free_table({"m": pr}, y, study, lesion, n_boot=100).set_index("studies scored")
+    assert free.loc["all", "studies"] == 6 and free.loc["positives without hardware or cast", "studies"] == 4
+    assert free.loc["positives without hardware or cast", "abnormal studies"] == 2
+    sub = abnormality.abnormality_table({"m": pr[keep]}, y[keep], study[keep], n_boot=100).iloc[0]
+    assert free.loc["positives without hardware or cast", "study AUROC"] == pytest.approx(sub["study AUROC"])
+
+
+def test_reading_states_the_shortcut_free_score_beside_the_whole():
+    pr, y, study, part = _studies()
+    runs = {"deep ensemble": pr}
+    t = abnormality.study_table(runs, y, study, part, n_boot=200)
+    lesion = np.zeros((len(y), 2, 2), np.uint8)
+    first_abnormal = np.unique(study[y == 1])[:3]
+    lesion[np.isin(study, first_abnormal), 0, 0] = 2  # three positive studies show hardware
+    free = abnormality.shortcut_free_table(runs, y, study, lesion, n_boot=200)
+    text = abnormality.reading("phantom", t, None, pd.DataFrame(), 3, 64, 8, free=free)
+    f = free[free["studies scored"] != "all"].iloc[0]
+    n = len(np.unique(study))
+    assert f"({n - 3} studies left, {int(f['abnormal studies'])}\n  abnormal, of {n})" in text
+    assert f"{f['study AUROC']:.2f} [{f['AUROC low']:.2f}, {f['AUROC high']:.2f}]" in text

@@ -64,6 +64,38 @@ def study_table(runs: dict[str, np.ndarray], labels, study_ids, body_parts, n_bo
     return t[cols + [c for c in t.columns if c not in cols]]
 
 
+OBJECTS = ("hardware", "cast")
+
+
+def without_object_positives(labels, study_ids, lesion) -> np.ndarray:
+    """Which test images to keep for a shortcut-free score (Pure-MURA's point: about half of MURA's positive
+    studies show a plate, a cast or another obvious object): every normal study, and the abnormal studies none of
+    whose images shows hardware or a cast in the lesion masks (`lesion`: N x H x W bit flags, one per test image;
+    `data.LESION_BITS`). Boolean, one per test image."""
+    labels, study_ids = np.asarray(labels), np.asarray(study_ids)
+    bits = sum(data.LESION_BITS[k] for k in OBJECTS)
+    shows = ((np.asarray(lesion).reshape(len(labels), -1) & bits) != 0).any(1)
+    with_object = set(study_ids[shows & (labels == 1)])
+    return ~np.isin(study_ids, list(with_object))
+
+
+def shortcut_free_table(runs: dict[str, np.ndarray], labels, study_ids, lesion, n_boot: int = 2000,
+                        seed: int = 0) -> pd.DataFrame:
+    """`abnormality_table` on every test study and on those left by `without_object_positives`, side by side
+    (column `studies scored`: 'all' or 'positives without hardware or cast'), with each subset's study counts."""
+    labels, study_ids = np.asarray(labels), np.asarray(study_ids)
+    keep = without_object_positives(labels, study_ids, lesion)
+    out = []
+    for name, sel in (("all", np.ones(len(labels), bool)), ("positives without hardware or cast", keep)):
+        t = abnormality_table({m: p[sel] for m, p in runs.items()}, labels[sel], study_ids[sel], n_boot, seed)
+        _, sy, _ = metrics.study_level(np.c_[1 - labels[sel], labels[sel]], labels[sel], study_ids[sel])
+        out.append(t.assign(**{"studies scored": name, "studies": len(sy), "abnormal studies": int(sy.sum())}))
+    t = pd.concat(out, ignore_index=True)
+    cols = ["method", "studies scored", "studies", "abnormal studies", "study AUROC", "AUROC low", "AUROC high",
+            "study kappa", "kappa low", "kappa high"]
+    return t[cols]
+
+
 PREVALENCE = "body-part prevalence (baseline)"
 
 
@@ -290,10 +322,11 @@ def _ci(v, lo, hi, digits: int = 2) -> str:
 
 
 def reading(source: str, table: pd.DataFrame, sweep: pd.DataFrame | None, cf_table: pd.DataFrame, members: int,
-            image_size: int, grid: int, called: tuple[int, int] | None = None, ensemble: str = "deep ensemble") -> str:
+            image_size: int, grid: int, called: tuple[int, int] | None = None, free: pd.DataFrame | None = None,
+            ensemble: str = "deep ensemble") -> str:
     """The chapter's Reading (Markdown) from `study_table` (with the `PREVALENCE` row where computed),
-    `resolution_sweep` (or None), `counterfactual.summarize` (may be empty) and `called` (the ensemble's studies
-    called abnormal, of all, `called_abnormal`)."""
+    `resolution_sweep` (or None), `counterfactual.summarize` (may be empty), `called` (the ensemble's studies
+    called abnormal, of all, `called_abnormal`) and `free` (`shortcut_free_table`; None or empty on real MURA)."""
     t = table[table.method == ensemble].set_index("body_part")
     a = t.loc["all"]
     parts = [f"{p.lower()} {_ci(r['study AUROC'], r['AUROC low'], r['AUROC high'])}"
@@ -316,6 +349,14 @@ def reading(source: str, table: pd.DataFrame, sweep: pd.DataFrame | None, cf_tab
         b = table[(table.method == PREVALENCE) & (table.body_part == "all")].iloc[0]
         lines.append(f"""- A predictor that knows only the body part (its training share of abnormal images) reaches a study AUROC of
   {_ci(b['study AUROC'], b['AUROC low'], b['AUROC high'])}: part of the networks' AUROC is which parts are more often abnormal.""")
+    if free is not None and len(free):
+        e = free[free.method == ensemble].set_index("studies scored")
+        f = e.loc["positives without hardware or cast"]
+        lines.append(f"""- Without the positives that show hardware or a cast ({int(f['studies'])} studies left, {int(f['abnormal studies'])}
+  abnormal, of {int(e.loc['all', 'studies'])}), the ensemble's study AUROC is {_ci(f['study AUROC'], f['AUROC low'], f['AUROC high'])} and
+  its kappa {_ci(f['study kappa'], f['kappa low'], f['kappa high'])} (all studies: {_ci(a['study AUROC'], a['AUROC low'], a['AUROC high'])}
+  and {_ci(a['study kappa'], a['kappa low'], a['kappa high'])}; table 07-1b). The two sets share their normal studies, so
+  their intervals are not independent; the gap is what the objects contribute, on this phantom.""")
     if source == "phantom":
         lines.append("""- The published figures (table 07-2) are on real radiographs, most on MURA's hidden test set: they place
   these numbers, they are not comparable with them.""")

@@ -53,6 +53,7 @@ class Profile:
     num_workers: int = 0  # DataLoader workers; 0 reads in the main process (fast from the cache)
     # training (utils.train; notebooks 01 and 03)
     arch: str = "small"
+    augment: str = "full"  # training augmentation: full | lossless (mirror, brightness, contrast) | none
     dropout: float = 0.1  # before the head; lets notebook 04 compare MC dropout
     optimizer: str = "sgd"  # sgd (Nesterov momentum) or adam: weight decay coupled to the gradient = a Gaussian
     lr: float = 0.05  # prior of precision N * weight_decay; adamw (decoupled) implies no fixed prior

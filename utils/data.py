@@ -434,6 +434,24 @@ class BatchAugment(torch.nn.Module):
         return standardize(((x01 - m) * contrast + m).clamp(0, 1))
 
 
+AUGMENTATIONS = {
+    "full": {},
+    "lossless": dict(degrees=0.0, translate=0.0, scale=(1.0, 1.0)),
+    "none": None,
+}
+"""A profile's `augment` setting -> `BatchAugment` settings: "full" rotates, scales, shifts, mirrors and jitters
+brightness and contrast; "lossless" only mirrors and jitters (no resampling, which blurs structures of a pixel
+or two at 64 px); "none" trains on the images as they are."""
+
+
+def augmentation(name: str):
+    """The training augmentation called `name` (`AUGMENTATIONS`): a `BatchAugment`, or the identity."""
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {name!r}; known: {', '.join(AUGMENTATIONS)}")
+    kw = AUGMENTATIONS[name]
+    return (lambda x, generator=None: x) if kw is None else BatchAugment(**kw)
+
+
 def make_loader(dataset, batch_size: int = 64, shuffle: bool = False, seed: int = 0, num_workers: int = 0,
                 drop_last: bool = False):
     """A DataLoader whose shuffling and worker RNGs derive from `seed`."""

@@ -153,15 +153,21 @@ def member_card(model, meta: dict) -> dict:
 
 
 def learning_curves(h, best_epoch: int):
-    """Loss and accuracy per epoch, training (augmented, running) and validation, with the kept checkpoint."""
+    """Loss and accuracy per epoch: training (augmented, running mean over the epoch; and as it is, in eval mode,
+    at the epoch's end) and validation, with the kept checkpoint."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    axes[0].plot(h.epoch, h.train_loss, "o-", label="train (augmented, running)")
+    clean = "train_eval_nll" in h  # histories written before the clean training figures lack them
+    axes[0].plot(h.epoch, h.train_loss, "o-", label="train (augmented, running)", alpha=0.5 if clean else 1)
+    if clean:
+        axes[0].plot(h.epoch, h.train_eval_nll, "o-", label="train (as it is, end of epoch)")
     axes[0].plot(h.epoch, h.val_nll, "o-", label="validation")
     axes[0].axvline(best_epoch, color="0.6", ls=":", label="kept checkpoint")
     axes[0].set(xlabel="epoch", ylabel="NLL (nats per image)", title="Loss")
-    axes[1].plot(h.epoch, 100 * h.train_acc, "o-", label="train (augmented, running)")
+    axes[1].plot(h.epoch, 100 * h.train_acc, "o-", label="train (augmented, running)", alpha=0.5 if clean else 1)
+    if clean:
+        axes[1].plot(h.epoch, 100 * h.train_eval_acc, "o-", label="train (as it is, end of epoch)")
     axes[1].plot(h.epoch, 100 * h.val_acc, "o-", label="validation")
     axes[1].set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for ax in axes:
