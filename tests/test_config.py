@@ -48,13 +48,3 @@ def test_cuda_asked_for_and_absent_is_device_unavailable(monkeypatch):
     assert issubclass(config.DeviceUnavailable, RuntimeError)
     assert config.get_device("cpu") == torch.device("cpu")  # an explicit choice overrides the variable
 
-
-def test_a_task_brings_its_own_settings_and_overrides_still_win():
-    cpu = config.get_profile("cpu")
-    ab = config.get_profile("cpu", task="abnormality")
-    assert ab.task == "abnormality" and ab.epochs == config.TASK_SETTINGS["cpu"]["abnormality"]["epochs"]
-    assert cpu.for_task("abnormality") == ab and ab.for_task("bodypart") == cpu
-    assert config.get_profile("cpu", task="abnormality", epochs=3).epochs == 3
-    assert config.get_profile("smoke", task="abnormality").epochs == config.get_profile("smoke").epochs
-    with pytest.raises(ValueError, match="unknown task 'knee'"):
-        cpu.for_task("knee")

@@ -216,3 +216,19 @@ def plot_cues(table: pd.DataFrame, task: str = "bodypart"):
     ax.set(xlabel=f"test accuracy, {'body part' if task == 'bodypart' else 'normal / abnormal'} (%)", xlim=(0, 100),
            title="Trivial cues against a CNN probe")
     return fig
+
+
+def mura_comparison(index: pd.DataFrame) -> pd.DataFrame:
+    """Per body part, the share of studies and of abnormal studies here beside MURA v1.1's train split
+    (Rajpurkar et al. 2018, table 1: `phantom.MURA_STUDIES`), over every split of `index`."""
+    from .phantom import MURA_STUDIES
+
+    studies = index.groupby("study_id").agg(body_part=("body_part", "first"), label=("label", "first"))
+    here = studies.groupby("body_part").agg(studies=("label", "size"), abnormal=("label", "mean"))
+    mura = pd.DataFrame(MURA_STUDIES, index=["normal", "abnormal"]).T
+    out = pd.DataFrame({"studies here": here.studies,
+                        "share here %": 100 * here.studies / here.studies.sum(),
+                        "share in MURA %": 100 * mura.sum(1) / mura.values.sum(),
+                        "abnormal here %": 100 * here.abnormal,
+                        "abnormal in MURA %": 100 * mura.abnormal / mura.sum(1)})
+    return out.reindex(here.index).round(1)

@@ -72,6 +72,16 @@ def fit_line(task: str, m: dict | None) -> str:
                                        "methods' comparison on this task as one of an underfitted network.**")
 
 
+def recipe_markdown(rows: list[dict]) -> str:
+    """The controlled runs as a Markdown table (accuracies in %, measured in eval mode without augmentation)."""
+    head = ("| variant | epochs | epoch kept | train acc. (kept) | train acc. (last) | val. NLL | test acc. | "
+            "seconds |\n|---|---|---|---|---|---|---|---|")
+    lines = [f"| {r['variant']} | {r['epochs']} | {r['best_epoch']} | {100 * r['train_acc']:.1f} | "
+             f"{100 * r['train_acc_last']:.1f} | {r['val_nll']:.3f} | {100 * r['test_acc']:.1f} | {r['seconds']:.0f} |"
+             for r in rows]
+    return "\n".join([head, *lines])
+
+
 def block(root: Path = ROOT) -> str:
     """The findings block (Markdown, between the markers) from the committed results under `root`/report."""
     body, ab = root / "report", root / "report" / "abnormality"
@@ -81,6 +91,15 @@ def block(root: Path = ROOT) -> str:
     out.append("**Do the members fit what they are trained on?**")
     out.append("")
     out += [fit_line("body part", mp), fit_line("normal / abnormal", amp), ""]
+    for task, title in (("bodypart", "body part"), ("abnormality", "normal / abnormal")):
+        rec = body / "recipe" / f"cpu-{task}.json"
+        if rec.is_file():
+            rows = json.loads(rec.read_text())["rows"]
+            out.append(f"<details><summary>Controlled runs, {title} (cpu profile, phantom 3.0, member 0's seed, one "
+                       f"setting changed at a time; `python -m utils.recipe --task {task}`; accuracies in %, eval "
+                       "mode, no augmentation; seconds measured while other jobs shared the two cores, so they are "
+                       "not timings)</summary>")
+            out += ["", recipe_markdown(rows), "</details>", ""]
     for name, c in (("Body part (7 classes)", cal), ("Normal / abnormal (MURA's task, per image)", acal)):
         if not c:
             continue

@@ -120,7 +120,7 @@ class Run:
     def __init__(self, profile="cpu", data_root: str = "", out_root: str = "", task: str | None = None,
                  parts=None, progress: bool = False, members: int | None = None):
         p = config.get_profile(profile)
-        self.profile = p.for_task(task) if task and task != p.task else p
+        self.profile = p.replace(task=task) if task and task != p.task else p
         if members is not None:  # the ensemble's size (not part of the artifacts' paths)
             self.profile = self.profile.replace(members=int(members))
         self.data_root, self.progress = data_root, progress

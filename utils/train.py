@@ -166,7 +166,7 @@ def predict_logits(model: nn.Module, ds, device, batch_size: int = 256) -> np.nd
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
-CLEAN_TRAIN_IMAGES = 512
+CLEAN_TRAIN_IMAGES = 256
 """Training images (a fixed, seeded draw) on which each epoch's clean training figures are measured: an eval pass
 over all of them cost a third of a cpu-profile epoch; the member's final figure uses every image
 (`fit_summary` reads `train_acc` from the checkpoint where it is recorded)."""
