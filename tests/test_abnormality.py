@@ -180,3 +180,4 @@ def test_reading_states_the_shortcut_free_score_beside_the_whole():
     n = len(np.unique(study))
     assert f"({n - 3} studies left, {int(f['abnormal studies'])}\n  abnormal, of {n})" in text
     assert f"{f['study AUROC']:.2f} [{f['AUROC low']:.2f}, {f['AUROC high']:.2f}]" in text
+    assert "what the objects contribute is not measured" in text and "gap is what" not in text

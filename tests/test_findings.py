@@ -40,7 +40,7 @@ def test_the_block_holds_the_results_numbers(tmp_path):
     (res / "map.json").write_text(json.dumps(dict(fit=fit, augment="full", test=dict(accuracy=0.59))))
     text = findings.block(tmp_path)
     assert text.startswith(findings.START) and text.endswith(findings.END)
-    assert "| deep ensemble | 5 members | -0.021 [-0.034, -0.011] better | +1.20 [-0.17, +2.44] no difference shown" \
+    assert "| deep ensemble | 5 members together | -0.021 [-0.034, -0.011] better | +1.20 [-0.17, +2.44] no difference shown" \
            in text
     assert "61.2% of its own training images" in text and "does not fit its training set" in text
     assert "normal / abnormal: the run's training record" in text  # no abnormality report under tmp_path

@@ -355,8 +355,12 @@ def reading(source: str, table: pd.DataFrame, sweep: pd.DataFrame | None, cf_tab
         lines.append(f"""- Without the positives that show hardware or a cast ({int(f['studies'])} studies left, {int(f['abnormal studies'])}
   abnormal, of {int(e.loc['all', 'studies'])}), the ensemble's study AUROC is {_ci(f['study AUROC'], f['AUROC low'], f['AUROC high'])} and
   its kappa {_ci(f['study kappa'], f['kappa low'], f['kappa high'])} (all studies: {_ci(a['study AUROC'], a['AUROC low'], a['AUROC high'])}
-  and {_ci(a['study kappa'], a['kappa low'], a['kappa high'])}; table 07-1b). The two sets share their normal studies, so
-  their intervals are not independent; the gap is what the objects contribute, on this phantom.""")
+  and {_ci(a['study kappa'], a['kappa low'], a['kappa high'])}; table 07-1b).""" + (
+            "" if PREVALENCE not in set(free.method) else (lambda b: f""" On the same studies the body-part baseline, which
+  sees no object, reaches {_ci(b['study AUROC'], b['AUROC low'], b['AUROC high'])}: dropping studies changes the case mix by itself.""")(
+                free[(free.method == PREVALENCE) & (free["studies scored"] != "all")].iloc[0])) + """ No paired
+  interval is computed for the difference between the two sets, so what the objects contribute is not measured
+  here; the counterfactual test below asks it directly.""")
     if source == "phantom":
         lines.append("""- The published figures (table 07-2) are on real radiographs, most on MURA's hidden test set: they place
   these numbers, they are not comparable with them.""")
