@@ -205,9 +205,13 @@ def test_the_batch_predictor_agrees_with_the_saved_predictions(run, images):
     labels = run.labels(robustness=True)
     batch = run.predictor(labels).batched(x, batch=3)
     saved = run.predictions(labels)
+    # float32 throughout, in batches of 3 here and of hundreds when saved: the one-epoch ResNet-18's eval-mode logits
+    # are large (see the module docstring), so the order of accumulation moves a probability by up to ~1e-5 (2e-5
+    # seen on one x86 host; 2e-6 held on another before the probit centred its mean logits). A wrong input, head or
+    # posterior moves it by orders of magnitude more.
     for label in labels:
         want = saved[label]["probs"] if posteriors.REGISTRY[label].combination else saved[label]["probs"][0]
-        np.testing.assert_allclose(batch[label]["probs"], want[pos], atol=2e-6, err_msg=label)
+        np.testing.assert_allclose(batch[label]["probs"], want[pos], atol=1e-4, err_msg=label)
     assert batch["deep ensemble"]["samples"].shape == (2, len(x), 2)
     assert batch["Laplace, kron"]["samples"].shape == (100, len(x), 2)
 
