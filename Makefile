@@ -13,7 +13,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup report test lab bench clean-artifacts
+.PHONY: setup report test test-all lab bench clean-artifacts
 
 setup: $(STAMP)
 
@@ -29,7 +29,11 @@ report: setup
 	$(PY) -m utils.report --profile $(PROFILE) --task $(TASK) $(if $(PARTS),--parts "$(PARTS)") \
 		$(if $(DATA),--data "$(DATA)") $(if $(ONLY),--only $(ONLY))
 
+# make test: every test but the slow end-to-end reruns (marked `slow`); make test-all (what CI runs): all of them
 test: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lab: setup

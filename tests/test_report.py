@@ -54,6 +54,7 @@ def test_smoke_profile_runs_every_notebook(smoke_run):
     assert any((tmp_path / "figures").glob("00_*.png"))
 
 
+@pytest.mark.slow  # a second whole smoke report (about 100 s): in `make test-all` and CI, not in `make test`
 def test_the_report_reproduces_its_numbers(smoke_run, tmp_path):
     """A second run from scratch gives the same report/results/*.json, byte for byte."""
     again = _smoke_report(tmp_path)
@@ -203,6 +204,7 @@ def abnormality_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # another report run (about 35 s): in `make test-all` and CI, not in `make test`
 def test_the_abnormality_report_runs_and_keeps_apart(abnormality_run):
     rep = abnormality_run / "report" / "abnormality-HAND+WRIST"
     log = json.loads((rep / "run_log.json").read_text())
