@@ -12,10 +12,19 @@ PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup report test test-all lab bench clean-artifacts
+.PHONY: setup browser report test test-all lab bench clean-artifacts
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+# the browser test (tests/test_site.py) opens the rendered report in headless Chromium through chromedriver:
+# installed from the distribution's packages (apt, as root or with sudo) where either is missing
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	{ command -v apt-get >/dev/null && $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	echo "make setup: could not install chromium and chromium-driver with apt-get; tests/test_site.py needs them" >&2
 
 # (re)install when requirements.txt or pyproject.toml change; register the venv as the Jupyter kernel
 $(STAMP): requirements.txt pyproject.toml

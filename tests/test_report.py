@@ -49,6 +49,9 @@ def test_smoke_profile_runs_every_notebook(smoke_run):
     assert all(e["status"] == "ok" and e["wall_s"] > 0 for e in log["notebooks"])
     for nb in BODYPART:
         assert (tmp_path / "report" / nb.name).is_file() and (tmp_path / "report" / nb.with_suffix(".html").name).is_file()
+        html = (tmp_path / "report" / nb.with_suffix(".html").name).read_text()
+        assert "papermill overrides these" not in html, f"{nb.name}: the default parameters shown beside papermill's"
+        assert "PosixPath" not in html, f"{nb.name}: a cell shows a path object"
     results = json.loads((tmp_path / "report" / "results" / "data.json").read_text())
     assert results["source"] == "phantom" and results["images"] > 0
     assert any((tmp_path / "figures").glob("00_*.png"))
@@ -218,3 +221,27 @@ def test_the_abnormality_report_runs_and_keeps_apart(abnormality_run):
     assert len(res["resolution"]) == 2 and res["reference"]
     assert not (abnormality_run / "report" / "run_log.json").exists()  # the body-part report is untouched
     assert any((abnormality_run / "figures" / "abnormality-HAND+WRIST").glob("07_*.png"))
+
+
+def test_the_html_shows_the_parameters_once_and_the_notebook_keeps_both(tmp_path):
+    """papermill keeps the notebook's `parameters` cell (its defaults) and injects the values that ran after it:
+    the HTML leaves the defaults out; the executed .ipynb, papermill's record, keeps both."""
+    nb = nbformat.v4.new_notebook()
+    default = nbformat.v4.new_code_cell('profile = "cpu"  # DEFAULTS-CELL')
+    default.metadata["tags"] = ["parameters"]
+    injected = nbformat.v4.new_code_cell('# INJECTED-CELL\nprofile = "smoke"')
+    injected.metadata["tags"] = ["injected-parameters"]
+    hidden = nbformat.v4.new_code_cell("x = 1  # HIDDEN-CELL")
+    hidden.metadata["tags"] = ["remove-cell"]
+    nb.cells = [default, injected, hidden, nbformat.v4.new_code_cell("print(profile)  # SHOWN-CELL")]
+    path = tmp_path / "00_x.ipynb"
+    nbformat.write(nb, path)
+    before = path.read_text()
+    html = report.render_html(path).read_text()
+    assert "INJECTED-CELL" in html and "SHOWN-CELL" in html
+    assert "DEFAULTS-CELL" not in html and "HIDDEN-CELL" not in html
+    assert path.read_text() == before
+
+    nb.cells = [default, nb.cells[-1]]  # not run by papermill: the defaults are what runs, and are shown
+    nbformat.write(nb, path)
+    assert "DEFAULTS-CELL" in report.render_html(path).read_text()

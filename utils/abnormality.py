@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from . import data, explain, metrics
+from .config import Profile
 from .data import PIXEL_MEAN, PIXEL_STD
 
 # --------------------------------------------------------------------------- study-level scores
@@ -250,9 +251,6 @@ def abnormality_cam_figure(x: torch.Tensor, masks, cam: torch.Tensor, n: int = 6
 
 # --------------------------------------------------------------------------- resolution
 
-SWEEP_SIZES = {"smoke": (32, 48), "cpu": (64, 96, 128), "gpu": (128, 224, 320)}  # cpu: 192 px cost ~100 s
-
-
 def sweep_parts(index: pd.DataFrame, parts=None) -> list[str] | None:
     """The body part(s) the sweep trains on: of the report's parts (`parts`, None: all), the one with the most test
     studies (most evidence per trained member) among those the abnormality task can train on alone
@@ -268,18 +266,18 @@ def sweep_parts(index: pd.DataFrame, parts=None) -> list[str] | None:
     return list(parts) if parts else None
 
 
-def resolution_sweep(profile, data_root: str, out_root: str, parts, sizes=None, n_boot: int = 2000,
+def resolution_sweep(profile: Profile, data_root: str, out_root: str, parts, sizes=None, n_boot: int = 2000,
                      seed: int = 0) -> pd.DataFrame:
     """Study AUROC and kappa of one MAP member on `parts` (`sweep_parts`; None: all) at each image size, with the
     training seconds (a fresh member per size: artifacts under `<profile>/abnormality[-<PARTS>]/<arch>-<size>px`)
-    and the seconds to build that size's cache. Sizes default to `SWEEP_SIZES[profile.name]`."""
-    from . import config, evidence
+    and the seconds to build that size's cache. Sizes default to the profile's `resolution_sizes` (or, where it
+    names none, its `image_size`)."""
+    from . import evidence
     from .run import Run
 
-    profile = config.get_profile(profile)
     name = "+".join(parts) if parts else "all parts"
     rows = []
-    for size in sizes or SWEEP_SIZES.get(profile.name, (profile.image_size,)):
+    for size in sizes or profile.resolution_sizes or (profile.image_size,):
         t = time.perf_counter()
         run = Run(profile.replace(image_size=int(size)), data_root, out_root, task="abnormality", parts=parts,
                   members=1)

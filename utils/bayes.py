@@ -220,8 +220,8 @@ _EDGE_MEANING = {
 
 
 def _record_search(fit: LaplaceFit, method: str, value: float, edge: str | None, searched: tuple[float, float],
-                   trend: str) -> None:
-    """Write whether the prior search bracketed its optimum into `fit.log`, and warn when it did not."""
+                   trend: str, warn: bool = True) -> None:
+    """Write whether the prior search bracketed its optimum into `fit.log`, and warn when it did not (and `warn`)."""
     lo, hi = float(searched[0]), float(searched[1])
     if edge is None:
         reason = f"the optimum lies inside the searched range [{lo:.3g}, {hi:.3g}]"
@@ -229,7 +229,7 @@ def _record_search(fit: LaplaceFit, method: str, value: float, edge: str | None,
         reason = (f"{trend} {'as delta grows' if edge == 'upper' else 'as delta shrinks'} up to the {edge} edge of "
                   f"the searched range [{lo:.3g}, {hi:.3g}]: {_EDGE_MEANING[edge]}")
     fit.log.update(bracketed=edge is None, searched=(lo, hi), edge=edge, reason=reason)
-    if edge is not None:
+    if edge is not None and warn:
         import warnings
 
         warnings.warn(f"Laplace ({fit.structure} Hessian) prior precision by {method} is not bracketed: it ended at "
@@ -238,7 +238,7 @@ def _record_search(fit: LaplaceFit, method: str, value: float, edge: str | None,
 
 
 def optimize_prior(fit: LaplaceFit, method: str = "marglik", val: tuple | None = None,
-                   grid=None, predictive: str = "probit", max_widen: int = 4) -> LaplaceFit:
+                   grid=None, predictive: str = "probit", max_widen: int = 4, warn: bool = True) -> LaplaceFit:
     """Set the prior precision: by the marginal likelihood (maximised over the scalar) or by a grid
     search on the validation NLL of the corrected predictive, widening the grid while the optimum
     lies on its edge (or the loss is flat towards it).
@@ -248,7 +248,8 @@ def optimize_prior(fit: LaplaceFit, method: str = "marglik", val: tuple | None =
     `reason`, and the curve (`grid`: delta -> validation NLL, or `marglik`: delta -> log marginal
     likelihood; a grid search also lists under `failed` the trial values whose predictive could not be
     computed, e.g. a float32 Cholesky at a tiny delta, counted as an infinite NLL). A search that ends on an
-    edge warns (PriorNotBracketedWarning)."""
+    edge warns (PriorNotBracketedWarning), unless `warn` is false: a caller that expects an unbracketed search
+    (notebook 02's grid search) reads `fit.log["bracketed"]` and `fit.log["reason"]` and says it in words."""
     t = time.perf_counter()
     for k in ("bracketed", "searched", "edge", "reason", "grid", "marglik", "failed"):  # a previous search's
         fit.log.pop(k, None)
@@ -258,7 +259,7 @@ def optimize_prior(fit: LaplaceFit, method: str = "marglik", val: tuple | None =
         fit.la.prior_precision = value
         fit.log["marglik"] = info["marglik"]
         _record_search(fit, method, value, info["edge"], info["searched"],
-                       "the log marginal likelihood still increases")
+                       "the log marginal likelihood still increases", warn)
     elif method == "gridsearch":
         if val is None:
             raise ValueError("gridsearch needs the validation features: val=(phi, y)")
@@ -291,7 +292,7 @@ def optimize_prior(fit: LaplaceFit, method: str = "marglik", val: tuple | None =
         fit.la.prior_precision = best
         fit.prior_precision = float(best)
         fit.log["grid"] = dict(sorted(tried.items()))
-        _record_search(fit, method, best, edge, (min(tried), max(tried)), "the validation NLL still decreases")
+        _record_search(fit, method, best, edge, (min(tried), max(tried)), "the validation NLL still decreases", warn)
     else:
         raise ValueError(f"unknown prior optimisation {method!r}; known: marglik, gridsearch")
     fit.prior_s, fit.prior_method = time.perf_counter() - t, method

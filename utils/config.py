@@ -62,6 +62,20 @@ class Profile:
     epochs: int = 10
     patience: int = 100  # early stopping on validation NLL; the best-NLL checkpoint is kept regardless
     members: int = 3  # deep-ensemble size M (members differ only in their seed)
+    # How much evidence each chapter gathers. Every setting that differs between the profiles is a field here, so
+    # that no notebook or module asks which profile it runs (tests/test_config.py checks it). The defaults are the
+    # cpu and gpu values; the smoke profile shrinks them so that the whole report runs in the tests.
+    n_boot: int = 2000  # study-bootstrap replicates of every interval (`Run.n_boot`; every notebook)
+    cue_probe_epochs: int = 8  # epochs of each trivial-cue probe (notebook 00, `explore.cue_table`)
+    laplace_head_samples: int = 100  # draws of member 0's last-layer Laplace head explained per image (notebook 05)
+    deletion_images: int = 120  # test images (seeded draw) scored by deletion curves (notebook 05)
+    all_weights_samples: int = 16  # networks drawn from the all-weights Laplace per image (notebook 05)
+    all_weights_images: int = 256  # test images (seeded draw) the all-weights explanations are computed on (05)
+    scale_sweep_images: int = 64  # of those, the images the posterior-scale (tau) sweep runs on (notebook 05)
+    rotation_step: int = 15  # degrees between the angles of the rotation sweep, -180 to 180 (notebook 06)
+    counterfactual_studies: int = 30  # phantom studies re-rendered without their findings (notebook 07)
+    # image sizes of notebook 07's resolution sweep (one fresh member per size); empty: the profile's image_size
+    resolution_sizes: tuple[int, ...] = ()
 
     def replace(self, **overrides) -> "Profile":
         known = {f.name for f in dataclasses.fields(self)}
@@ -85,6 +99,16 @@ PROFILES: dict[str, Profile] = {
         batch_size=32,
         epochs=2,
         members=2,
+        n_boot=400,
+        cue_probe_epochs=1,
+        laplace_head_samples=20,
+        deletion_images=40,
+        all_weights_samples=8,
+        all_weights_images=40,
+        scale_sweep_images=20,
+        rotation_step=90,
+        counterfactual_studies=6,
+        resolution_sizes=(32, 48),
     ),
     "cpu": Profile(
         name="cpu",
@@ -97,6 +121,8 @@ PROFILES: dict[str, Profile] = {
         # at 30. Both tasks keep 12 epochs: what the budget pays for, not what fits best.
         epochs=12,
         members=5,
+        rotation_step=30,  # 30 degrees (13 angles) keeps the cpu report near its 10-minute budget
+        resolution_sizes=(64, 96, 128),  # 192 px cost ~100 s more
     ),
     "gpu": Profile(
         name="gpu",
@@ -108,6 +134,7 @@ PROFILES: dict[str, Profile] = {
         arch="resnet18",
         epochs=30,
         members=15,
+        resolution_sizes=(128, 224, 320),
     ),
 }
 

@@ -346,8 +346,9 @@ class CachedImages(torch.utils.data.Dataset):
             idx = idx[idx.subset == subset]
         idx, self.classes = task_targets(idx, task, parts)
         self.index = idx.reset_index(drop=True)
-        self.rows = self.index.row.to_numpy()
-        self.targets = self.index.target.to_numpy()
+        # copies: pandas (copy-on-write) hands out read-only views, and torch warns on tensors made from them
+        self.rows = self.index.row.to_numpy(copy=True)
+        self.targets = self.index.target.to_numpy(copy=True)
         self.array_path = cache.array_path
         self.size = cache.size
         self.transform = transform

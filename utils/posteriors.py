@@ -277,15 +277,16 @@ class Laplace(Posterior):
     def _start(self) -> float:
         return self.member.meta.get("prior_precision") or 1.0
 
-    def refit(self, prior: str | None = None) -> bayes.LaplaceFit:
+    def refit(self, prior: str | None = None, warn: bool = True) -> bayes.LaplaceFit:
         """A new fit on the member's training features with its prior set by `prior` ('marglik', or 'gridsearch'
         on the validation NLL; default: this class's); the fit starts at N * weight decay, which the
         searches do not depend on. Leaves this posterior as
-        it is (notebook 02 compares the two searches)."""
+        it is (notebook 02 compares the two searches). `warn=False`: a search that ends on an edge of its range
+        does not warn (PriorNotBracketedWarning); its `log` says so (`bracketed`, `edge`, `reason`)."""
         feats = {s: self.member.features(s) for s in ("train", "val")}
         fit = bayes.fit_laplace(bayes.head_of(self.member.model), *feats["train"], self.structure,
                                 prior_precision=self._start())
-        return bayes.optimize_prior(fit, prior or self.prior, val=feats["val"])
+        return bayes.optimize_prior(fit, prior or self.prior, val=feats["val"], warn=warn)
 
     def _fit(self):
         self.la_fit = self.refit()

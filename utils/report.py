@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .config import ROOT, DeviceUnavailable, display_path, get_device, get_paths, get_profile, parse_parts
+from . import site
 
 KERNEL_NAME = "xray-bayes"
 NOTEBOOKS = ROOT / "notebooks"
@@ -120,10 +121,39 @@ def git_commit() -> str:
         return "unknown"
 
 
-def render_html(nb_path: Path) -> Path:
-    from nbconvert import HTMLExporter
+HIDE_TAGS = dict(remove_cell_tags={"remove-cell"}, remove_input_tags={"remove-input"},
+                 remove_all_outputs_tags={"remove-output"})
+"""Cell tags the HTML leaves out (nbconvert's TagRemovePreprocessor): the whole cell, its code, its outputs."""
 
-    body, _ = HTMLExporter().from_filename(str(nb_path))
+
+def for_reading(nb):
+    """The executed notebook `nb` as the HTML shows it: the parameters once.
+
+    papermill keeps the notebook's own `parameters` cell (the defaults, e.g. `profile = "cpu"`) and inserts after
+    it a cell tagged `injected-parameters` with the values the run used, so the executed copy shows the parameters
+    twice, the first time with values that did not run. Where papermill injected its cell, the default cell is
+    tagged `remove-cell` here, so the HTML shows only the parameters the notebook ran with. The executed .ipynb is
+    left as papermill wrote it (both cells): it is the record of the run, and its defaults say what a reader who
+    opens the notebook without papermill gets."""
+    tags = [set(c.get("metadata", {}).get("tags", [])) for c in nb.cells]
+    if any("injected-parameters" in t for t in tags):
+        for cell, t in zip(nb.cells, tags):
+            if "parameters" in t and "remove-cell" not in t:
+                cell.metadata["tags"] = [*cell.metadata.get("tags", []), "remove-cell"]
+    return nb
+
+
+def render_html(nb_path: Path) -> Path:
+    """`nb_path` rendered beside it as .html, for reading (`for_reading`; cells tagged as in `HIDE_TAGS` left
+    out)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+    from traitlets.config import Config
+
+    config = Config({"TagRemovePreprocessor": dict(enabled=True, **HIDE_TAGS)})
+    nb = for_reading(nbformat.read(str(nb_path), as_version=4))
+    body, _ = HTMLExporter(config=config).from_notebook_node(nb)
+    body = site.add_toc(body)  # a table of contents of its headings, and a link to the report's index
     out = nb_path.with_suffix(".html")
     out.write_text(body, encoding="utf-8")
     return out
@@ -184,6 +214,8 @@ def run(profile: str = "cpu", data_root: str = "", only: list[str] | None = None
     log_path.write_text(json.dumps(log, indent=2) + "\n")
     if failure:
         raise NotebookFailed(failure)
+    if html:
+        site.write_indexes(paths.out_root)  # report/index.html, report/<variant>/index.html (utils.site)
     return log
 
 

@@ -180,7 +180,8 @@ class Run:
 
     @property
     def n_boot(self) -> int:
-        return 400 if self.profile.name == "smoke" else 2000
+        """Study-bootstrap replicates of every interval: the profile's `n_boot`."""
+        return self.profile.n_boot
 
     def note(self):
         """Markdown saying where the images came from (`explore.source_note`)."""

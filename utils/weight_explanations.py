@@ -219,9 +219,11 @@ def reading(table: pd.DataFrame, sweep: pd.DataFrame, cost: pd.DataFrame, flags,
 
 
 def shown(table: pd.DataFrame, index: str = "set") -> pd.DataFrame:
-    """A `shift_table` or `scale_sweep` for display: 'estimate [low, high]' per column with an interval."""
+    """A `shift_table` or `scale_sweep` for display: 'estimate [low, high]' per column with an interval; '-' where
+    a row has no such number (e.g. `samples_right`, defined for the all-weights rows only)."""
     cols = [c for c in table.columns if f"{c}_low" in table.columns]
     out = table[[index, "images"]].copy()
     for c in cols:
-        out[c] = [f"{r[c]:.3f} [{r[c + '_low']:.3f}, {r[c + '_high']:.3f}]" for _, r in table.iterrows()]
+        out[c] = ["-" if pd.isna(r[c]) else f"{r[c]:.3f} [{r[c + '_low']:.3f}, {r[c + '_high']:.3f}]"
+                  for _, r in table.iterrows()]
     return out.set_index(index)
