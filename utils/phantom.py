@@ -36,6 +36,14 @@ INVERTED_RATE 3 %) or washed out (black level raised to 15-35 %, white lowered
 to 70-92 %: WASHED_OUT_RATE 8 %). MURA holds both kinds; no published share was
 found, so both rates are ASSUMED.
 
+Implants and the display window (generator 3.1). Each implant is drawn in its alloy (ALLOY_MIX: 316L steel
+1.55/mm, Ti-6Al-4V 0.53/mm, cobalt-chromium 1.75/mm at ~50 keV, from NIST's mass attenuation tables; 3.0 drew all
+at titanium's 0.60/mm, so a 3 mm steel plate let 16 % of the beam through instead of < 1 %), and the display
+window's percentiles are taken over the exposed anatomy without the implants (DR processing's "values of
+interest", AAPM Report 116), so metal is shown white beside grey bone instead of setting the window itself and
+darkening the bone. Neither change draws a random number from the render stream (the alloy comes from the
+study's own stream, spawn key (7, study)).
+
 Abnormal studies (about 40 %, MURA's share per type) show what MURA's show (its paper lists fractures,
 hardware, degenerative joint disease, lesions and subluxations). Each draws one presentation
 (ABNORMAL_MIX), with shares per type; weighted by MURA's abnormal studies per type they come to:
@@ -178,6 +186,7 @@ the anatomy's own structure, so it is an upper bound on what a reader or a netwo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -194,7 +203,7 @@ import numpy as np
 
 from .data import LESION_BITS
 
-GENERATOR_VERSION = "3.0"
+GENERATOR_VERSION = "3.1"
 LESION_TAGS = dict(LESION_BITS)  # a solid tagged with a finding sets its bit in the lesion mask
 
 PARTS = ("ELBOW", "FINGER", "FOREARM", "HAND", "HUMERUS", "SHOULDER", "WRIST")
@@ -212,7 +221,23 @@ VIEWS_P = (0.12, 0.36, 0.37, 0.15)  # 1..4 views per study
 # (cortex 0.085/mm is cortical bone at ~50 keV: NIST mu/rho 0.42 cm2/g x 1.92 g/cm3 = 0.081; soft tissue ~ water
 # 0.023). Casts (module docstring, "Casts"): set plaster of Paris 0.050, fibreglass 0.035; "cast" is generator 2.0's.
 MU = {"soft": 0.020, "marrow": 0.028, "cortex": 0.085, "metal": 0.60, "cast": 0.040, "air": -0.016,
-      "plaster": 0.050, "fibreglass": 0.035}
+      "plaster": 0.050, "fibreglass": 0.035, "steel": 1.55, "titanium": 0.53, "cocr": 1.75}
+# Implant alloys (generator 3.1), mu = mu/rho x density at ~50 keV, the energy of the other entries, mu/rho from
+# NIST's XCOM / Hubbell-Seltzer tables (Fe 1.96, Ti 1.21, Co ~2.1 cm2/g, rounded): 316L stainless steel (8.0 g/cm3)
+# 1.55/mm, Ti-6Al-4V (4.43) 0.53/mm, cobalt-chromium (8.3) 1.75/mm. Generator 3.0 drew every implant at "metal"
+# (0.60/mm, titanium), so a 3 mm steel plate transmitted 16 % of the beam instead of < 1 %: through bone, it
+# came out about as bright as two overlapping bones, where on a film a steel implant is the whitest thing there.
+METALS = ("metal", "steel", "titanium", "cocr")  # the materials of implants ("metal": generator 3.0's single one)
+ALLOY_MIX = {
+    "plate": dict(steel=0.5, titanium=0.5), "screws": dict(steel=0.5, titanium=0.5),
+    "nail": dict(steel=0.3, titanium=0.7), "kwires": dict(steel=1.0), "tension_band": dict(steel=1.0),
+    "radial_head": dict(cocr=1.0), "arthroplasty": dict(cocr=1.0),
+}
+"""The alloy of each kind of implant (a study's implants share one): K-wires and cerclage wire are stainless steel
+(AO Surgery Reference); heads of shoulder and radial head prostheses cobalt-chromium (stems, often titanium, are
+drawn in the head's alloy); plates, screws and nails either (ASSUMED shares: no published split was found;
+titanium dominates locking plates and nails in recent series, steel older ones). A scaphoid headless screw is
+titanium. Drawn from the study's own stream, spawn key (7, study), so no earlier draw moves."""
 
 
 # --------------------------------------------------------------------------- geometry
@@ -675,6 +700,13 @@ def _hardware_spec(rng: np.random.Generator, part: str, kind: str, site: tuple) 
     return hw, site
 
 
+def _draw_alloy(spec: dict, rng: np.random.Generator) -> None:
+    """Give the study's implant its alloy (ALLOY_MIX), in place; a spec without hardware is left as it is."""
+    hw = spec.get("hardware")
+    if hw:
+        hw["alloy"] = "titanium" if hw.get("scaphoid") else _pick(rng, ALLOY_MIX[hw["type"]])
+
+
 def _djd_spec(rng: np.random.Generator, part: str, finger: int) -> dict:
     """Degenerative change at one or more of the part's joints; one grade per study (DJD_GRADE)."""
     joints = [(a.format(f=finger), b.format(f=finger), w) for a, b, w in DJD_JOINTS[part]]
@@ -1061,7 +1093,9 @@ def _apply_lesions(prims: list[Prim], spec: dict) -> list[Prim]:
                 if k != i and p.name.startswith(carried) and not p.name.startswith(name):
                     out[k] = _transform_prim(p, motion, 1.0, ang)
         if spec.get("hardware"):
-            extra += _hardware_solids(prims, spec["hardware"], name, F, u, n, r, L)
+            alloy = spec["hardware"].get("alloy", "metal")  # generator 3.0's specs carry none
+            extra += [dataclasses.replace(p, material=alloy) if p.material == "metal" else p
+                      for p in _hardware_solids(prims, spec["hardware"], name, F, u, n, r, L)]
         if "cast" in spec:
             c = spec["cast"] if isinstance(spec["cast"], dict) else dict(length=spec["cast"])  # 2.0: a float
             half = 40 + 70 * c["length"]
@@ -1314,7 +1348,14 @@ def render_view(study: Study, rng: np.random.Generator, max_side: int = 512, *, 
     I = I + np.sqrt(I) * rng.standard_normal((H, W)).astype(np.float32)
     D = -np.log(np.maximum(I, 0.5) / n0)
     # ---- processing: window, gamma, detector blur, burned-in text
-    sample = D[field_mask][:: 7]
+    # the window comes from the anatomy, not the implants (generator 3.1): digital radiography finds its "values
+    # of interest" by histogram analysis of the exposed anatomy (AAPM Report 116, 2009), and metal, far beyond
+    # them, is shown saturated white, without darkening the bone; generator 3.0 took metal into the percentiles
+    # (the implant's mask widened by 2 px: the attenuation was upsampled bilinearly, the mask by nearest neighbour)
+    implant = cv2.dilate((lesion & LESION_TAGS["hardware"]).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    sample = D[field_mask & ~implant][:: 7]
+    if sample.size == 0:  # a field filled by an implant (never drawn so; kept well-defined)
+        sample = D[field_mask][:: 7]
     lo, hi = np.percentile(sample, [rng.uniform(0.2, 3), rng.uniform(99.0, 99.9)])
     if window is not None:  # float64 scalars as np.percentile gives, so the arithmetic keeps its dtypes
         lo, hi = np.asarray(window, np.float64)
@@ -1416,6 +1457,7 @@ def plan_studies(train_patients: int, valid_patients: int, seed: int, label_nois
                 # the findings come from the study's own stream, so the plan above does not depend on them
                 lrng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3, len(studies))))
                 st.lesion = _lesion_spec(lrng, part, bool(label), finger)
+                _draw_alloy(st.lesion, np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(7, len(studies)))))
                 st.true_label = label
                 if label_noise > 0:
                     nrng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(5, len(studies))))
