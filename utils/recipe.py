@@ -83,7 +83,7 @@ def run_variant(profile, name: str, change: dict, data_root: str = "", out: Path
     model, _ = train.load_checkpoint(folder / "best.pt", device=device)
     h = json.loads((folder / "history.json").read_text())
     kept = h[final["best_epoch"] - 1]
-    ev = {s: train._evaluate(model, ds, device) for s, ds in (("train", tr), ("test", te))}
+    ev = {s: train.evaluate(model, ds, device) for s, ds in (("train", tr), ("test", te))}
     return dict(variant=name, change=json.dumps(change) if change else "", epochs=p.epochs,
                 best_epoch=final["best_epoch"], train_acc=ev["train"]["acc"], train_nll=ev["train"]["nll"],
                 train_acc_last=h[-1]["train_eval_acc"], val_acc=kept["val_acc"], val_nll=kept["val_nll"],

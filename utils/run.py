@@ -30,8 +30,9 @@ artifacts/models/<run>/memberNN/features_<split>.npy     `bayes.member_features`
                                                          best.pt they came from: recomputed when it changed
 artifacts/predictions/<run>/<key>__<split>__mNN[__...].npz `posteriors.Posterior.predict`; the name holds every
                                                          setting that changes the saved numbers (`file_name`:
-                                                         samples __sNN, Laplace version __vN); not tied to the
-                                                         member's checkpoint: remove them when retraining
+                                                         samples __sNN, Laplace version __vN); each file holds
+                                                         its member's checkpoint sha256 and is recomputed
+                                                         when the member was retrained
 report[/<variant>]/results/<chapter>.json, timings/      the notebooks, through `Run.write_results` /
                                                          `Run.write_timings`; <variant> is '' for the body-part
                                                          task on every part, else e.g. abnormality-HAND+WRIST

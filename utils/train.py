@@ -129,7 +129,7 @@ def load_checkpoint(path: str | os.PathLike, expected: dict | None = None, devic
 # --------------------------------------------------------------------------- training
 
 
-def _optimizer(model: nn.Module, profile: Profile) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, profile: Profile) -> torch.optim.Optimizer:
     p, wd = model.parameters(), profile.weight_decay
     if profile.optimizer == "sgd":
         return torch.optim.SGD(p, lr=profile.lr, momentum=0.9, nesterov=True, weight_decay=wd)
@@ -172,7 +172,7 @@ over all of them cost a third of a cpu-profile epoch; the member's final figure 
 (`fit_summary` reads `train_acc` from the checkpoint where it is recorded)."""
 
 
-def _evaluate(model, ds, device, rows=None) -> dict:
+def evaluate(model, ds, device, rows=None) -> dict:
     """NLL and accuracy of `model` on `ds` (or on its images at positions `rows`), in eval mode."""
     targets = np.asarray(ds.targets)
     if rows is not None:
@@ -191,7 +191,7 @@ def fit(model: nn.Module, train_ds, val_ds, profile: Profile, seed: int, ckpt_di
     amp = use_amp(device)
     model.to(device).to(memory_format=torch.channels_last)  # faster on CPU (oneDNN) and GPU alike
     augment = data.augmentation(profile.augment) if augment is None else augment
-    opt = _optimizer(model, profile)
+    opt = make_optimizer(model, profile)
     bs = profile.batch_size
     steps = math.ceil(len(train_ds) / bs)
     total, warm = profile.epochs * steps, profile.warmup_epochs * steps
@@ -234,8 +234,8 @@ def fit(model: nn.Module, train_ds, val_ds, profile: Profile, seed: int, ckpt_di
             tot_loss += loss.item() * len(y)
             tot_correct += int((logits.argmax(1) == y).sum())
             tot_n += len(y)
-        val = _evaluate(model, val_ds, device)
-        clean = _evaluate(model, train_ds, device, clean_rows)  # training images as they are, eval mode
+        val = evaluate(model, val_ds, device)
+        clean = evaluate(model, train_ds, device, clean_rows)  # training images as they are, eval mode
         seconds += time.perf_counter() - t0
         history.append(dict(epoch=epoch + 1, train_loss=tot_loss / tot_n, train_acc=tot_correct / tot_n,
                             train_eval_nll=clean["nll"], train_eval_acc=clean["acc"],
@@ -252,7 +252,7 @@ def fit(model: nn.Module, train_ds, val_ds, profile: Profile, seed: int, ckpt_di
             on_epoch_end(epoch + 1, history)
     best_epoch = int(np.argmin([h["val_nll"] for h in history])) + 1
     model.load_state_dict(best_state)
-    fitted = _evaluate(model, train_ds, device)  # the kept weights on every training image
+    fitted = evaluate(model, train_ds, device)  # the kept weights on every training image
     final = dict(meta, finished=True, best_epoch=best_epoch, best_val_nll=best_nll, train_seconds=seconds,
                  epochs_run=len(history), device=str(device), train_acc=fitted["acc"], train_nll=fitted["nll"])
     save_atomic(dict(meta=final, state_dict=best_state, history=history), ckpt_dir / "best.pt")

@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+
+from utils import learnability
+
+
+def test_plant_bars_plants_exactly_one_bar_of_the_asked_size_in_the_labelled_images():
+    rng = np.random.default_rng(1)
+    imgs = rng.integers(0, 200, (300, 48, 48), dtype=np.uint8)  # nothing at 255 before planting
+    out, planted = learnability.plant_bars(imgs, 2, 10, share=0.4, seed=3)
+    assert out.shape == imgs.shape and out is not imgs and (imgs < 255).all()
+    changed = (out != imgs).reshape(len(imgs), -1).any(1)
+    assert np.array_equal(changed, planted.astype(bool))
+    assert 0.3 < planted.mean() < 0.5
+    for i in np.nonzero(planted)[0]:
+        ys, xs = np.nonzero(out[i] == 255)
+        assert len(ys) == 20  # 2 x 10
+        h, w = np.ptp(ys) + 1, np.ptp(xs) + 1
+        assert sorted((h, w)) == [2, 10]
+        assert ys.min() >= 4 and xs.min() >= 4 and ys.max() <= 43 and xs.max() <= 43
+    again, planted2 = learnability.plant_bars(imgs, 2, 10, share=0.4, seed=3)
+    assert np.array_equal(again, out) and np.array_equal(planted2, planted)
+
+
+def test_plant_bars_refuses_a_bar_that_does_not_fit():
+    with pytest.raises(ValueError, match="does not fit"):
+        learnability.plant_bars(np.zeros((2, 16, 16), np.uint8), 2, 10)
+
+
+@pytest.fixture(scope="module")
+def smoke_cache(smoke_tree, tmp_path_factory):
+    from utils import config, data, sources
+
+    profile = config.get_profile("smoke", task="abnormality")
+    idx = sources.carve_validation(sources.load_index(smoke_tree), profile.val_fraction, profile.seed)
+    return profile, data.build_cache(idx, profile.image_size, tmp_path_factory.mktemp("cache"), workers=1,
+                                     progress=False)
+
+
+def test_the_rungs_run_end_to_end_on_the_smoke_data(smoke_cache):
+    """A planted bar and the objects rung train, score and report consistent counts (2 epochs: not a skill test)."""
+    profile, cache = smoke_cache
+    normal_train = int((cache.index.query("subset == 'train'").label == 0).sum())
+    r = learnability.run_rung(profile, "bar", dict(kind="planted", w=2, length=10), cache, device="cpu")
+    assert r["train_images"] + r["held_out_images"] == normal_train
+    assert 0 <= r["train_acc"] <= 1 and 0.5 <= r["majority"] <= 1
+    o = learnability.run_rung(profile, "objects", learnability.RUNGS["objects, no augmentation"], cache,
+                              device="cpu")
+    assert o["augment"] == "none" and o["train_images"] < len(cache.index.query("subset == 'train'"))
