@@ -105,7 +105,7 @@ def test_the_grep_finds_a_branch_on_the_profile_name():
     ("scale_sweep_images", 20, 64, 64),
     ("rotation_step", 90, 30, 15),
     ("counterfactual_studies", 6, 30, 30),
-    ("resolution_sizes", (32, 48), (64, 96, 128), (128, 224, 320)),
+    ("resolution_sizes", (32, 48), (64, 96), (128, 224, 320)),
 ])
 def test_the_profiles_hold_the_settings_the_notebooks_used_to_branch_on(field, smoke, cpu, gpu):
     """The values the notebooks and modules chose by the profile's name before they became fields (issue 22):
