@@ -47,3 +47,6 @@ def test_the_rungs_run_end_to_end_on_the_smoke_data(smoke_cache):
     o = learnability.run_rung(profile, "objects", learnability.RUNGS["objects, no augmentation"], cache,
                               device="cpu")
     assert o["augment"] == "none" and o["train_images"] < len(cache.index.query("subset == 'train'"))
+    t = learnability.run_rung(profile, "task", learnability.RUNGS["the task"], cache, device="cpu")
+    assert t["train_images"] == len(cache.index.query("subset == 'train'"))
+    assert t["held_out_images"] == len(cache.index.query("subset == 'test'")) and 0 <= t["study_auroc"] <= 1

@@ -15,7 +15,11 @@ records training accuracy (all its training images), held-out accuracy and AUROC
 - `objects` (phantom only; needs its masks): the normal training images against the abnormal ones whose view
   shows hardware or a cast (lesion bits 2 and 4), i.e. MURA's shortcut alone. Held out: the validation split,
   filtered the same way.
-- the task itself is `utils.recipe`'s baseline row.
+- `task`: MURA's normal/abnormal task itself, trained on the training split and scored on the test split (image
+  accuracy and AUROC; `study_auroc` averages each study's images), on the profile's phantom and on one with
+  `patients` times as many training patients (phantom only: generated once under data/, its own validation
+  carve and test split; MURA has ~12x the cpu phantom's training images). Trained like every rung (last epoch),
+  so the row can differ a little from `utils.recipe`'s baseline, which keeps the epoch of lowest validation NLL.
 
 The bars are planted in the cached (letterboxed) images, so their size is what the network sees. Models are not
 saved; a rung costs a few tens of seconds on the cpu profile.
@@ -47,6 +51,8 @@ RUNGS: dict[str, dict] = {
     "planted 3x16 px": dict(kind="planted", w=3, length=16),
     "objects (hardware or cast) vs normal": dict(kind="objects"),
     "objects, no augmentation": dict(kind="objects", augment="none"),
+    "the task": dict(kind="task", patients=1),
+    "the task, 4x the patients": dict(kind="task", patients=4),
 }
 """Name -> rung. `w`, `length`: the planted bar in px at the profile's image size; `augment`: overrides the
 profile's augmentation (`data.AUGMENTATIONS`)."""
@@ -96,19 +102,26 @@ def _fit_arrays(profile, x_tr: torch.Tensor, y_tr: torch.Tensor, seed: int, devi
     return model.eval()
 
 
-def _scores(model: nn.Module, x: torch.Tensor, y: np.ndarray, device) -> dict:
+def _scores(model: nn.Module, x: torch.Tensor, y: np.ndarray, device, groups=None) -> dict:
+    """Accuracy and AUROC of the abnormal probability; with `groups` (study ids) also the study AUROC of the
+    mean probability of each study's images."""
+    import pandas as pd
     from sklearn.metrics import roc_auc_score
 
     with torch.no_grad():
         p = torch.cat([model(x[i:i + 256].to(device)).softmax(1)[:, 1].cpu() for i in range(0, len(x), 256)]).numpy()
-    return dict(acc=float(((p > 0.5) == y).mean()), auroc=float(roc_auc_score(y, p)) if len(set(y)) == 2 else None)
+    out = dict(acc=float(((p > 0.5) == y).mean()), auroc=float(roc_auc_score(y, p)) if len(set(y)) == 2 else None)
+    if groups is not None:
+        st = pd.DataFrame(dict(g=groups, p=p, y=y)).groupby("g").agg(p=("p", "mean"), y=("y", "first"))
+        out["study_auroc"] = float(roc_auc_score(st.y, st.p)) if st.y.nunique() == 2 else None
+    return out
 
 
 def run_rung(profile, name: str, rung: dict, cache: data.ImageCache, device=None) -> dict:
     """Train and score one rung (RUNGS) on the profile's abnormality data in `cache`."""
     device = device or get_device()
     profile = profile.replace(task="abnormality", **({"augment": rung["augment"]} if "augment" in rung else {}))
-    tr, va, _ = train.datasets(profile, cache)
+    tr, va, te = train.datasets(profile, cache)
     seed = train.member_seed(profile, 0)
     if rung["kind"] == "planted":
         normal = np.asarray(tr.rows)[np.asarray(tr.targets) == 0]
@@ -129,25 +142,47 @@ def run_rung(profile, name: str, rung: dict, cache: data.ImageCache, device=None
             return data.standardize(data.to_input(cache.images[np.asarray(ds.rows)[keep]])), t[keep]
         x_tr, y_tr = pick(tr)
         x_ho, y_ho = pick(va)
+    elif rung["kind"] == "task":
+        if rung["patients"] != 1:
+            cache = _scaled_cache(profile, rung["patients"])
+            tr, va, te = train.datasets(profile, cache)
+        x_tr, y_tr = data.standardize(data.to_input(cache.images[np.asarray(tr.rows)])), np.asarray(tr.targets)
+        x_ho, y_ho = data.standardize(data.to_input(cache.images[np.asarray(te.rows)])), np.asarray(te.targets)
+        study_of = te.index.study_id.to_numpy()
     else:
         raise ValueError(f"unknown rung kind {rung['kind']!r}")
     t0 = time.perf_counter()
     model = _fit_arrays(profile, x_tr, torch.as_tensor(y_tr), seed, device)
     seconds = time.perf_counter() - t0
-    fit, held = _scores(model, x_tr, np.asarray(y_tr), device), _scores(model, x_ho, np.asarray(y_ho), device)
+    fit = _scores(model, x_tr, np.asarray(y_tr), device)
+    held = _scores(model, x_ho, np.asarray(y_ho), device, groups=study_of if rung["kind"] == "task" else None)
     return dict(rung=name, augment=profile.augment, train_images=len(y_tr), held_out_images=len(y_ho),
                 majority=float(max(np.mean(y_ho), 1 - np.mean(y_ho))), train_acc=fit["acc"], held_out_acc=held["acc"],
-                held_out_auroc=held["auroc"], epochs=profile.epochs, seconds=seconds)
+                held_out_auroc=held["auroc"], study_auroc=held.get("study_auroc"), epochs=profile.epochs,
+                seconds=seconds)
+
+
+def _scaled_cache(profile, factor: int) -> data.ImageCache:
+    """The cache of a phantom like the profile's with `factor` times its training patients (generated once)."""
+    from . import phantom, sources
+
+    paths = get_paths(task="abnormality")
+    ph = profile.phantom
+    root = phantom.ensure(paths.data / f"phantom-{profile.name}-x{factor}", ph.train_patients * factor,
+                          ph.valid_patients, ph.seed, ph.max_side, progress=False)
+    index = sources.carve_validation(sources.load_index(root), profile.val_fraction, profile.seed)
+    return data.build_cache(index, profile.image_size, paths.cache, progress=False)
 
 
 def table(rows: list[dict]):
     import pandas as pd
 
     df = pd.DataFrame(rows)[["rung", "augment", "train_images", "held_out_images", "majority", "train_acc",
-                             "held_out_acc", "held_out_auroc", "seconds"]]
+                             "held_out_acc", "held_out_auroc", "study_auroc", "seconds"]]
     for c in ("majority", "train_acc", "held_out_acc"):
         df[c] = (100 * df[c]).round(1)
-    df["held_out_auroc"] = df["held_out_auroc"].round(3)
+    for c in ("held_out_auroc", "study_auroc"):
+        df[c] = df[c].astype(float).round(3)
     df["seconds"] = df["seconds"].round(0).astype(int)
     return df
 
@@ -167,7 +202,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     f = out / f"{profile.name}-learnability.json"
     old = json.loads(f.read_text())["rows"] if f.is_file() else []
-    rows = {r["rung"]: r for r in old}
+    rows = {r["rung"]: dict(dict(study_auroc=None), **r) for r in old}
     for name in a.rungs:
         r = run_rung(profile, name, RUNGS[name], cache)
         rows[name] = r
