@@ -57,7 +57,132 @@ def test_rewrite_replaces_only_the_block_and_needs_the_markers(tmp_path):
 
 
 def test_the_readme_says_what_the_committed_results_say():
-    """Fails when a report is rebuilt without `python -m utils.findings`, or the README's block is edited by hand."""
+    """Fails when a report is rebuilt without `python -m utils.findings`, or the README's findings are edited by
+    hand; the summary figure carries the digest of the numbers it shows."""
     readme = ROOT / "README.md"
-    assert findings.rewrite(readme, findings.block()) == readme.read_text(), \
+    assert findings.readme_text(readme) == readme.read_text(), \
         "README.md's findings differ from report/**/results: run `python -m utils.findings`"
+    results = findings._results(ROOT)
+    rows = findings.forest_rows({s: results[s]["calibration"] for _, s, _ in findings.TASKS
+                                 if results[s]["calibration"]})
+    if rows:
+        assert findings.forest_is_current(rows, ROOT / findings.FOREST), \
+            f"{findings.FOREST} is missing or shows other numbers: run `python -m utils.findings`"
+        assert f"]({findings.FOREST.as_posix()})" in readme.read_text()
+
+
+# --------------------------------------------------------------------------- the summary, its figure, its length
+
+def _d(delta, low, high, metric):
+    return {f"delta_{metric}": delta, f"delta_{metric}_low": low, f"delta_{metric}_high": high}
+
+
+def _calibration(ensemble_nll=(-0.02, -0.03, -0.01), all_weights_ece=(0.40, 0.37, 0.42)):
+    small = _d(0.001, -0.001, 0.002, "nll") | _d(0.002, -0.001, 0.004, "ece") | _d(0.0, -0.002, 0.002, "accuracy")
+    return dict(test_images=100, test_studies=40, table=[
+        _row("MAP"),
+        _row("Laplace, kron") | small | _d(0.003, 0.002, 0.004, "nll"),
+        _row("Laplace, kron, all weights", fitted_on=1) | small | _d(*all_weights_ece, "ece"),
+        _row("deep ensemble", "ensemble", 5) | small | _d(*ensemble_nll, "nll")],
+        ensemble_vs_best_single=[dict(metric="ece", best_single="temperature scaling", delta=0.02, low=0.003,
+                                      high=0.04, best_single_value=0.02, ensemble=0.04, excludes_zero=True)])
+
+
+def test_the_forest_plot_draws_every_method_metric_and_task_with_a_zero_line():
+    import matplotlib.pyplot as plt
+
+    rows = findings.forest_rows({"body part": _calibration(), "normal / abnormal": _calibration((-0.01, -0.02, 0.01))})
+    assert len(rows) == 2 * 3 * 3  # tasks x methods (MAP left out) x metrics
+    fig = findings.forest_figure(rows)
+    try:
+        axes = [ax for ax in fig.axes if ax.get_title("left")]
+        titles = {ax.get_title("left") for ax in axes}
+        assert len(axes) == 6 and titles >= {"body part: NLL", "normal / abnormal: accuracy"}
+        points = sum(len(c.get_offsets()) for ax in axes for c in ax.collections if c.get_gid() == "forest-point")
+        assert points == len(rows)
+        for ax in axes:  # the zero line, and a symmetric axis around it
+            assert any(list(ln.get_xdata()) == [0, 0] for ln in ax.lines)
+            lo, hi = ax.get_xlim()
+            assert lo == pytest.approx(-hi)
+        ece = next(ax for ax in axes if ax.get_title("left") == "body part: ECE")
+        assert ece.get_xlim()[1] < 40  # the all-weights Laplace's +40 points is drawn off scale, its value printed
+        assert any("off scale" in t.get_text() and "+40.0" in t.get_text() for t in ece.texts)
+        verdicts = {(r["method"], r["metric"], r["task"]): r["verdict"] for r in rows}
+        assert verdicts[("deep ensemble", "nll", "body part")] == "better"
+        assert verdicts[("deep ensemble", "nll", "normal / abnormal")] == "no difference shown"
+        assert verdicts[("Laplace, kron", "nll", "body part")] == "worse"
+    finally:
+        plt.close(fig)
+
+
+def test_the_figure_records_the_numbers_it_shows(tmp_path):
+    rows = findings.forest_rows({"body part": _calibration()})
+    f = findings.write_forest(rows, tmp_path / "forest.png")
+    assert findings.forest_is_current(rows, f)
+    changed = findings.forest_rows({"body part": _calibration((-0.02, -0.03, -0.005))})
+    assert not findings.forest_is_current(changed, f) and not findings.forest_is_current(rows, tmp_path / "none.png")
+
+
+def test_the_answers_choose_their_words_from_the_intervals(tmp_path):
+    res = tmp_path / "report" / "results"
+    res.mkdir(parents=True)
+    (res / "calibration.json").write_text(json.dumps(_calibration()))
+    text = findings.summary(tmp_path)
+    assert text.startswith(findings.SUMMARY_START) and text.endswith(findings.SUMMARY_END)
+    assert "the deep ensemble lowers the NLL (-0.020 [-0.030, -0.010] nats)" in text
+    assert "shows no ECE change (+0.20 [-0.10, +0.40] points)" in text
+    assert "its ECE is higher than temperature scaling's (+2.00 [+0.30, +4.00] points)" in text
+    assert "every last-layer Laplace raises the NLL (K-FAC: +0.003 [+0.002, +0.004] nats)" in text
+    assert "| Q1 | ensemble - MAP, NLL (nats) | better, -0.020 [-0.030, -0.010] | - |" in text
+    assert "not yet measured" in text  # no learnability ladder under tmp_path
+    assert "04 (not built)" in text  # no rendered notebook to link
+    assert "](figures/summary_forest.png)" in text  # links relative to the repository, or to a page elsewhere:
+    assert "](../figures/summary_forest.png)" in findings.summary(tmp_path, base="../")
+    (res / "calibration.json").write_text(json.dumps(_calibration((-0.01, -0.02, 0.01), (0.001, -0.001, 0.002))
+                                                     | dict(table=[_row("MAP"), _row("deep ensemble", "ensemble", 5)
+                                                                   | _d(-0.01, -0.02, 0.01, "nll")
+                                                                   | _d(0.0, -0.01, 0.01, "ece")
+                                                                   | _d(0.0, -0.01, 0.01, "accuracy")])))
+    text = findings.summary(tmp_path)
+    assert "*No improvement shown.*" in text
+    assert "On body part no method differs from the MAP network (0 of 3 differences shown" in text
+
+
+def test_the_learnability_ladder_is_a_table_once_measured(tmp_path):
+    rec = tmp_path / "report" / "recipe"
+    rec.mkdir(parents=True)
+    row = dict(rung="planted 1x6 px", augment="full", train_images=100, held_out_images=25, majority=0.6,
+               train_acc=0.8, held_out_acc=0.75, held_out_auroc=0.81, epochs=12, seconds=30.0)
+    (rec / "cpu-learnability.json").write_text(json.dumps(dict(rows=[row])))
+    text = "\n".join(findings.learnability_part(tmp_path))
+    assert "1 rung, held-out AUROC 0.81 (planted 1x6 px)" in text
+    assert "| planted 1x6 px | full | 100 / 25 | 60.0 % | 80.0 % | 75.0 % | 0.81 |" in text
+
+
+def test_the_interval_rule_quotes_the_null_simulation():
+    line = findings.null_simulation_line(ROOT)
+    if (ROOT / "report" / "evidence" / "null_simulation.md").is_file():
+        assert "false NLL verdicts" in line and "(debiased; target 95 %)" in line
+
+
+def test_the_findings_part_is_read_in_two_minutes():
+    """From the first heading after the opening commands down to the details, without the glossary: under 700
+    words (the aim is 600), counting the generated text as a reader sees it."""
+    part = findings.findings_part((ROOT / "README.md").read_text())
+    assert part.startswith("Findings") and findings.GLOSSARY_HEADING not in part
+    assert findings.word_count(part) < 700, f"the findings part has {findings.word_count(part)} words"
+
+
+def test_the_glossary_explains_every_abbreviation_in_the_readme():
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    glossary = text.split(findings.GLOSSARY_HEADING, 1)[1].split(findings.SUMMARY_END, 1)[0]
+    prose = re.sub(r"```.*?```", " ", text.replace(glossary, " "), flags=re.S)
+    prose = re.sub(r"`[^`]*`|\]\([^)]*\)", " ", prose)
+    abbreviations = set(re.findall(r"(?<![\w/.-])[A-Z][A-Za-z]*[A-Z][A-Za-z0-9]*(?:-[A-Z0-9]+)?(?![\w/])", prose))
+    missing = {a for a in abbreviations if a not in glossary and a.rstrip("s") not in glossary}
+    assert not missing, f"abbreviations without a glossary line: {sorted(missing)}"
+    rest = text.replace(glossary, " ")
+    for term in findings.GLOSSARY:  # and no line explains a term the README does not use (code blocks included)
+        assert any(re.search(rf"(?<!\w){re.escape(t.strip())}", rest) for t in term.split("/")), term
