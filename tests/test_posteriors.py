@@ -315,3 +315,10 @@ def test_a_precision_that_is_not_positive_definite_gives_one_clear_error(member)
     assert torch.linalg.eigvalsh(la.posterior_precision).max() < 0
     with pytest.raises(posteriors.PosteriorNotComputable, match=r"Laplace, full of member 0: .*What to do"):
         post.probs(member.features("test")[0])
+
+
+def test_the_conformal_sets_leave_out_only_the_all_weights_laplace():
+    conformal = posteriors.labels(conformal=True)
+    assert "Laplace, kron, all weights" not in conformal
+    assert set(posteriors.labels()) - set(conformal) == {"Laplace, kron, all weights"}
+    assert posteriors.labels(conformal=False) == ["Laplace, kron, all weights"]
