@@ -158,7 +158,7 @@ at 0.65, 0.76 at 0.7, 0.75 at 0.75, 0.73 at 0.8 and 0.66 at 1.0: q ~ 0.7-0.75 re
 kappa ~0.75 (about 19-20 % of abnormal studies labelled normal, 6-7 % of normal ones abnormal). The folders and
 CSVs carry the noisy label; `true_labels.csv` (study, label, true_label) and phantom.json's studies the truth.
 
-How visible the findings are (`finding_visibility`, seed 0, 3 studies per kind, rendered at 512 px,
+How visible the findings are (`finding_visibility`, generator 3.1, seed 0, 3 studies per kind, rendered at 512 px,
 medians over views; extent and width in mm of anatomy, the long and short side of the lesion mask's
 minimum-area rectangle; px after letterboxing to the input size; CNR = mean |with - without| over the
 mask's footprint / the film's noise SD from its high-pass residual, both after letterboxing):
@@ -167,11 +167,11 @@ mask's footprint / the film's noise SD from its high-pass residual, both after l
     fracture, non/minimally displaced        6     47  36.6   11.6/17.5/23.3/40.7          9.8/11/11/13
     fracture, displaced                      7     25  19.9   7.7/11.5/15.3/26.8           6.5/8.6/12/14
     fracture, comminuted                     6     28  15.6   8.4/12.6/16.8/29.3           4.6/4.5/4.7/6.2
-    hardware: plate                          9     53  23.2   9.5/14.2/19.0/33.2           65/91/117/157
-    hardware: nail                           7    127  27.7   6.5/9.8/13.1/22.9            17/22/28/42
-    hardware: screws                         5     20   4.5   1.4/2.1/2.8/4.8              17/39/54/85
-    hardware: K-wires, tension band          9     39   1.8   1.6/2.4/3.2/5.6              19/26/37/41
-    hardware: arthroplasty, radial head      8    131  50.2   15.9/23.9/31.8/55.7          9.9/11/12/17
+    hardware: plate                          9     53  23.2   9.5/14.2/19.0/33.2           62/85/110/150
+    hardware: nail                           7    127  27.7   6.5/9.8/13.1/22.9            32/36/43/51
+    hardware: screws                         5     20   4.5   1.4/2.1/2.8/4.8              25/35/51/76
+    hardware: K-wires, tension band          9     39   1.8   1.6/2.4/3.2/5.6              34/40/47/73
+    hardware: arthroplasty, radial head      8    131  50.2   15.9/23.9/31.8/55.7          10/11/13/18
     cast: plaster                            8    170  63.1   19.2/28.7/38.3/67.0          64/106/122/189
     cast: fibreglass                         8    161  64.9   21.7/32.6/43.5/76.1          34/34/35/47
     degenerative, grade I                    6     41  15.0   5.6/8.5/11.3/19.8            5.8/7.6/9.9/10
