@@ -343,7 +343,9 @@ def test_formatting():
     assert ev.fmt_interval({"estimate": 0.02581, "low": 0.0210, "high": 0.03049}, scale=100) == "2.58 [2.10, 3.05]"
     assert ev.fmt_interval({"mean": 0.5, "low": 0.25, "high": 0.75}, digits=1) == "0.5 [0.2, 0.8]"
     assert ev.fmt_delta({"delta": -0.0047, "low": -0.009, "high": -0.0003}, scale=100) == "-0.47 [-0.90, -0.03]"
-    assert ev.fmt_delta({"delta": 0.0, "low": -0.0001, "high": 0.012}, digits=2) == "+0.00 [+0.00, +0.01]"
+    # a nonzero value that rounds to zero keeps its sign, so an interval [-0.0001, 0.012] reads as containing 0
+    assert ev.fmt_delta({"delta": 0.0, "low": -0.0001, "high": 0.012}, digits=2) == "+0.00 [-0.00, +0.01]"
+    assert ev.fmt_delta({"delta": -0.00006, "low": -0.00012, "high": -0.00001}, digits=3) == "-0.000 [-0.000, -0.000]"
 
 
 def test_weighted_kappa_matches_scikit_learn_with_sample_weight():

@@ -369,7 +369,7 @@ def test_versus_baseline_says_better_worse_or_not_different():
     assert vs(t, "MAP CAM (member 0)", "pointing") == \
         "0.800 [0.700, 0.900], better than the centre prior (+0.300 [+0.200, +0.400])"
     assert "worse than the image intensity (-0.100" in vs(t, "MAP CAM (member 0)", "mass")
-    assert "not different from the centre prior" in vs(t, "ensemble CAM, mean", "pointing")
+    assert "no difference shown from the centre prior" in vs(t, "ensemble CAM, mean", "pointing")
     assert "better than the centre prior (-0.100" in vs(t, "MAP CAM (member 0)", "deletion_auc")  # lower is better
     assert vs(t, "ensemble CAM, mean", "deletion_auc") == "0.25"  # no paired difference
     assert vs(t, "centre prior", "pointing") == "0.50"
@@ -455,9 +455,9 @@ def test_reading_states_the_numbers_and_the_right_words():
         dict(estimate=0.23, low=0.22, high=0.24), rand, {"centre prior": 0.75, "image intensity": 0.48}, members=5)
     assert "data: phantom" in text
     assert "pointing game is 0.800 [0.700, 0.900], better than the centre prior" in text
-    assert "mass 0.350 [0.250, 0.450], not different from the image intensity" in text
+    assert "mass 0.350 [0.250, 0.450], no difference shown from the image intensity" in text
     assert "Deletion (lower is better): MAP CAM 0.200 [0.150, 0.250], better than" in text
-    assert "insertion: 0.600 [0.500, 0.700], not different from" in text
+    assert "insertion: 0.600 [0.500, 0.700], no difference shown from" in text
     assert "1e-07 apart" in text and "0.23 [0.22, 0.24]" in text
     assert "(64 test images drawn at random, 5 seeds)" in text and "negative for every seed" in text
     assert "centred Gaussian is 0.75" in text and "intensity\n  0.48" in text

@@ -339,7 +339,7 @@ def reading(source: str, table: pd.DataFrame, sweep: pd.DataFrame | None, cf_tab
   and Cohen's kappa {_ci(a['study kappa'], a['kappa low'], a['kappa high'])} ({kappa_words}) at {image_size} px
   ({int(a['studies'])} test studies, {a['abnormal']:.0%} abnormal). Per body part: {'; '.join(parts) or 'too few studies per part to score'}.
   The registered methods' overall AUROCs lie between {whole['study AUROC'].min():.3f} and {whole['study AUROC'].max():.3f},
-  within each other's intervals: no method is shown to be better."""]
+  (no paired comparison between the methods is made here; notebook 04's paired differences are that test)."""]
     if called is not None:
         lines.append(f"""- At MURA's threshold (a study's mean p(abnormal) above 0.5) the ensemble calls {called[0]} of {called[1]} test
   studies abnormal.""")
@@ -380,8 +380,11 @@ def reading(source: str, table: pd.DataFrame, sweep: pd.DataFrame | None, cf_tab
           for _, r in cf_table.iterrows()]
     if cf:
         more = cf_table[cf_table["mass - baseline lo"] > 0]
-        mass_words = (f"more mass than chance on: {', '.join(sorted(set(more.kind)))}" if len(more)
-                      else "no finding receives more CAM mass than the same area elsewhere")
+        less = cf_table[cf_table["mass - baseline hi"] < 0]
+        mass_words = (f"more mass than the same area elsewhere on: {', '.join(sorted(set(more.kind)))}" if len(more)
+                      else "no finding is shown to receive more CAM mass than the same area elsewhere")
+        if len(less):
+            mass_words += f"; less on: {', '.join(sorted(set(less.kind)))}"
         lines.append("- What the ensemble uses, measured by removing one finding from the same study (table 07-4):\n"
                      + "\n".join(cf) + f"""
 

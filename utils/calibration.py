@@ -226,11 +226,18 @@ def format_interval_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def verdicts(tab: pd.DataFrame) -> pd.DataFrame:
     """method x metric: 'better', 'worse' or 'no difference shown' against the MAP network, read off the paired
-    intervals of `interval_table` (the MAP row itself is left out)."""
+    intervals of `interval_table` (the MAP row itself is left out); ' (borderline)' where the interval's end
+    nearest zero rounds to zero at the table's precision (`format_interval_table`), so a rebuild may move it."""
     rows = {}
     for _, r in tab[tab.method != "MAP"].iterrows():
-        rows[r.method] = {c: verdict(r[f"delta_{c}"], r[f"delta_{c}_low"], r[f"delta_{c}_high"], LOWER_IS_BETTER[c])
-                          for c in INTERVAL_METRICS}
+        rows[r.method] = {}
+        for c in INTERVAL_METRICS:
+            lo, hi = r[f"delta_{c}_low"], r[f"delta_{c}_high"]
+            v = verdict(r[f"delta_{c}"], lo, hi, LOWER_IS_BETTER[c])
+            scale, digits = (100, 2) if c in ("accuracy", "ece", "ece_debiased") else (1, 3)
+            if v != "no difference shown" and round(min(abs(lo), abs(hi)) * scale, digits) == 0:
+                v += " (borderline)"
+            rows[r.method][c] = v
     return pd.DataFrame(rows).T.rename_axis("method")
 
 
@@ -335,10 +342,11 @@ def reading(tab: pd.DataFrame, vs_best: pd.DataFrame, verdict: pd.DataFrame, tv:
     ens = vs_best.attrs.get("ensemble", "deep ensemble")
 
     def listing(metric, kind):
-        return _names(verdict.index[verdict[metric] == kind])
+        return _names(verdict.index[verdict[metric].str.startswith(kind)])
 
     calibrated = ("lies within what chance alone gives: on this test set it cannot be told apart from a calibrated one"
-                  if m.ece <= m.ece_reference_high else "exceeds what chance alone gives: it is miscalibrated")
+                  if m.ece <= m.ece_reference_high else "has its point estimate above that range (the two intervals may still overlap: a sign of "
+                  "miscalibration, not a paired test)")
     direction = ("below 1, point to *underconfidence* there" if max(temps) < 1
                  else "above 1, point to overconfidence there" if min(temps) > 1 else "straddle 1")
     v_nll, v_ece = verdict.loc["temperature scaling", "nll"], verdict.loc["temperature scaling", "ece"]

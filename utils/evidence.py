@@ -500,7 +500,11 @@ def ece_reference(probs, n_boot: int = 1000, seed: int = 0, n_bins: int = 15, le
 
 
 def _num(x: float, digits: int, sign: bool) -> str:
-    v = round(float(x), digits) + 0.0  # no "-0.00"
+    """`x` at `digits` decimals; with `sign`, a nonzero value that rounds to zero keeps its sign ("-0.000": a
+    difference's direction must not flip in print), and an exact zero reads "+0.000"."""
+    v = round(float(x), digits) + 0.0  # no "-0.00" from an exact zero
+    if sign and v == 0 and float(x) < 0:
+        return f"-{0:.{digits}f}"
     return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
 
 

@@ -666,7 +666,7 @@ def flagging_tables(predictors: dict, y, groups, n_boot: int = 2000, seed: int =
 def versus_baseline(table, method: str, metric: str) -> str:
     """'0.812 [0.790, 0.833], better than the centre prior (+0.101 [...])' for one row of an `interval_table`:
     better / worse where the paired interval excludes zero on that side (lower is better for `deletion_auc`),
-    'not different from' where it includes zero; just the mean where there is no paired difference."""
+    'no difference shown from' where it includes zero; just the mean where there is no paired difference."""
     import pandas as pd
 
     r = table.set_index(["method", "metric"]).loc[(method, metric)]
@@ -675,7 +675,7 @@ def versus_baseline(table, method: str, metric: str) -> str:
     lower = metric == "deletion_auc"
     better = r.delta_high < 0 if lower else r.delta_low > 0
     worse = r.delta_low > 0 if lower else r.delta_high < 0
-    word = "better than" if better else "worse than" if worse else "not different from"
+    word = "better than" if better else "worse than" if worse else "no difference shown from"
     return (f"{r['mean']:.3f} [{r.low:.3f}, {r.high:.3f}], {word} the {r.reference} "
             f"({r.delta:+.3f} [{r.delta_low:+.3f}, {r.delta_high:+.3f}])")
 

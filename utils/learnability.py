@@ -184,7 +184,7 @@ def table(rows: list[dict]):
     for c in ("held_out_auroc", "study_auroc"):
         df[c] = df[c].astype(float).round(3)
     df["seconds"] = df["seconds"].round(0).astype(int)
-    return df
+    return df.astype(object).where(df.notna(), "-")  # a rung without a study AUROC shows '-', not nan
 
 
 def main(argv=None):
