@@ -134,10 +134,10 @@ def test_reading_states_the_ensembles_numbers_and_the_sweep():
     assert f"{a['study AUROC']:.2f} [{a['AUROC low']:.2f}, {a['AUROC high']:.2f}]" in text
     assert "64 px 0.80 [0.70, 0.90] (10 s); 128 px 0.85 [0.75, 0.93] (40 s)" in text
     assert "not comparable" in text and "calls 22 of 80 test\n  studies abnormal" in text
-    assert "A predictor that knows only the body part" in text and "no method is shown to be better" in text
+    assert "A predictor that knows only the body part" in text and "no paired comparison between the methods is made here" in text
     assert "cast from 8 normal studies changes p(abnormal) by (not shown) 0.0200 [-0.0060, 0.0570]" in text
     assert "hardware from 30 abnormal studies lowers p(abnormal) by 0.0076" in text
-    assert "no finding receives more CAM mass than the same area elsewhere" in text
+    assert "no finding is shown to receive more CAM mass than the same area elsewhere; less on: hardware" in text
     assert "hand" not in text.split("Per body part:")[1].split(".")[0]
     base = abnormality.prevalence_baseline(idx, idx)
     wrist = y[part == "WRIST"].mean()
