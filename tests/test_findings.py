@@ -62,9 +62,7 @@ def test_the_readme_says_what_the_committed_results_say():
     readme = ROOT / "README.md"
     assert findings.readme_text(readme) == readme.read_text(), \
         "README.md's findings differ from report/**/results: run `python -m utils.findings`"
-    results = findings._results(ROOT)
-    rows = findings.forest_rows({s: results[s]["calibration"] for _, s, _ in findings.TASKS
-                                 if results[s]["calibration"]})
+    rows = findings.summary_forest_rows(ROOT)
     if rows:
         assert findings.forest_is_current(rows, ROOT / findings.FOREST), \
             f"{findings.FOREST} is missing or shows other numbers: run `python -m utils.findings`"
@@ -115,6 +113,24 @@ def test_the_forest_plot_draws_every_method_metric_and_task_with_a_zero_line():
         plt.close(fig)
 
 
+def test_the_forest_plot_marks_borderline_verdicts_hollow_and_flags_a_method_under_its_name():
+    import matplotlib.pyplot as plt
+
+    cal = _calibration((-0.02, -0.03, -0.00004))  # the upper end rounds to -0.000: borderline
+    rows = findings.forest_rows({"body part": cal}, {"body part": {"Laplace, kron, all weights": "prior-dominated"}})
+    assert [r["borderline"] for r in rows if r["method"] == "deep ensemble" and r["metric"] == "nll"] == [True]
+    fig = findings.forest_figure(rows)
+    try:
+        ax = next(ax for ax in fig.axes if ax.get_title("left") == "body part: NLL")
+        hollow = [c for c in ax.collections if c.get_gid() == "forest-point"
+                  and len(c.get_facecolors()) and tuple(c.get_facecolors()[0][:3]) == (1.0, 1.0, 1.0)]
+        assert sum(len(c.get_offsets()) for c in hollow) == 1
+        assert any("prior-dominated" in t.get_text() for t in ax.get_yticklabels())
+        assert any("borderline" in t.get_text() for t in fig.legends[0].get_texts())
+    finally:
+        plt.close(fig)
+
+
 def test_the_figure_records_the_numbers_it_shows(tmp_path):
     rows = findings.forest_rows({"body part": _calibration()})
     f = findings.write_forest(rows, tmp_path / "forest.png")
@@ -129,10 +145,11 @@ def test_the_answers_choose_their_words_from_the_intervals(tmp_path):
     (res / "calibration.json").write_text(json.dumps(_calibration()))
     text = findings.summary(tmp_path)
     assert text.startswith(findings.SUMMARY_START) and text.endswith(findings.SUMMARY_END)
-    assert "the deep ensemble lowers the NLL (-0.020 [-0.030, -0.010] nats)" in text
-    assert "shows no ECE change (+0.20 [-0.10, +0.40] points)" in text
-    assert "its ECE is higher than temperature scaling's (+2.00 [+0.30, +4.00] points)" in text
-    assert "every last-layer Laplace raises the NLL (K-FAC: +0.003 [+0.002, +0.004] nats)" in text
+    assert "*Mixed.*" in text  # better on NLL, worse than temperature scaling on ECE
+    assert "the deep ensemble lowers the NLL (-0.020 [-0.030, -0.010] nats) and no ECE change (+0.20 [-0.10, +0.40] " \
+           "points)" in text
+    assert "against temperature scaling its ECE is higher (+2.00 [+0.30, +4.00] points)" in text
+    assert "last-layer Laplace shows no gain: every variant raises the NLL (K-FAC: +0.003 [+0.002, +0.004] nats)" in text
     assert "| Q1 | ensemble - MAP, NLL (nats) | better, -0.020 [-0.030, -0.010] | - |" in text
     assert "not yet measured" in text  # no learnability ladder under tmp_path
     assert "04 (not built)" in text  # no rendered notebook to link
@@ -144,7 +161,7 @@ def test_the_answers_choose_their_words_from_the_intervals(tmp_path):
                                                                    | _d(0.0, -0.01, 0.01, "ece")
                                                                    | _d(0.0, -0.01, 0.01, "accuracy")])))
     text = findings.summary(tmp_path)
-    assert "*No improvement shown.*" in text
+    assert "*No gain shown.*" in text
     assert "On body part no method differs from the MAP network (0 of 3 differences shown" in text
 
 
@@ -155,14 +172,117 @@ def test_the_learnability_ladder_is_a_table_once_measured(tmp_path):
                train_acc=0.8, held_out_acc=0.75, held_out_auroc=0.81, epochs=12, seconds=30.0)
     (rec / "cpu-learnability.json").write_text(json.dumps(dict(rows=[row])))
     text = "\n".join(findings.learnability_part(tmp_path))
-    assert "1 rung, held-out AUROC 0.81 (planted 1x6 px)" in text
-    assert "| planted 1x6 px | full | 100 / 25 | 60.0 % | 80.0 % | 75.0 % | 0.81 |" in text
+    assert "(1 rung): the learner only weakly planted objects (AUROC 0.81)" in text
+    assert "not paired comparisons" in text
+    assert "| planted 1x6 px | full | 100 / 25 | 60.0 % | 80.0 % | 75.0 % | 0.81 | - |" in text  # no study AUROC
+
+
+def test_the_learnability_answer_says_in_plain_words_what_each_group_of_rungs_shows():
+    def rung(name, auroc, acc=0.8, majority=0.6, study=None):
+        return dict(rung=name, augment="full", train_images=100, held_out_images=25, majority=majority,
+                    train_acc=0.8, held_out_acc=acc, held_out_auroc=auroc, study_auroc=study)
+
+    rows = [rung("planted 2x10 px", 0.97), rung("planted 1x6 px", 0.92), rung("objects vs normal", 0.755, 0.835, 0.818),
+            rung("objects, no augmentation", 0.79, 0.859, 0.818), rung("the task", 0.563, study=0.5701),
+            rung("the task, 4x the patients", 0.61, study=float("nan"))]
+    assert findings.learnability_answer(rows[:4] + rows[4:5]) == (
+        "the learner finds planted objects of 1x6 px and more (AUROC 0.92-0.97); real objects alone only weakly "
+        "(AUROC 0.76-0.79; accuracy 83.5-85.9 %, majority share 81.8 %); the task barely (study AUROC 0.57)")
+    assert findings.learnability_answer(rows[4:]).endswith("the task barely (AUROC 0.56; 0.61 with 4x the patients)")
+
+
+def test_near_zero_differences_keep_their_sign_and_are_printed_in_a_finer_unit():
+    assert findings._num("nll", -6.2e-05, -0.00012, -8e-06) == "-0.6 [-1.2, -0.1] × 10⁻⁴ nats"
+    assert findings.label("nll", -6.2e-05, -0.00012, -8e-06) == "better (borderline; negligible)"
+    assert findings._num("nll", -0.000328, -0.000658, -3.9e-05) == "-3.3 [-6.6, -0.4] × 10⁻⁴ nats"
+    assert findings.label("nll", -0.000328, -0.000658, -3.9e-05) == "better (borderline)"  # -0.001 at print
+    assert findings._num("auroc", -0.000288, -0.018724, 0.018243) == "-0.000 [-0.019, +0.018]"
+    assert findings._num("nll", 0.003, 0.002, 0.004) == "+0.003 [+0.002, +0.004] nats"
+    assert findings.label("accuracy", 0.0, 0.0, 0.0) == "unchanged in every replicate (not a verdict)"
+    rows = findings.forest_rows({"t": dict(table=[_row("MAP"), _row("temperature scaling") | _d(-0.01, -0.02, 0.001, "nll")
+                                                  | _d(0.0, 0.0, 0.0, "accuracy")])})
+    assert len(rows) == 2 and findings.verdict_count(rows) == 1
+
+
+def _res(cal=None, **kw):
+    return dict(calibration=cal, map=None, explanations=None, abnormality=None, data=None) | kw
+
+
+def test_the_q1_headline_says_yes_only_when_better_on_nll_and_ece_and_worse_on_nothing():
+    def cal(nll, ece, method="deep ensemble", extra=()):
+        return dict(table=[_row("MAP"), _row(method, "ensemble", 5) | _d(*nll, "nll") | _d(*ece, "ece_debiased")
+                           | _d(*ece, "ece"), *extra])
+
+    better, worse, none = (-0.02, -0.03, -0.01), (0.02, 0.01, 0.03), (0.0, -0.01, 0.01)
+    assert findings._q1_headline({"a": _res(cal(better, better))}) == "Yes"
+    assert findings._q1_headline({"a": _res(cal(better, worse))}) == "Mixed"
+    assert findings._q1_headline({"a": _res(cal(better, none))}) == "In part"
+    assert findings._q1_headline({"a": _res(cal(none, none))}) == "No gain shown"
+    assert findings._q1_headline({"a": _res(cal(better, better)), "b": _res(cal(none, worse))}) == "Mixed"
+    # the all-weights Laplace (prior-dominated) does not make a verdict
+    aw = _row("Laplace, kron, all weights", fitted_on=1) | _d(*better, "nll") | _d(*better, "ece_debiased")
+    assert findings._q1_headline({"a": _res(cal(none, none, extra=[aw]))}) == "No gain shown"
+    assert findings._q1_headline({"a": _res(cal((-6e-05, -0.00012, -8e-06), none))}) == "No gain shown"  # negligible
+    # the debiased ECE is the headline: a plug-in gain alone is not one
+    c = cal(better, none)
+    c["table"][1] |= _d(*better, "ece")
+    assert findings._q1_headline({"a": _res(c)}) == "In part"
+
+
+def _flat_task(tmp_path):
+    """A normal/abnormal task whose networks call (almost) nothing abnormal."""
+    ab = tmp_path / "report" / "abnormality" / "results"
+    ab.mkdir(parents=True)
+    cal = _calibration((-0.003, -0.012, 0.004))
+    (ab / "calibration.json").write_text(json.dumps(cal))
+    row = {"body_part": "all", "studies": 332, "study AUROC": 0.568, "AUROC low": 0.503, "AUROC high": 0.63,
+           "image AUROC": 0.574}
+    table = [row | dict(method="deep ensemble", **{"study kappa": 0.0, "kappa low": 0.0, "kappa high": 0.0}),
+             row | dict(method="body-part prevalence (baseline)",
+                        **{"study kappa": 0.144056, "kappa low": 0.043225, "kappa high": 0.239066})]
+    (ab / "abnormality.json").write_text(json.dumps(dict(table=table)))
+    fit = dict(train_acc=0.5977, train_acc_last=0.57, train_nll=0.67, val_acc=0.66, best_epoch=7, epochs=12, fits=False)
+    per_class = {"abnormal": dict(precision=1 / 3, recall=1 / 355, **{"test images": 355}),
+                 "normal": dict(precision=0.5688, recall=0.9957, **{"test images": 469})}
+    (ab / "map.json").write_text(json.dumps(dict(fit=fit, per_class=per_class, test=dict(accuracy=0.568))))
+    flags = [dict(predictor="deep ensemble", score="entropy", auroc=0.571367, errors=354, delta=None),
+             dict(predictor="deep ensemble", score="explanation spread", auroc=0.571, errors=354, delta=-0.000288,
+                  delta_low=-0.018724, delta_high=0.018243),
+             dict(predictor="deep ensemble", score="spread + entropy (CV logistic)", auroc=0.56, errors=354,
+                  delta=-0.010067, delta_low=-0.029022, delta_high=0.008041)]
+    (ab / "explanations.json").write_text(json.dumps(dict(error_flagging=flags)))
+
+
+def test_near_constant_predictors_are_named_as_such_in_both_answers_and_the_verdict_table(tmp_path):
+    _flat_task(tmp_path)
+    text = findings.summary(tmp_path)
+    q1 = text.split("**Q1.", 1)[1].split("**Q2.", 1)[0]
+    q2 = text.split("**Q2.", 1)[1].split("### Verdicts", 1)[0]
+    assert ("On normal / abnormal the networks are near-constant predictors: the ensemble's study kappa is "
+            "0.000 [0.000, 0.000], against 0.144 [0.043, 0.239] for a body-part-only predictor; member 0 fits 59.8 % "
+            "of its training images and calls 3 of 824 test images abnormal (56.8 % right; all normal: 56.9 %)") in q1
+    assert "fit only" not in q1  # the near-constant clause replaces the underfitting one
+    assert "near-constant predictors" in q2 and "errs on 354 images and 355 are abnormal" in q2
+    assert "no usable classifier" in q2 and "*Not testable.*" in q2  # the only task has no usable classifier
+    table = text.split("### Verdicts", 1)[1].split("###", 1)[0]
+    assert "| normal / abnormal † |" in table and "no usable classifier†" in table
+    assert "† Near-constant predictors (study kappa 0.000, Q1)" in table
+
+
+def test_the_block_makes_no_claim_the_results_do_not_show():
+    text = findings.block(ROOT)
+    assert "changed its test accuracy" not in text  # the controlled runs have no interval and another generator
+    assert "(the MAP networks are underconfident)" not in text
+    cal = findings._load(ROOT / "report", "calibration")
+    if cal and cal.get("temperatures") and max(cal["temperatures"]) < 1:
+        assert "fitted on the validation split" in text and "look underconfident" in text
 
 
 def test_the_interval_rule_quotes_the_null_simulation():
     line = findings.null_simulation_line(ROOT)
     if (ROOT / "report" / "evidence" / "null_simulation.md").is_file():
         assert "false NLL verdicts" in line and "(debiased; target 95 %)" in line
+        assert "between two calibrated predictors" in line and "false plug-in ECE verdicts" in line
 
 
 def test_the_findings_part_is_read_in_two_minutes():

@@ -20,7 +20,17 @@ Paired differences are the method minus the MAP network (member 0's where the me
 the calibration chapter pairs them), with their 95 % study-bootstrap interval (`utils.evidence`). A difference is
 called better or worse only where its interval excludes zero, and *borderline* where that interval ends within
 rounding of zero at the printed precision (a rebuild on another host can move such a verdict); otherwise "no
-difference shown", which is the absence of evidence, not evidence of no difference.
+difference shown", which is the absence of evidence, not evidence of no difference. A difference whose estimate
+and both ends round to zero is *negligible* and printed in a finer unit (e.g. "× 10⁻⁴ nats"); one that is zero in
+every replicate (temperature scaling's accuracy) is no verdict and is not counted as one.
+
+What the generated text may say is bounded by the results: the ECE it leads with is the debiased ECE where the
+results carry it (the plug-in ECE's intervals undercover and, between calibrated predictors, give false verdicts:
+`null_simulation_line`); Q1's one word is computed from the verdicts (`_q1_headline`), without the all-weights
+Laplace, whose sampled networks classify at chance (`all_weights_note`); a task whose networks are near-constant
+predictors (`near_constant`) is named so in both answers, and its error-flag comparisons are marked as testing no
+usable classifier; a claim with no interval in the results (the controlled runs, the direction of miscalibration
+that the validation temperatures suggest) is stated as such or not made.
 """
 from __future__ import annotations
 
@@ -37,7 +47,7 @@ from .config import ROOT
 START, END = "<!-- findings:start (python -m utils.findings) -->", "<!-- findings:end -->"
 SUMMARY_START, SUMMARY_END = "<!-- summary:start (python -m utils.findings) -->", "<!-- summary:end -->"
 FOREST = Path("figures") / "summary_forest.png"  # beside the notebooks' figures; relative to the repository
-FOREST_VERSION = "1"  # part of the figure's digest: bump when the drawing changes, so --check asks for a redraw
+FOREST_VERSION = "2"  # part of the figure's digest: bump when the drawing changes, so --check asks for a redraw
 GLOSSARY_HEADING = "### Glossary"
 DETAILS_HEADING = "## Details"
 
@@ -47,7 +57,7 @@ SCALE = {"nll": (1.0, 3, " nats"), "ece": (100.0, 2, " points"), "ece_debiased":
          "accuracy": (100.0, 2, " points"), "auroc": (1.0, 3, ""), "pointing": (100.0, 1, " points")}
 NAME = {"nll": "NLL", "ece": "ECE", "ece_debiased": "debiased ECE", "accuracy": "accuracy", "auroc": "AUROC",
         "pointing": "pointing share"}
-FOREST_METRICS = ("nll", "ece", "accuracy")
+FOREST_METRICS = ("nll", "ece_debiased", "ece", "accuracy")  # "ece" only where a row lacks the debiased ECE
 TASKS = (("", "body part", "Body part (7 classes)"), ("abnormality", "normal / abnormal",
                                                       "Normal / abnormal (MURA's task, per image)"))
 
@@ -108,6 +118,8 @@ GLOSSARY = {  # every abbreviation and coined term the README uses, one line eac
     "AP": "anteroposterior: a radiograph taken front to back.",
     "CPU / GPU": "the processor / a graphics card used for training.",
     "VM": "virtual machine (where the timings were measured).",
+    "NIST": "the US National Institute of Standards and Technology, whose X-ray attenuation tables the phantom's "
+            "implants use.",
     "CI": "continuous integration: the tests a code host runs on every change (`.ci/run`).",
     "CSV / PNG / RGB / CUDA / MB": "comma-separated values / an image file format / colour images / NVIDIA's GPU "
                                    "platform / megabytes.",
@@ -127,10 +139,42 @@ def _ci(v, lo, hi, digits: int = 3, factor: float = 1.0, sign: bool = False) -> 
     return f"{fmt.format(factor * v)} [{fmt.format(factor * lo)}, {fmt.format(factor * hi)}]"
 
 
-def _num(metric: str, d: float, lo: float, hi: float, sign: bool = True) -> str:
-    """A difference with its interval and unit, as the README prints it, e.g. '-0.023 [-0.041, -0.006] nats'."""
-    factor, digits, unit = SCALE[metric]
-    return _ci(d, lo, hi, digits, factor, sign) + unit
+SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _degenerate(d: float, lo: float, hi: float) -> bool:
+    """A difference that is exactly zero in every replicate (temperature scaling's accuracy: T never changes the
+    argmax): not a verdict."""
+    return d == lo == hi == 0
+
+
+def _negligible(metric: str, d: float, lo: float, hi: float) -> bool:
+    """The difference and both ends of its interval round to zero at the printed precision (and are not all zero)."""
+    factor, digits, _ = SCALE[metric]
+    return not _degenerate(d, lo, hi) and all(round(abs(factor * x), digits) == 0 for x in (d, lo, hi))
+
+
+def _fine_exponent(metric: str, d: float, lo: float, hi: float) -> int | None:
+    """The power of ten to print a difference in where the printed precision would show its estimate as zero and its
+    interval in fewer than ten units of the last digit (e.g. -4 for -0.00006 nats); None where it prints well."""
+    import math
+
+    factor, digits, _ = SCALE[metric]
+    top = max(abs(factor * x) for x in (d, lo, hi))
+    if top == 0 or round(abs(factor * d), digits) != 0 or round(top, digits) >= 10 ** (1 - digits):
+        return None
+    return math.floor(math.log10(top))
+
+
+def _num(metric: str, d: float, lo: float, hi: float, sign: bool = True, unit: bool = True) -> str:
+    """A difference with its interval and unit, as the README prints it, e.g. '-0.023 [-0.041, -0.006] nats'; one
+    that would print as zeros is printed in a finer unit, e.g. '-0.6 [-1.2, -0.1] × 10⁻⁴ nats' (signs kept)."""
+    factor, digits, u = SCALE[metric]
+    e = _fine_exponent(metric, d, lo, hi)
+    if e is None:
+        return _ci(d, lo, hi, digits, factor, sign) + (u if unit else "")
+    return (_ci(d, lo, hi, 1, factor * 10 ** -e, sign) + f" × 10{str(e).translate(SUPERSCRIPT)}"
+            + (u if unit else ""))
 
 
 def verdict(metric: str, delta: float, lo: float, hi: float) -> str:
@@ -144,23 +188,37 @@ def verdict(metric: str, delta: float, lo: float, hi: float) -> str:
     return ("better" if good else "worse") + (" (borderline)" if round(near, digits) == 0 else "")
 
 
-def _effect(metric: str, d: float, lo: float, hi: float) -> str:
+def _qualifier(metric: str, d: float, lo: float, hi: float) -> str:
+    """'borderline', 'negligible', 'borderline; negligible' or '' for a difference shown."""
+    v = verdict(metric, d, lo, hi)
+    if v.startswith("no difference"):
+        return ""
+    return "; ".join(q for q, on in (("borderline", "borderline" in v), ("negligible", _negligible(metric, d, lo, hi)))
+                     if on)
+
+
+def label(metric: str, d: float, lo: float, hi: float) -> str:
+    """The verdict as the tables print it: 'better (borderline; negligible)', 'no difference shown', or 'unchanged
+    in every replicate (not a verdict)' for a difference that is zero by construction."""
+    if _degenerate(d, lo, hi):
+        return "unchanged in every replicate (not a verdict)"
+    q = _qualifier(metric, d, lo, hi)
+    return verdict(metric, d, lo, hi).split(" (")[0] + (f" ({q})" if q else "")
+
+
+def _paren(metric: str, d: float, lo: float, hi: float, who: str = "") -> str:
+    """'(K-FAC: borderline; negligible: -0.6 [...] × 10⁻⁴ nats)': whose number, the qualifier, the number."""
+    q = _qualifier(metric, d, lo, hi)
+    return f"({who + ': ' if who else ''}{q + ': ' if q else ''}{_num(metric, d, lo, hi)})"
+
+
+def _effect(metric: str, d: float, lo: float, hi: float, who: str = "") -> str:
     """What a method does to a score, in words chosen from the interval: 'lowers the NLL (-0.023 [...] nats)',
     'shows no ECE change (...)'."""
     v = verdict(metric, d, lo, hi)
     if v.startswith("no difference"):
-        return f"shows no {NAME[metric]} change ({_num(metric, d, lo, hi)})"
-    verb = "lowers" if hi < 0 else "raises"
-    return f"{verb} the {NAME[metric]}{' (borderline)' if 'borderline' in v else ''} ({_num(metric, d, lo, hi)})"
-
-
-def _than(metric: str, d: float, lo: float, hi: float, other: str) -> str:
-    """'is higher than <other>'s (...)' / 'is not shown to differ from <other>'s (...)'."""
-    v = verdict(metric, d, lo, hi)
-    if v.startswith("no difference"):
-        return f"is not shown to differ from {other}'s ({_num(metric, d, lo, hi)})"
-    return (f"is {'lower' if hi < 0 else 'higher'} than {other}'s{' (borderline)' if 'borderline' in v else ''} "
-            f"({_num(metric, d, lo, hi)})")
+        return f"shows no {NAME[metric]} change {_paren(metric, d, lo, hi, who)}"
+    return f"{'lowers' if hi < 0 else 'raises'} the {NAME[metric]} {_paren(metric, d, lo, hi, who)}"
 
 
 def _delta(row: dict, metric: str) -> tuple[float, float, float] | None:
@@ -170,16 +228,29 @@ def _delta(row: dict, metric: str) -> tuple[float, float, float] | None:
     return tuple(float(row[k]) for k in keys)
 
 
+def _ece_metric(row_or_rows) -> str:
+    """The headline ECE: the debiased ECE where the results carry its difference, else the plug-in ECE."""
+    rows = row_or_rows if isinstance(row_or_rows, list) else [row_or_rows]
+    return "ece_debiased" if any(_delta(r, "ece_debiased") for r in rows if r) else "ece"
+
+
 def _plain(method: str) -> str:
     return PLAIN.get(method, method)
 
 
+def _is_all_weights(method: str) -> bool:
+    return "all weights" in method
+
+
 def _is_last_layer_laplace(method: str) -> bool:
-    return method.startswith("Laplace") and "all weights" not in method
+    return method.startswith("Laplace") and not _is_all_weights(method)
 
 
 def _bayesian(method: str) -> bool:
-    return method.startswith("Laplace") or method in ("deep ensemble", "mixture of Laplace, kron")
+    """The Bayesian methods Q1's verdict is made from: the all-weights Laplace is left out (prior-dominated: its
+    samples classify at chance), shown in the plot and the tables with that flag."""
+    return ((method.startswith("Laplace") or method in ("deep ensemble", "mixture of Laplace, kron"))
+            and not _is_all_weights(method))
 
 
 def _link(folder: str, stem: str, root: Path, text: str | None = None) -> str:
@@ -200,9 +271,31 @@ def _table_row(expl: dict | None, method: str, metric: str) -> dict | None:
 
 # --------------------------------------------------------------------------- the forest plot
 
-def forest_rows(results: dict[str, dict]) -> list[dict]:
+def _classes(cal: dict | None) -> int | None:
+    """The number of classes, from the per-class rows of the calibration chapter's conformal table."""
+    names = {r["subset"] for r in (cal or {}).get("conformal", []) if str(r.get("subset", "")).startswith("class=")}
+    return len(names) or None
+
+
+def all_weights_note(cal: dict | None, expl: dict | None) -> str | None:
+    """The all-weights Laplace's flag, from how often its sampled networks classify right: 'prior-dominated
+    (samples at chance)' where that interval holds 1 / classes."""
+    aw = (expl or {}).get("all_weights", {})
+    s = next((r for r in aw.get("shift", []) if r.get("set") == "all-weights Laplace"
+              and r.get("samples_right_low") is not None), None)
+    k = _classes(cal)
+    if not s or not k:
+        return None
+    if s["samples_right_low"] <= 1 / k <= s["samples_right_high"]:
+        return "prior-dominated (samples at chance)"
+    return f"samples right {_ci(s['samples_right'], s['samples_right_low'], s['samples_right_high'], 0, 100)} %"
+
+
+def forest_rows(results: dict[str, dict], notes: dict[str, dict[str, str]] | None = None) -> list[dict]:
     """One row per task, method and metric: the paired difference against the MAP network, scaled as printed
-    (nats; points of %), with its interval and verdict. `results` maps a task's name to its calibration.json."""
+    (nats; points of %), with its interval, verdict and whether that verdict is borderline. The ECE is the debiased
+    ECE where a row carries it, else the plug-in ECE. `results` maps a task's name to its calibration.json;
+    `notes` a task's name to {method: flag} (`all_weights_note`), printed under the method's name."""
     rows = []
     for task, cal in results.items():
         for r in (cal or {}).get("table", []):
@@ -210,13 +303,34 @@ def forest_rows(results: dict[str, dict]) -> list[dict]:
                 continue
             for m in FOREST_METRICS:
                 d = _delta(r, m)
-                if d is None:
+                if d is None or (m == "ece" and _delta(r, "ece_debiased")):
                     continue
                 factor = SCALE[m][0]
-                rows.append(dict(task=task, method=r["method"], metric=m, delta=round(factor * d[0], 6),
-                                 low=round(factor * d[1], 6), high=round(factor * d[2], 6),
-                                 verdict=verdict(m, *d).split(" (")[0]))
+                row = dict(task=task, method=r["method"], metric=m, delta=round(factor * d[0], 6),
+                           low=round(factor * d[1], 6), high=round(factor * d[2], 6),
+                           verdict=verdict(m, *d).split(" (")[0], borderline="borderline" in verdict(m, *d),
+                           degenerate=_degenerate(*d))
+                note = ((notes or {}).get(task) or {}).get(r["method"])
+                if note:
+                    row["note"] = note
+                rows.append(row)
     return rows
+
+
+def summary_forest_rows(root: Path = ROOT) -> list[dict]:
+    """The forest plot's rows from the results under `root`, flags included (what the README's figure shows)."""
+    results = _results(Path(root))
+    notes = {}
+    for _, s, _ in TASKS:
+        n = all_weights_note(results[s]["calibration"], results[s]["explanations"])
+        if n:
+            notes[s] = {m: n for m in PLAIN if _is_all_weights(m)}
+    return forest_rows({s: results[s]["calibration"] for _, s, _ in TASKS if results[s]["calibration"]}, notes)
+
+
+def verdict_count(rows: list[dict]) -> int:
+    """The verdicts the forest plot makes: its rows, less the differences that are zero in every replicate."""
+    return sum(not r.get("degenerate") for r in rows)
 
 
 def forest_digest(rows: list[dict]) -> str:
@@ -237,8 +351,9 @@ def _panel_limit(extents: list[float]) -> tuple[float, set[int]]:
 
 def forest_figure(rows: list[dict]):
     """Every method's paired difference against the MAP network: one panel per metric (columns) and task (rows),
-    a point per method with its 95 % interval as a bar, the zero line, points coloured by verdict; a method far
-    off the others' scale is drawn at the panel's edge as an arrow with its value printed. Returns the figure."""
+    a point per method with its 95 % interval as a bar, the zero line, points coloured by verdict and hollow (with a
+    lighter bar) where the verdict is borderline; a method far off the others' scale is drawn at the panel's edge
+    as an arrow with its value printed; a method's flag (`note`) is printed under its name. Returns the figure."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
@@ -250,6 +365,7 @@ def forest_figure(rows: list[dict]):
                              figsize=(4.1 * max(len(metrics), 1) + 2.4, 0.5 + (0.34 * n_methods + 0.9) * len(tasks)))
     for i, task in enumerate(tasks):
         methods = list(dict.fromkeys(r["method"] for r in rows if r["task"] == task))
+        notes = {r["method"]: r["note"] for r in rows if r["task"] == task and r.get("note")}
         for j, m in enumerate(metrics):
             ax = axes[i][j]
             pts = {r["method"]: r for r in rows if r["task"] == task and r["metric"] == m}
@@ -257,26 +373,35 @@ def forest_figure(rows: list[dict]):
             ext = [max(abs(pts[k]["low"]), abs(pts[k]["high"]), abs(pts[k]["delta"])) for k in ms]
             lim, off = _panel_limit(ext)
             ax.axvline(0, color="0.15", lw=1.0, zorder=1.8)
-            inside = [(n, k) for n, k in enumerate(ms) if n not in off]
             for n, k in enumerate(ms):
                 r, y = pts[k], methods.index(k)
-                ax.hlines(y, max(r["low"], -lim), min(r["high"], lim), color=colour[r["verdict"]], lw=2.2, zorder=2)
-            ax.scatter([pts[k]["delta"] for _, k in inside], [methods.index(k) for _, k in inside], s=30, zorder=3,
-                       c=[colour[pts[k]["verdict"]] for _, k in inside], gid="forest-point")
+                ax.hlines(y, max(r["low"], -lim), min(r["high"], lim), color=colour[r["verdict"]], lw=2.2, zorder=2,
+                          alpha=0.45 if r.get("borderline") else 1.0)
+            for hollow in (False, True):
+                inside = [k for n, k in enumerate(ms) if n not in off and bool(pts[k].get("borderline")) == hollow]
+                if not inside:
+                    continue
+                cs = [colour[pts[k]["verdict"]] for k in inside]
+                ax.scatter([pts[k]["delta"] for k in inside], [methods.index(k) for k in inside], s=34 if hollow else 30,
+                           zorder=3, facecolors="white" if hollow else cs, edgecolors=cs, linewidths=1.4,
+                           gid="forest-point")
             for n in sorted(off):
                 k = ms[n]
                 r, y = pts[k], methods.index(k)
                 right = r["delta"] > 0
+                c = colour[r["verdict"]]
                 ax.scatter([0.95 * lim if right else -0.95 * lim], [y], marker=">" if right else "<", s=60, zorder=3,
-                           c=[colour[r["verdict"]]], gid="forest-point", clip_on=False)
+                           facecolors="white" if r.get("borderline") else c, edgecolors=c, gid="forest-point",
+                           clip_on=False)
                 factor, digits, _ = SCALE[m]
                 ax.annotate(f"{_ci(r['delta'], r['low'], r['high'], digits if factor == 1 else 1, 1, True)}, off scale",
                             (0.9 * lim if right else -0.9 * lim, y), ha="right" if right else "left", va="center",
-                            fontsize=7.5, xytext=(0, 9), textcoords="offset points", color=colour[r["verdict"]])
+                            fontsize=7.5, xytext=(0, 9), textcoords="offset points", color=c)
             ax.set_xlim(-lim, lim)
             ax.set_ylim(len(methods) - 0.5, -0.5)
             ax.set_yticks(range(len(methods)))
-            ax.set_yticklabels([_plain(k) for k in methods] if j == 0 else [])
+            ax.set_yticklabels([_plain(k) + (f"\n{notes[k]}" if k in notes else "") for k in methods]
+                               if j == 0 else [])
             ax.grid(axis="x", color="0.9", lw=0.6)
             better = "left" if LOWER_IS_BETTER[m] else "right"
             ax.set_title(f"{task}: {NAME[m]}", fontsize=10, loc="left")
@@ -284,7 +409,9 @@ def forest_figure(rows: list[dict]):
                           fontsize=8.5)
             ax.tick_params(labelsize=8)
     handles = [Line2D([0], [0], color=c, marker="o", lw=2.2, label=v) for v, c in colour.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=9,
+    handles.append(Line2D([0], [0], color="#57606a", alpha=0.6, marker="o", markerfacecolor="white", lw=2.2,
+                          label="borderline (an end within rounding of 0)"))
+    fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False, fontsize=9,
                title="verdict (95 % paired study-bootstrap interval against zero)", title_fontsize=9,
                bbox_to_anchor=(0.5, -0.01))
     fig.tight_layout(rect=(0, 0.07, 1, 1))
@@ -330,10 +457,74 @@ def _results(root: Path) -> dict:
     return out
 
 
+def _q1_metrics(cal: dict | None) -> tuple[str, ...]:
+    return ("nll", _ece_metric((cal or {}).get("table", [])), "accuracy")
+
+
 def _shown(cal: dict | None) -> tuple[int, int]:
-    """(differences shown, differences made): every method against the MAP network on NLL, ECE and accuracy."""
-    v = [verdict(m, *_delta(r, m)) for r in (cal or {}).get("table", []) for m in FOREST_METRICS if _delta(r, m)]
+    """(differences shown, differences made): every method but the all-weights Laplace against the MAP network on
+    NLL, the headline ECE and accuracy, leaving out the differences that are zero in every replicate."""
+    ds = [_delta(r, m) for r in (cal or {}).get("table", []) if not _is_all_weights(r["method"])
+          for m in _q1_metrics(cal)]
+    v = [verdict(m, *d) for m, d in zip(_q1_metrics(cal) * len(ds), ds) if d and not _degenerate(*d)]
     return sum(not x.startswith("no difference") for x in v), len(v)
+
+
+def near_constant(res: dict) -> dict | None:
+    """Where a task's networks are near-constant predictors (the deep ensemble's study kappa is at most zero at its
+    interval's upper end, or member 0 recalls under 5 % of a class), the numbers that show it: the ensemble's and
+    the body-part baseline's rows of abnormality.json, member 0's fit, its calls of the rarer class, the majority
+    share; None elsewhere."""
+    t = {(r["method"], r.get("body_part")): r for r in (res.get("abnormality") or {}).get("table", [])}
+    e, b = t.get(("deep ensemble", "all")), t.get(("body-part prevalence (baseline)", "all"))
+    mp = res.get("map") or {}
+    pc = {c: v for c, v in (mp.get("per_class") or {}).items() if v.get("recall") is not None}
+    flat_kappa = e is not None and e.get("kappa high") is not None and e["kappa high"] <= 0
+    if not (flat_kappa or (pc and min(v["recall"] for v in pc.values()) < 0.05)):
+        return None
+    out = dict(ens=e, base=b, fit=mp.get("fit"), test_acc=(mp.get("test") or {}).get("accuracy"))
+    n = {c: v.get("test images") for c, v in pc.items()}
+    if pc and all(n.values()):
+        rare = min(pc, key=lambda c: pc[c]["recall"])
+        tp = round(pc[rare]["recall"] * n[rare])
+        prec = pc[rare].get("precision")
+        out |= dict(total=sum(n.values()), rare=rare, n_rare=n[rare], majority=max(n, key=n.get),
+                    majority_share=max(n.values()) / sum(n.values()),
+                    called=round(tp / prec) if tp and prec else None)
+    return out
+
+
+def _kappa(r: dict) -> str:
+    return _ci(r["study kappa"], r["kappa low"], r["kappa high"])
+
+
+def _flat_clause(short: str, f: dict) -> str:
+    """'On <task> the networks are near-constant predictors: ...', with the numbers that show it."""
+    e, b = f.get("ens"), f.get("base")
+    called = next((e[k] for k in ("studies called abnormal", "called abnormal") if e and e.get(k) is not None), None)
+    s = f"On {short} the networks are near-constant predictors"
+    if e and called is not None:
+        s += f": the ensemble calls {called:.0f} of {e['studies']} studies abnormal (kappa {_kappa(e)}"
+        s += f", against {_kappa(b)} for a body-part-only predictor)" if b else ")"
+    elif e:
+        s += f": the ensemble's study kappa is {_kappa(e)}"
+        s += f", against {_kappa(b)} for a body-part-only predictor" if b else ""
+    fit = f.get("fit")
+    if fit:
+        s += f"; member 0 fits {100 * fit['train_acc']:.1f} % of its training images"
+        if f.get("called") is not None:
+            s += f" and calls {f['called']} of {f['total']} test images {f['rare']}"
+        if f.get("test_acc") is not None and f.get("majority_share") is not None:
+            s += (f" ({100 * f['test_acc']:.1f} % right; all {f['majority']}: "
+                  f"{100 * f['majority_share']:.1f} %)")
+    return s + "."
+
+
+def _cmp(metric: str, d: float, lo: float, hi: float) -> str:
+    """'lower (...)', 'higher (...)' or 'not shown to differ (...)'."""
+    v = verdict(metric, d, lo, hi)
+    word = "not shown to differ" if v.startswith("no difference") else "lower" if hi < 0 else "higher"
+    return f"{word} {_paren(metric, d, lo, hi)}"
 
 
 def _q1_sentence(short: str, res: dict) -> str | None:
@@ -341,49 +532,83 @@ def _q1_sentence(short: str, res: dict) -> str | None:
     if not cal:
         return None
     rows = {r["method"]: r for r in cal["table"]}
+    ece = _ece_metric(cal["table"])
+    flat = near_constant(res)
     fit = (res["map"] or {}).get("fit")
+    lead = _flat_clause(short, flat) + " There" if flat else f"On {short}"
     underfit = (f"; the networks there fit only {fit['train_acc']:.0%} of their own training images"
-                if fit and not fit.get("fits", True) else "")
+                if fit and not fit.get("fits", True) and not flat else "")
     shown, made = _shown(cal)
     ens = rows.get("deep ensemble")
     if made and not shown:
         key = f"; ensemble NLL {_num('nll', *_delta(ens, 'nll'))}" if _delta(ens, "nll") else ""
-        return (f"On {short} no method differs from the MAP network ({shown} of {made} differences shown{key})"
-                f"{underfit}.")
+        return f"{lead} no method differs from the MAP network ({shown} of {made} differences shown{key}){underfit}."
     parts = []
-    if _delta(ens, "nll") and _delta(ens, "ece"):
-        s = f"the deep ensemble {_effect('nll', *_delta(ens, 'nll'))} and {_effect('ece', *_delta(ens, 'ece'))}"
-        vs = {r["metric"]: r for r in cal.get("ensemble_vs_best_single", [])}.get("ece")
-        if vs:
-            s += f"; its ECE {_than('ece', vs['delta'], vs['low'], vs['high'], _plain(vs['best_single']))}"
+    if _delta(ens, "nll") and _delta(ens, ece):
+        e = _effect(ece, *_delta(ens, ece))
+        plug = _delta(ens, "ece")
+        if ece != "ece" and plug and verdict("ece", *plug).split(" (")[0] != verdict(ece, *_delta(ens, ece)).split(" (")[0]:
+            e = e[:-1] + f"; plug-in {_num('ece', *plug, unit=False)}, {label('ece', *plug)})"
+        s = f"the deep ensemble {_effect('nll', *_delta(ens, 'nll'))} and {e}".replace(") and shows no", ") and no")
+        vs = {r["metric"]: r for r in cal.get("ensemble_vs_best_single", [])}
+        items = [(m, vs[m]) for m in ("nll", ece) if m in vs]
+        if items and (any(x["best_single"] == "temperature scaling" for _, x in items)
+                      or any(not verdict(m, x["delta"], x["low"], x["high"]).startswith("no") for m, x in items)):
+            by: dict[str, list] = {}
+            for m, x in items:
+                by.setdefault(x["best_single"], []).append((m, x))
+            for other, ms in by.items():
+                s += (f"; against {_plain(other)} its " +
+                      " and its ".join(f"{NAME[m]} {'is ' if i == 0 else ''}{_cmp(m, x['delta'], x['low'], x['high'])}"
+                                       for i, (m, x) in enumerate(ms)))
         parts.append(s)
     lap = [m for m in rows if _is_last_layer_laplace(m) and _delta(rows[m], "nll")]
     if lap:
         key = "Laplace, kron" if "Laplace, kron" in lap else lap[0]
         v = verdict("nll", *_delta(rows[key], "nll")).split(" (")[0]
         same = sum(verdict("nll", *_delta(rows[m], "nll")).split(" (")[0] == v for m in lap)
-        eff = _effect("nll", *_delta(rows[key], "nll"))
-        parts.append(f"every last-layer Laplace {eff.split(' (')[0]} (K-FAC: {eff.split(' (', 1)[1]}"
-                     if same == len(lap) else f"the K-FAC last-layer Laplace {eff}, as do {same - 1} of the "
-                                              f"other {len(lap) - 1} last-layer variants")
+        gain = any(verdict(x, *_delta(rows[m], x)).startswith("better") for m in lap for x in ("nll", ece)
+                   if _delta(rows[m], x))
+        if same == len(lap):
+            t = (f"{'last-layer Laplace shows no gain: every variant' if not gain else 'every last-layer Laplace'} "
+                 f"{_effect('nll', *_delta(rows[key], 'nll'), who='K-FAC')}")
+        else:
+            t = (f"{'last-layer Laplace shows no gain: ' if not gain else ''}the K-FAC last-layer Laplace "
+                 f"{_effect('nll', *_delta(rows[key], 'nll'))}, as do {same - 1} of the other {len(lap) - 1} "
+                 "last-layer variants")
+        parts.append(t)
     if not parts:
         return None
-    return f"On {short} " + "; ".join(parts) + underfit + "."
+    return f"{lead} " + "; ".join(parts) + underfit + "."
 
 
 def _q1_headline(results: dict) -> str:
-    """'Yes', 'In part' or 'No improvement shown', from the verdicts of the Bayesian methods against the MAP."""
-    improved = set()
-    for res in results.values():
-        for r in (res["calibration"] or {}).get("table", []):
-            for m in ("nll", "ece"):
+    """'Yes' only where a Bayesian method (the all-weights Laplace left out) is better on both NLL and the headline
+    ECE and none is worse on anything; 'Mixed' where some are better and some worse (the ensemble against the best
+    single-model method included); 'In part' where some are better and none worse; else 'No gain shown'. Negligible
+    differences (all three numbers zero at the printed precision) count neither way."""
+    better, worse = set(), set()
+    for short, res in results.items():
+        cal = res["calibration"] or {}
+        ms = _q1_metrics(cal)
+        for r in cal.get("table", []):
+            for m in ms:
                 d = _delta(r, m)
-                if d and _bayesian(r["method"]) and verdict(m, *d).startswith("better"):
-                    improved.add((r["method"], m))
-    if not improved:
-        return "No improvement shown"
-    both = {k for k, _ in improved if (k, "nll") in improved and (k, "ece") in improved}
-    return "Yes" if both else "In part"
+                if not d or not _bayesian(r["method"]) or _degenerate(*d) or _negligible(m, *d):
+                    continue
+                v = verdict(m, *d)
+                (better if v.startswith("better") else worse if v.startswith("worse") else set()).add(
+                    (short, r["method"], m))
+        for x in cal.get("ensemble_vs_best_single", []):
+            if x["metric"] in ms and not _negligible(x["metric"], x["delta"], x["low"], x["high"]):
+                v = verdict(x["metric"], x["delta"], x["low"], x["high"])
+                (better if v.startswith("better") else worse if v.startswith("worse") else set()).add(
+                    (short, "deep ensemble vs " + x["best_single"], x["metric"]))
+    if not better:
+        return "No gain shown"
+    both = any((t, k, "nll") in better and any((t, k, m) in better for m in ("ece", "ece_debiased"))
+               for t, k, _ in better)
+    return "Yes" if both and not worse else "Mixed" if worse else "In part"
 
 
 def _q2_sentence(short: str, res: dict, first: bool) -> str | None:
@@ -393,6 +618,17 @@ def _q2_sentence(short: str, res: dict, first: bool) -> str | None:
     if not spread or spread.get("delta") is None:
         return None
     d = (spread["delta"], spread["delta_low"], spread["delta_high"])
+    flat = near_constant(res)
+    if flat:
+        ent = flags.get("entropy")
+        e = flat.get("ens") or {}
+        s = f"On {short} (near-constant predictors, Q1)"
+        if ent and ent.get("errors") is not None and flat.get("n_rare"):
+            s += (f" the ensemble errs on {ent['errors']} images and {flat['n_rare']} are {flat['rare']}, so an error "
+                  f"flag ranks {flat['rare']} images (entropy's error AUROC {ent['auroc']:.3f}"
+                  + (f"; p({flat['rare']})'s AUROC {e['image AUROC']:.3f}" if e.get("image AUROC") is not None else "")
+                  + "):")
+        return s + " no usable classifier to test."
     v = verdict("auroc", *d)
     how = ("no differently from" if v.startswith("no difference") else
            "less well than" if v.startswith("worse") else "better than")
@@ -402,7 +638,7 @@ def _q2_sentence(short: str, res: dict, first: bool) -> str | None:
         c = (combined["delta"], combined["delta_low"], combined["delta_high"])
         cv = verdict("auroc", *c)
         s += (f" and adds nothing shown to it ({_num('auroc', *c)})" if cv.startswith("no difference") else
-              f" and, added to it, {'lowers' if cv.startswith('worse') else 'raises'} the AUROC ({_num('auroc', *c)})")
+              f" and, added to it, {'lowers' if cv.startswith('worse') else 'raises'} the AUROC {_paren('auroc', *c)}")
     point = _table_row(ex, "ensemble CAM, mean", "pointing")
     if first and point and point.get("reference") == "class-mask prior":
         p = (point["delta"], point["delta_low"], point["delta_high"])
@@ -410,41 +646,50 @@ def _q2_sentence(short: str, res: dict, first: bool) -> str | None:
         how = ("no differently from" if pv.startswith("no difference") else
                "less often than" if pv.startswith("worse") else "more often than")
         s += (f"; its mean CAM finds the class's bones {how} a map of where they usually lie "
-              f"({_num('pointing', *p)})")
+              f"{_paren('pointing', *p)}")
     return s + "."
 
 
 def _q2_headline(results: dict) -> str:
+    """From the tasks with a usable classifier (not near-constant predictors)."""
     verdicts = []
     for res in results.values():
         c = _flag_rows(res["explanations"], "deep ensemble").get("spread + entropy (CV logistic)")
-        if c and c.get("delta") is not None:
+        if c and c.get("delta") is not None and not near_constant(res):
             verdicts.append(verdict("auroc", c["delta"], c["delta_low"], c["delta_high"]))
     if not verdicts:
-        return "Not measured"
+        return "Not testable" if any(near_constant(r) for r in results.values()) else "Not measured"
     return "Yes" if any(v.startswith("better") for v in verdicts) else "No gain shown"
 
 
 def _cell(metric: str, d) -> str:
     if not d:
         return "-"
-    factor, digits, _ = SCALE[metric]
-    return f"{verdict(metric, *d)}, {_ci(*d, digits, factor, True)}"
+    return f"{label(metric, *d)}, {_num(metric, *d, unit=False)}"
 
 
 def verdict_rows(results: dict, root: Path) -> list[str]:
     """The verdict table: one line a finding, its verdict and key number with interval on each task, and the
-    notebook that shows it."""
+    notebook that shows it; a task whose networks are near-constant predictors is marked †, with a note under the
+    table, and its error-flag cells say that they test no usable classifier."""
     names = [s for _, s, _ in TASKS]
-    head = ["| | finding | " + " | ".join(names) + " | notebook |", "|---|---|" + "---|" * len(names) + "---|"]
+    flat = {s: near_constant(results[s]) for s in names}
+    head = ["| | finding | " + " | ".join(s + (" †" if flat[s] else "") for s in names) + " | notebook |",
+            "|---|---|" + "---|" * len(names) + "---|"]
     cals = {s: results[s]["calibration"] or {} for s in names}
     exps = {s: results[s]["explanations"] for s in names}
+    ece = _ece_metric([r for s in names for r in cals[s].get("table", [])])
 
     def links(stem):
-        return " · ".join(_link(f, stem, root, stem[:2]) for f, _, _ in TASKS)
+        return "·".join(_link(f, stem, root, stem[:2]) for f, _, _ in TASKS)
 
-    def row(q, what, metric, get, stem):
-        cells = [_cell(metric, get(s)) for s in names]
+    def row(q, what, metric, get, stem, usable=False):
+        cells = []
+        for s in names:
+            got = get(s)
+            d = got
+            c = _cell(metric, d)
+            cells.append("no usable classifier†" if usable and flat[s] and d else c)
         if all(c == "-" for c in cells):
             return None
         return f"| {q} | {what} | " + " | ".join(cells) + f" | {links(stem)} |"
@@ -469,22 +714,31 @@ def verdict_rows(results: dict, root: Path) -> list[str]:
         ok = r and r.get("reference") == "class-mask prior" and s == names[0]
         return (r["delta"], r["delta_low"], r["delta_high"]) if ok else None
 
+    unit = SCALE[ece][2].strip()
     out = [row("Q1", "ensemble - MAP, NLL (nats)", "nll", vs_map("deep ensemble", "nll"), "04_calibration"),
-           row("Q1", "ensemble - MAP, ECE (points)", "ece", vs_map("deep ensemble", "ece"), "04_calibration"),
-           row("Q1", "ensemble - best single-model method, ECE", "ece", vs_best("ece"), "04_calibration"),
+           row("Q1", f"ensemble - MAP, {NAME[ece]} ({unit})", ece, vs_map("deep ensemble", ece), "04_calibration"),
+           row("Q1", f"ensemble - best single-model method, {NAME[ece]}", ece, vs_best(ece), "04_calibration"),
            row("Q1", "Laplace (K-FAC) - MAP, NLL", "nll", vs_map("Laplace, kron", "nll"), "04_calibration"),
-           row("Q2", "error flag, AUROC: spread - entropy", "auroc", flag("explanation spread"), "05_explanations"),
+           row("Q2", "error flag, AUROC: spread - entropy", "auroc", flag("explanation spread"), "05_explanations",
+               True),
            row("Q2", "error flag, AUROC: spread + entropy - entropy", "auroc", flag("spread + entropy (CV logistic)"),
-               "05_explanations"),
+               "05_explanations", True),
            row("Q2", "mean CAM - class-mask prior, pointing (points)", "pointing", pointing, "05_explanations")]
     out = [r for r in out if r]
-    return head + out if out else ["No results to make a verdict from: build the report (`make report`)."]
+    if not out:
+        return ["No results to make a verdict from: build the report (`make report`)."]
+    notes = []
+    for s in names:
+        f = flat[s]
+        if f and f.get("ens"):
+            notes.append(f"† Near-constant predictors (study kappa {f['ens']['study kappa']:.3f}, Q1): errors ≈ "
+                         f"{f.get('rare', 'rarer class')} images, so error flags test no usable classifier.")
+    return head + out + ([""] + notes if notes else [])
 
 
 def null_simulation_line(root: Path) -> str:
     """The interval rule and its measured error rates, read from report/evidence/null_simulation.md's tables."""
-    rule = ("**How far to trust a verdict.** A verdict needs the 95 % study-bootstrap interval (for a difference: "
-            "the hull of the re-centred and percentile intervals) to exclude zero.")
+    rule = "**How far to trust a verdict.** A verdict needs the 95 % study-bootstrap interval to exclude zero."
     f = root / "report" / "evidence" / "null_simulation.md"
     if not f.is_file():
         return rule + " Its error rates have not been measured (`python -m utils.evidence --null-sim`)."
@@ -506,32 +760,82 @@ def null_simulation_line(root: Path) -> str:
     nll = sorted(float(r[fc]) for r in false if fc and r.get("metric") == "NLL")
     ece = next((r[cc] for r in cover if cc and r.get("metric") == "ECE"), None)
     deb = next((r[cc] for r in cover if cc and r.get("metric") == "debiased ECE"), None)
+    cal = {r.get("metric"): r[fc] for r in false if fc and r.get("design") == "calibrated"}
     link = "[null simulation](report/evidence/null_simulation.md)"
     if not nll or ece is None or deb is None:
         return rule + f" Its error rates: a {link}."
     nll_s = f"{nll[0]:.1f} %" if nll[0] == nll[-1] else f"{nll[0]:.1f}-{nll[-1]:.1f} %"
-    return (rule + f" A {link} measured {nll_s} false NLL verdicts (target 5 %); ECE intervals cover {ece} % "
-            f"(plug-in) and {deb} % (debiased; target 95 %).")
+    s = rule + f" A {link} measured {nll_s} false NLL verdicts (target 5 %)"
+    if "ECE" in cal and "debiased ECE" in cal:
+        s += f"; between two calibrated predictors, {cal['ECE']} % false plug-in ECE verdicts, {cal['debiased ECE']} % debiased"
+    return s + f"; ECE intervals cover {ece} % (plug-in), {deb} % (debiased; target 95 %)."
+
+
+def _rung_how(auroc: float) -> str:
+    return "finds" if auroc >= 0.9 else "only weakly" if auroc >= 0.7 else "barely"
+
+
+def _span(values: list[float], fmt: str = "{:.2f}", sep: str = "-") -> str:
+    lo, hi = min(values), max(values)
+    return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else f"{fmt.format(lo)}{sep}{fmt.format(hi)}"
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and x == x
+
+
+def learnability_answer(rows: list[dict]) -> str:
+    """The ladder in one plain line, from its rows: planted objects (the smallest found), real objects alone (with
+    their accuracy against the majority share), the task (study AUROC where measured)."""
+    planted = [r for r in rows if r["rung"].startswith("planted")]
+    objects = [r for r in rows if r["rung"].startswith("objects")]
+    task = [r for r in rows if r["rung"].startswith("the task")]
+    parts = []
+    if planted:
+        a = [r["held_out_auroc"] for r in planted]
+        sizes = [m for m in (re.match(r"planted (\d+)x(\d+) px", r["rung"]) for r in planted) if m]
+        small = min(sizes, key=lambda m: int(m.group(1)) * int(m.group(2))) if sizes else None
+        small = f"{small.group(1)}x{small.group(2)} px" if small else None
+        how = _rung_how(min(a))
+        parts.append(f"the learner {how} planted objects" + (f" of {small} and more" if small and how == "finds"
+                                                             else "") + f" (AUROC {_span(a)})")
+    if objects:
+        a = [r["held_out_auroc"] for r in objects]
+        how = _rung_how(min(a))
+        parts.append("real objects alone " + ("" if how == "finds" else how + " ")
+                     + f"(AUROC {_span(a)}; accuracy {_span([100 * r['held_out_acc'] for r in objects], '{:.1f}')} %, "
+                     f"majority share {_span([100 * r['majority'] for r in objects], '{:.1f}')} %)")
+    if task:
+        key = "study_auroc" if all(_finite(r.get("study_auroc")) for r in task) else "held_out_auroc"
+        what = "study AUROC" if key == "study_auroc" else "AUROC"
+        base, rest = task[0], task[1:]
+        s = f"the task {_rung_how(base[key])} ({what} {base[key]:.2f}"
+        s += "".join(f"; {r[key]:.2f} with {r['rung'].split(', ', 1)[1]}" for r in rest if ", " in r["rung"])
+        parts.append(s + ")")
+    return "; ".join(parts)
 
 
 def learnability_part(root: Path) -> list[str]:
-    """The abnormality learnability ladder (report/recipe/cpu-learnability.json): a line with its range, the table
+    """The abnormality learnability ladder (report/recipe/cpu-learnability.json): a plain answer, the table
     collapsed; "not yet measured" where the file is absent."""
     f = root / "report" / "recipe" / "cpu-learnability.json"
     head = "**Can the learner see an abnormality?** [`utils.learnability`](utils/learnability.py)'s ladder"
     rows = json.loads(f.read_text()).get("rows", []) if f.is_file() else []
     if not rows:
         return [head + ": not yet measured."]
-    lo, hi = min(rows, key=lambda r: r["held_out_auroc"]), max(rows, key=lambda r: r["held_out_auroc"])
-    line = (head + f": {len(rows)} rung{'s' if len(rows) > 1 else ''}, held-out AUROC "
-            + (f"{lo['held_out_auroc']:.2f} ({lo['rung']})" if lo is hi else
-               f"{lo['held_out_auroc']:.2f} ({lo['rung']}) to {hi['held_out_auroc']:.2f} ({hi['rung']})") + ".")
+    answer = learnability_answer(rows)
+    line = (head + f" ({len(rows)} rung{'s' if len(rows) > 1 else ''}): " + answer
+            + ". No intervals, different held-out sets: not paired comparisons.")
+
+    def cell(x, fmt):
+        return fmt.format(x) if _finite(x) else "-"
+
     table = ["| rung | augmentation | training / held-out images | majority share | training accuracy | "
-             "held-out accuracy | held-out AUROC |", "|---|---|---|---|---|---|---|"]
+             "held-out accuracy | held-out AUROC | study AUROC |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         table.append(f"| {r['rung']} | {r.get('augment', '')} | {r['train_images']} / {r['held_out_images']} | "
                      f"{100 * r['majority']:.1f} % | {100 * r['train_acc']:.1f} % | {100 * r['held_out_acc']:.1f} % | "
-                     f"{r['held_out_auroc']:.2f} |")
+                     f"{cell(r['held_out_auroc'], '{:.2f}')} | {cell(r.get('study_auroc'), '{:.2f}')} |")
     return [line, "", *_details("Rung by rung", table)[:-1]]
 
 
@@ -580,8 +884,8 @@ def summary(root: Path = ROOT, base: str = "") -> str:
     out = [SUMMARY_START, ""]
     cal = results["body part"]["calibration"] or results["normal / abnormal"]["calibration"]
     scope = f" ({cal['test_images']} test images, {cal['test_studies']} studies a task)" if cal else ""
-    out += [f"Generated from the run's results{scope} by `python -m utils.findings`; a test fails when they "
-            "differ. Data: a synthetic phantom of MURA, not patients.", ""]
+    out += [f"Written from the run's results{scope} by `python -m utils.findings`, checked by a test. Data: a "
+            "synthetic phantom of MURA, not patients.", ""]
     out += ["### The two questions, answered", ""]
     q1 = [s for s in (_q1_sentence(short, results[short]) for _, short, _ in TASKS) if s]
     out.append("**Q1. Does a Bayesian treatment (Laplace, deep ensemble) calibrate better than the MAP network and "
@@ -596,20 +900,23 @@ def summary(root: Path = ROOT, base: str = "") -> str:
     out += ["", "### Verdicts", ""]
     out += verdict_rows(results, root)
     out += ["", "### Every method against the MAP network", ""]
-    rows = forest_rows({s: results[s]["calibration"] for _, s, _ in TASKS if results[s]["calibration"]})
+    rows = summary_forest_rows(root)
     if rows:
-        out += [f"![Forest plot: each method's paired difference from the MAP network on NLL, ECE and accuracy, "
+        ece = "debiased ECE" if any(r["metric"] == "ece_debiased" for r in rows) else "ECE"
+        flagged = any(r.get("note") for r in rows)
+        out += [f"![Forest plot: each method's paired difference from the MAP network on NLL, {ece} and accuracy, "
                 f"both tasks]({FOREST.as_posix()})", "",
                 "Method minus MAP network, 95 % paired intervals; green better, red worse, grey no difference "
-                "shown; an arrow marks a value off the scale.", ""]
-        out.append(null_simulation_line(root) + f" {len(rows)} verdicts here, uncorrected for multiplicity: about "
-                   f"{0.05 * len(rows):.0f} false ones by chance.")
+                "shown, hollow borderline; arrows: off scale"
+                + ("; the flagged all-weights Laplace is left out of Q1's answer" if flagged else "") + ".", ""]
+        n = verdict_count(rows)
+        out.append(null_simulation_line(root) + f" {n} verdicts here (not counting [0, 0] intervals), uncorrected "
+                   f"for multiplicity: ≈{0.05 * n:.0f} false ones expected if no difference were real.")
     else:
         out += ["No calibration results yet: `make report`.", "", null_simulation_line(root)]
     out += [""] + learnability_part(root)
     out += ["", "### The rendered report", "",
-            "Executed notebooks (a code host renders `.ipynb`); browsable copies with contents and figures: "
-            "`report/index.html`, `report/abnormality/index.html` (open from a clone).", ""]
+            "Browsable copies: `report/index.html`, `report/abnormality/index.html` (open from a clone).", ""]
     out += notebook_links(root)
     out += [""] + glossary_lines() + ["", SUMMARY_END]
     text = "\n".join(out)
@@ -618,26 +925,32 @@ def summary(root: Path = ROOT, base: str = "") -> str:
 
 # --------------------------------------------------------------------------- the details block
 
-def delta_table(calibration: dict) -> list[str]:
-    """Markdown rows: each method against the MAP network on NLL, ECE (points) and accuracy (points). A single-model
-    method's row is the mean over the members it is fitted on (`fitted_on`), paired with the same members' MAP
-    networks, its interval resampling members and studies; a combination's row is its predictive over all members
-    against the same members' MAP networks as single models (`calibration.interval_table` pairs them so)."""
-    rows = ["| method | network(s) | ΔNLL (nats) | ΔECE (points) | Δaccuracy (points) |", "|---|---|---|---|---|"]
+def delta_table(calibration: dict, note: str | None = None) -> list[str]:
+    """Markdown rows: each method against the MAP network on NLL, the debiased ECE (where the results carry it),
+    the plug-in ECE (points) and accuracy (points). A single-model method's row is the mean over the members it is
+    fitted on (`fitted_on`), paired with the same members' MAP networks, its interval resampling members and
+    studies; a combination's row is its predictive over all members against the same members' MAP networks as
+    single models (`calibration.interval_table` pairs them so). `note` flags the all-weights Laplace's row."""
+    metrics = [m for m in ("nll", "ece_debiased", "ece", "accuracy")
+               if m != "ece_debiased" or any(_delta(r, m) for r in calibration["table"])]
+    head = {"nll": "ΔNLL (nats)", "ece_debiased": "Δdebiased ECE (points)", "ece": "ΔECE, plug-in (points)",
+            "accuracy": "Δaccuracy (points)"}
+    rows = ["| method | network(s) | " + " | ".join(head[m] for m in metrics) + " |",
+            "|---|---|" + "---|" * len(metrics)]
     for r in calibration["table"]:
         if r["method"] == "MAP" or r.get("delta_nll") is None:
             continue
         cells = []
-        for m in ("nll", "ece", "accuracy"):
-            factor, digits, _ = SCALE[m]
-            d, lo, hi = r[f"delta_{m}"], r[f"delta_{m}_low"], r[f"delta_{m}_high"]
-            cells.append(f"{_ci(d, lo, hi, digits, factor, sign=True)} {verdict(m, d, lo, hi)}")
+        for m in metrics:
+            d = _delta(r, m)
+            cells.append(f"{_num(m, *d, unit=False)} {label(m, *d)}" if d else "-")
         n = int(r.get("fitted_on") or 1)
         who = (f"{int(r['members'])} members together" if r["kind"] != "single"
                else "member 0" if n == 1 else f"mean of {n} members")
         if n == 1 and r["kind"] == "single":
             who += " (against member 0's MAP network)"
-        rows.append(f"| {r['method']} | {who} | " + " | ".join(cells) + " |")
+        name = r["method"] + (f": {note}" if note and _is_all_weights(r["method"]) else "")
+        rows.append(f"| {name} | {who} | " + " | ".join(cells) + " |")
     return rows
 
 
@@ -673,31 +986,28 @@ def caveats(root: Path, cal: dict | None, amp: dict | None, ens: dict | None, ex
     if fit and not fit.get("fits", True):
         out.append(f"- On MURA's task member 0 fits {fit['train_acc']:.1%} of its own training images, so that "
                    "task's calibration and explanation comparisons describe underfitted networks.")
-    rec = root / "report" / "recipe" / "cpu-bodypart.json"
-    if rec.is_file():
-        rows = json.loads(rec.read_text()).get("rows", [])
-        base = next((r for r in rows if r["variant"] == "baseline"), None)
-        longer = max((r for r in rows if r["epochs"] > (base or {}).get("epochs", 1e9)), key=lambda r: r["epochs"],
-                     default=None)
-        gain = (ens or {}).get("full_minus_one_member", {}).get("accuracy")
-        if base and longer:
-            d = 100 * (longer["test_acc"] - base["test_acc"])
-            s = (f"- On the body part, training member 0 for {longer['epochs']} instead of {base['epochs']} epochs "
-                 f"changed its test accuracy by {d:+.1f} points in the controlled runs")
-            if gain:
-                g = 100 * gain["delta"]
-                s += (f", against the full ensemble's {_ci(gain['delta'], gain['low'], gain['high'], 1, 100, True)}"
-                      " points over one member")
-                if d > g > 0:
-                    s += ": the ensemble's gains may belong to undertrained members"
-            out.append(s + " (the controlled runs do not record the phantom generator they ran on).")
+    if any((root / "report" / "recipe" / f"cpu-{t}.json").is_file() for t in ("bodypart", "abnormality")):
+        out.append("- The controlled runs are one run per setting, without intervals, and do not record the phantom "
+                   "generator they ran on: they are not compared with this report's numbers.")
     temps = (cal or {}).get("temperatures")
     if temps:
-        side = ("below 1 for every member (the MAP networks are underconfident)" if max(temps) < 1 else
-                "above 1 for every member (the MAP networks are overconfident)" if min(temps) > 1 else
-                "on both sides of 1")
-        out.append(f"- The body-part temperatures fitted on the validation split are {min(temps):.2f} to "
-                   f"{max(temps):.2f}, {side}.")
+        side = ("below 1 for every member: temperature scaling sharpens, so on validation the MAP networks look "
+                "underconfident" if max(temps) < 1 else
+                "above 1 for every member: temperature scaling softens, so on validation the MAP networks look "
+                "overconfident" if min(temps) > 1 else "on both sides of 1")
+        s = (f"- The body-part temperatures fitted on the validation split are {min(temps):.2f} to "
+             f"{max(temps):.2f}, {side}")
+        ts = next((r for r in (cal or {}).get("table", []) if r["method"] == "temperature scaling"), None)
+        ece = _ece_metric((cal or {}).get("table", []))
+        shown = [(m, _delta(ts, m)) for m in ("nll", ece) if _delta(ts, m)]
+        if shown and (max(temps) < 1 or min(temps) > 1):
+            if all(verdict(m, *d).startswith("no difference") for m, d in shown):
+                s += ("; on the test split temperature scaling shows no change ("
+                      + ", ".join(f"{NAME[m]} {_num(m, *d)}" for m, d in shown) + "), so the test split does not "
+                      "show the direction")
+            else:
+                s += "; on the test split temperature scaling " + " and ".join(_effect(m, *d) for m, d in shown)
+        out.append(s + ".")
     aw = (expl or {}).get("all_weights", {})
     shift = next((r for r in aw.get("shift", []) if r.get("set") == "all-weights Laplace"), None)
     sweep = sorted(aw.get("scale_sweep", []), key=lambda r: r["tau"])
@@ -722,9 +1032,9 @@ def block(root: Path = ROOT) -> str:
     root = Path(root)
     body, ab = root / "report", root / "report" / "abnormality"
     cal, mp, ens, expl = (_load(body, n) for n in ("calibration", "map", "ensembles", "explanations"))
-    acal, amp, abn = _load(ab, "calibration"), _load(ab, "map"), _load(ab, "abnormality")
+    acal, amp, abn, aexpl = (_load(ab, n) for n in ("calibration", "map", "abnormality", "explanations"))
     out = [START, ""]
-    for name, c in (("Body part (7 classes)", cal), ("Normal / abnormal (MURA's task, per image)", acal)):
+    for name, c, x in (("Body part (7 classes)", cal, expl), ("Normal / abnormal (MURA's task, per image)", acal, aexpl)):
         if not c:
             continue
         mapr = next(r for r in c["table"] if r["method"] == "MAP")
@@ -739,7 +1049,7 @@ def block(root: Path = ROOT) -> str:
                      f"{_ci(mapr['ece_debiased'], mapr['ece_debiased_low'], mapr['ece_debiased_high'], 2, 100)} %")
         out += _details(f"{name}: each method against the MAP network, the full table ({c['test_images']} test "
                         f"images, {c['test_studies']} studies; 95 % intervals, paired bootstrap over studies)",
-                        [line + ".", "", *delta_table(c)])
+                        [line + ".", "", *delta_table(c, all_weights_note(c, x))])
     out += _details("Do the members fit what they are trained on?",
                     [fit_line("body part", mp), fit_line("normal / abnormal", amp)])
     for task, title in (("bodypart", "body part"), ("abnormality", "normal / abnormal")):
@@ -748,7 +1058,7 @@ def block(root: Path = ROOT) -> str:
             doc = json.loads(rec.read_text())
             gen = f"phantom {doc['generator_version']}, " if doc.get("generator_version") else ""
             out += _details(f"Controlled runs, {title} (cpu profile, {gen}member 0's seed, one setting changed at a "
-                            f"time; `python -m utils.recipe --task {task}`; accuracies in %, eval mode, no "
+                            f"time, one run each, no intervals; `python -m utils.recipe --task {task}`; accuracies in %, eval mode, no "
                             "augmentation; seconds measured while other jobs shared the two cores, so they are not "
                             "timings)", [recipe_markdown(doc["rows"])])
     if abn:
@@ -834,8 +1144,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     readme = ROOT / "README.md"
     new = readme_text(readme)
-    results = _results(ROOT)
-    rows = forest_rows({s: results[s]["calibration"] for _, s, _ in TASKS if results[s]["calibration"]})
+    rows = summary_forest_rows(ROOT)
     if a.check:
         problems = []
         if new != readme.read_text():
