@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils import phantom
+from utils.data import phantom
 
 # (split, part, patient, study number, label, views)
 SPEC = [
@@ -66,7 +66,8 @@ def small_phantom(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_cache(small_phantom, tmp_path_factory):
     """The small phantom's cache at 32 px, with a validation split."""
-    from utils import data, sources
+    from utils import data
+    from utils.data import sources
 
     idx = sources.carve_validation(sources.load_index(small_phantom), 0.25, seed=0)
     return data.build_cache(idx, 32, tmp_path_factory.mktemp("cache"), workers=1, progress=False)
@@ -102,7 +103,7 @@ def net():
     import torch
     from torch import nn
 
-    from utils.models import build_model
+    from utils.models.networks import build_model
 
     torch.manual_seed(0)
     m = build_model("small", 4).eval()

@@ -7,7 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from utils import abnormality, config, metrics, train
+from utils import config
+from utils.chapters import abnormality
+from utils.evaluation import metrics
+from utils.models import train
 
 
 def test_where_abnormal_cams_point_by_hand():

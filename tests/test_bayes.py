@@ -8,8 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from utils import bayes, metrics
-from utils.models import build_model
+from utils.chapters import laplace
+from utils.evaluation import metrics
+from utils.models.networks import build_model
+from utils.posteriors import bayes
 
 
 @pytest.fixture(scope="module")
@@ -361,7 +363,7 @@ def test_compare_fit_cost_reports_the_ratio_with_and_without_the_feature_extract
     class Images(torch.utils.data.TensorDataset):
         targets = y.numpy()
 
-    r = bayes.compare_fit_cost(model, dict(prior_precision=1.0), Images(x, y), "kron", "cpu")
+    r = laplace.compare_fit_cost(model, dict(prior_precision=1.0), Images(x, y), "kron", "cpu")
     network = r["network_fit_s"] + r["network_prior_s"]
     features = r["features_fit_s"] + r["features_prior_s"]
     assert r["ratio"] == pytest.approx(network / features)
@@ -373,7 +375,7 @@ def test_compare_fit_cost_reports_the_ratio_with_and_without_the_feature_extract
 def test_bench_laplace_prints_both_ratios(monkeypatch, capsys):
     import argparse
 
-    from utils import bench, run
+    from utils import bench
 
     def cost(model, meta, train_ds, structure, device):
         return dict(structure=structure, features_extract_s=3.0, features_fit_s=0.5, features_prior_s=0.5,
@@ -386,8 +388,8 @@ def test_bench_laplace_prints_both_ratios(monkeypatch, capsys):
             self.datasets = (None, None, None)
             self.device = "cpu"
 
-    monkeypatch.setattr(run, "Run", FakeRun)
-    monkeypatch.setattr(bayes, "compare_fit_cost", cost)
+    monkeypatch.setattr(bench, "Run", FakeRun)
+    monkeypatch.setattr(bench.laplace, "compare_fit_cost", cost)
     out = bench.bench_laplace(bench.get_profile("smoke"), argparse.Namespace(out_root=""), argparse.Namespace(data=""))
     assert out["kron"]["ratio_with_extraction"] == 10.0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("kron")]

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils import calibration, metrics
+from utils.chapters import calibration
+from utils.evaluation import metrics
 
 
 def _member_probs(rng, y, s, m, c):

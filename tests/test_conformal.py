@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils import conformal, metrics
+from utils.evaluation import conformal, metrics
 
 
 def _draw(rng, n, c=5, scale=2.0):

@@ -11,9 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from utils import counterfactual as cf
-from utils import data, explanation_scores, phantom, sources
-from utils.models import XrayNet
+from utils import data
+from utils.chapters import counterfactual as cf
+from utils.data import phantom, sources
+from utils.explain import scores as explanation_scores
+from utils.models.networks import XrayNet
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,7 @@ def test_rerender_is_byte_identical_to_the_written_files(tree):
 def test_load_plan_refuses_trees_it_cannot_reproduce(tree, tmp_path):
     bad = tmp_path / "MURA-v1.1"
     bad.mkdir()
-    with pytest.raises(FileNotFoundError, match="utils.phantom"):
+    with pytest.raises(FileNotFoundError, match="utils.data.phantom"):
         phantom.load_plan(bad)
     meta = json.loads((tree / "phantom.json").read_text())
     meta["studies"][3]["lesion"] = {"site": ["radius_shaft", 0.5], "cast": 0.7}

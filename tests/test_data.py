@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -12,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from utils import data, sources
+from utils import data
 from utils.config import BODY_PARTS
+from utils.data import sources
 
 from .conftest import make_mura_tree
-
 
 # --------------------------------------------------------------------------- image modes
 
@@ -328,8 +326,8 @@ def test_prepare_refuses_degenerate_data_before_building_the_cache(tmp_path):
 def test_the_profiles_phantoms_pass_the_checks():
     """The smoke and cpu phantoms, planned (not rendered) and carved as their profiles do, hold at least
     MIN_TRAIN_IMAGES training images of every body part and of normal and abnormal."""
-    from utils import phantom
     from utils.config import get_profile
+    from utils.data import phantom
 
     for name in ("smoke", "cpu"):
         p = get_profile(name)

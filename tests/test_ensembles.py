@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils import ensembles, metrics
+from utils.chapters import ensembles
+from utils.evaluation import metrics
 
 
 def _members(m=5, n=300, c=4, seed=0):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from utils import evidence as ev
-from utils import metrics
+from utils.evaluation import evidence as ev
+from utils.evaluation import metrics
 
 
 def _random(n=821, c=5, seed=0):
@@ -351,7 +351,7 @@ def test_formatting():
 def test_weighted_kappa_matches_scikit_learn_with_sample_weight():
     from sklearn.metrics import cohen_kappa_score
 
-    from utils import evidence, metrics
+    from utils.evaluation import evidence, metrics
 
     rng = np.random.default_rng(3)
     y = rng.integers(0, 2, 300)
@@ -365,7 +365,7 @@ def test_weighted_kappa_matches_scikit_learn_with_sample_weight():
 def test_the_ece_interval_surrounds_its_estimate_despite_the_resampling_bias():
     """Resampling studies raises the ECE: nearly every replicate lies above the estimate, so a plain
     percentile interval would sit beside it."""
-    from utils import evidence, metrics
+    from utils.evaluation import evidence, metrics
 
     rng = np.random.default_rng(7)
     logits = rng.normal(0, 4, (821, 7))
@@ -385,7 +385,7 @@ def test_the_ece_interval_surrounds_its_estimate_despite_the_resampling_bias():
 
 
 def test_mean_interval_groups_studies_and_skips_nan():
-    from utils import evidence
+    from utils.evaluation import evidence
 
     rng = np.random.default_rng(0)
     v = np.repeat(rng.random(100), 4)  # 4 identical images per study
@@ -401,7 +401,7 @@ def test_mean_interval_groups_studies_and_skips_nan():
 
 
 def test_mean_intervals_are_mean_interval_per_column():
-    from utils import evidence
+    from utils.evaluation import evidence
 
     rng = np.random.default_rng(1)
     V = rng.random((120, 4))
@@ -420,7 +420,7 @@ def test_mean_intervals_are_mean_interval_per_column():
 def test_flagging_table_reports_auroc_and_paired_difference_from_the_reference():
     from sklearn.metrics import roc_auc_score
 
-    from utils import evidence
+    from utils.evaluation import evidence
 
     rng = np.random.default_rng(1)
     err = rng.random(400) < 0.2
@@ -439,11 +439,11 @@ def test_a_lumpy_paired_difference_gets_no_verdict_its_plain_interval_does_not_s
     # replicates of a difference of one image: mostly exactly 0, the estimate beside them (the case the
     # re-centred interval alone turned into "worse": [-0.17, -0.02] around an estimate of -0.02)
     reps = np.r_[np.zeros(570), np.full(300, -0.0012), np.full(130, -0.0024)]
-    d = ev._delta_summary(-0.0012, reps, 0.95)
+    d = ev.delta_summary(-0.0012, reps, 0.95)
     lo, hi = np.quantile(reps, [0.025, 0.975])
     assert d["low"] <= lo and d["high"] >= hi and hi == 0.0
     assert not d["excludes_zero"]
-    shifted = ev._delta_summary(0.1, np.random.default_rng(0).normal(0.1, 0.01, 2000), 0.95)
+    shifted = ev.delta_summary(0.1, np.random.default_rng(0).normal(0.1, 0.01, 2000), 0.95)
     assert shifted["excludes_zero"] and shifted["low"] > 0.07  # a clear difference keeps its verdict
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from utils import explain, explanation_scores
-from utils.models import build_model
+from utils import explain, posteriors
+from utils.explain import scores as explanation_scores
+from utils.models.networks import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for tiny tensors
 
@@ -125,10 +126,10 @@ def test_antithetic_head_samples_average_to_the_map_cam_exactly(net):
 def test_mc_dropout_heads_are_dropout_on_the_pooled_features(net):
     W = net.fc.weight.detach()
     p = 0.25
-    Ws = explain.mc_dropout_heads(W, p, 6, seed=1)
+    Ws = posteriors.mc_dropout_heads(W, p, 6, seed=1)
     assert Ws.shape == (6, *W.shape)
-    torch.testing.assert_close(Ws, explain.mc_dropout_heads(W, p, 6, seed=1))  # seeded
-    assert not torch.equal(Ws, explain.mc_dropout_heads(W, p, 6, seed=2))
+    torch.testing.assert_close(Ws, posteriors.mc_dropout_heads(W, p, 6, seed=1))  # seeded
+    assert not torch.equal(Ws, posteriors.mc_dropout_heads(W, p, 6, seed=2))
     keep = Ws[:, 0] != 0  # S x K masks, shared by the classes
     torch.testing.assert_close(Ws, W * keep[:, None, :] / (1 - p))
     x = torch.randn(2, 1, 32, 32)
@@ -143,4 +144,4 @@ def test_mc_dropout_heads_are_dropout_on_the_pooled_features(net):
             torch.testing.assert_close(cams[s].mean((-2, -1)), expect, rtol=1e-5, atol=1e-5)
     assert explain.dropout_rate(net) == 0.0 and explain.dropout_rate(build_model("small", 4, dropout=0.3)) == 0.3
     with pytest.raises(ValueError, match="dropout rate"):
-        explain.mc_dropout_heads(W, 1.0, 2)
+        posteriors.mc_dropout_heads(W, 1.0, 2)

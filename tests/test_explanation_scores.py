@@ -8,8 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from utils import data, explain, explanation_scores, sources
-from utils.models import build_model
+from utils import data, explain
+from utils.chapters import explanations
+from utils.data import sources
+from utils.explain import scores as explanation_scores
+from utils.models.networks import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for tiny tensors
 
@@ -305,11 +308,11 @@ def test_example_images_are_normal_images_of_different_body_parts():
         def __getitem__(self, i):
             return torch.full((1, 4, 4), float(i)), int(self.targets[i])
 
-    rows, x, y = explanation_scores.example_images(Fake(), n=5, seed=0)
+    rows, x, y = explanations.example_images(Fake(), n=5, seed=0)
     assert len(rows) == 5 and x.shape == (5, 1, 4, 4)
     assert (Fake.index.label.iloc[rows] == 0).all() and Fake.index.body_part.iloc[rows].nunique() == 5
     assert x[:, 0, 0, 0].tolist() == [float(r) for r in rows] and y.tolist() == Fake.targets[rows].tolist()
-    assert explanation_scores.example_images(Fake(), n=5, seed=0)[0] == rows  # seeded
+    assert explanations.example_images(Fake(), n=5, seed=0)[0] == rows  # seeded
 
 
 def test_laplace_identity_holds_to_rounding_on_a_tiny_random_model(net):
@@ -318,30 +321,30 @@ def test_laplace_identity_holds_to_rounding_on_a_tiny_random_model(net):
     w = net.fc.weight.detach()
     target = torch.tensor([0, 1, 3])
     W = w + 0.3 * torch.randn(6, *w.shape)
-    ident = explanation_scores.laplace_identity(net, x, W, target)
+    ident = explanations.laplace_identity(net, x, W, target)
     assert set(ident) == {"mean_cam_minus_cam_of_mean_head", "cam_of_mean_head_minus_map_cam",
                           "per_pixel_spread_over_map"}
     assert ident["mean_cam_minus_cam_of_mean_head"] < 1e-5  # an identity: float32 rounding only
     assert ident["cam_of_mean_head_minus_map_cam"] > 1e-3  # 6 samples: their mean head is not the MAP head
     assert ident["per_pixel_spread_over_map"] > 0
     E = W - w
-    anti = explanation_scores.laplace_identity(net, x, torch.cat([w + E, w - E]), target)
+    anti = explanations.laplace_identity(net, x, torch.cat([w + E, w - E]), target)
     assert anti["cam_of_mean_head_minus_map_cam"] < 1e-5  # antithetic draws: the MAP CAM exactly
-    point = explanation_scores.laplace_identity(net, x, w.expand(4, *w.shape), target)
+    point = explanations.laplace_identity(net, x, w.expand(4, *w.shape), target)
     assert point["per_pixel_spread_over_map"] == pytest.approx(0.0, abs=1e-6)
-    assert "2.0e-07" in explanation_scores.identity_line(dict(ident, mean_cam_minus_cam_of_mean_head=2e-7), 6)
+    assert "2.0e-07" in explanations.identity_line(dict(ident, mean_cam_minus_cam_of_mean_head=2e-7), 6)
 
 
 def test_randomisation_floor_is_the_cams_similarity_to_the_centre_prior_and_the_image(net):
     torch.manual_seed(9)
     x = torch.randn(4, 1, 32, 32)
-    floor = explanation_scores.randomisation_floor(net, x)
+    floor = explanations.randomisation_floor(net, x)
     with torch.no_grad():
         cam = explain.CAM(net)(x, net(x).argmax(1))
     expect = explanation_scores.map_similarity(cam, explanation_scores.intensity_map(x))["spearman_abs"].mean()
     assert list(floor) == ["centre prior", "image intensity"]
     assert floor["image intensity"] == pytest.approx(expect) and 0 <= floor["centre prior"] <= 1
-    assert "0.50" in explanation_scores.floor_line({"centre prior": 0.5, "image intensity": 0.25})
+    assert "0.50" in explanations.floor_line({"centre prior": 0.5, "image intensity": 0.25})
 
 
 def _interval_rows():
@@ -365,7 +368,7 @@ def _interval_rows():
 
 def test_versus_baseline_says_better_worse_or_not_different():
     t = _interval_rows()
-    vs = explanation_scores.versus_baseline
+    vs = explanations.versus_baseline
     assert vs(t, "MAP CAM (member 0)", "pointing") == \
         "0.800 [0.700, 0.900], better than the centre prior (+0.300 [+0.200, +0.400])"
     assert "worse than the image intensity (-0.100" in vs(t, "MAP CAM (member 0)", "mass")
@@ -376,7 +379,7 @@ def test_versus_baseline_says_better_worse_or_not_different():
 
 
 def test_shown_tables_pivot_the_intervals_and_the_differences():
-    scores, deltas = explanation_scores.shown_tables(_interval_rows())
+    scores, deltas = explanations.shown_tables(_interval_rows())
     assert list(scores.index) == ["centre prior", "MAP CAM (member 0)", "ensemble CAM, mean"]
     assert scores.loc["MAP CAM (member 0)", "pointing"] == "0.800 [0.700, 0.900]"
     assert deltas.loc["MAP CAM (member 0)", "mass"] == "-0.100 [-0.200, -0.050]"
@@ -396,8 +399,8 @@ def test_flagging_tables_give_a_row_per_score_per_predictor():
     groups = np.arange(len(y)) // 2
     preds = {"deep ensemble": (samples.mean(0), samples, rng.random(len(y))),
              "Laplace, kron": (probs, samples, rng.random(len(y)))}
-    t = explanation_scores.flagging_tables(preds, y, groups, n_boot=50, seed=0)
-    scores = ["1 - max p", "entropy", "mutual information", "explanation spread", explanation_scores.COMBINED]
+    t = explanations.flagging_tables(preds, y, groups, n_boot=50, seed=0)
+    scores = ["1 - max p", "entropy", "mutual information", "explanation spread", explanations.COMBINED]
     assert len(t) == 2 * len(scores)
     assert t.groupby("predictor", sort=False).score.apply(list).to_dict() == {k: scores for k in preds}
     assert t.set_index(["predictor", "score"]).loc[("Laplace, kron", "entropy"), "delta"] != \
@@ -408,10 +411,10 @@ def test_flagging_tables_give_a_row_per_score_per_predictor():
 def test_flagging_inputs_take_member_0_of_single_model_methods():
     rng = np.random.default_rng(1)
     member = rng.dirichlet(np.ones(3), (5, 10))
-    spread = pd.DataFrame({c: rng.random(10) for c in explanation_scores.SPREAD_COLUMNS.values()})
+    spread = pd.DataFrame({c: rng.random(10) for c in explanations.SPREAD_COLUMNS.values()})
     predictions = {"deep ensemble": dict(probs=member.mean(0), samples=member),
                    "MC dropout": dict(probs=member, samples=[member[m:m + 2] for m in range(5)])}
-    inp = explanation_scores.flagging_inputs(predictions, spread)
+    inp = explanations.flagging_inputs(predictions, spread)
     np.testing.assert_array_equal(inp["deep ensemble"][0], member.mean(0))
     np.testing.assert_array_equal(inp["deep ensemble"][2], spread.spread_ensemble)
     np.testing.assert_array_equal(inp["MC dropout"][0], member[0])
@@ -424,7 +427,7 @@ def _flags():
     for pred, errors, spread_delta in (("deep ensemble", 57, (-0.05, -0.08, -0.02)),
                                        ("Laplace, kron", 60, (0.01, -0.02, 0.04))):
         for score, auroc, d in (("entropy", 0.92, None), ("explanation spread", 0.88, spread_delta),
-                                (explanation_scores.COMBINED, 0.93, (0.004, -0.001, 0.009))):
+                                (explanations.COMBINED, 0.93, (0.004, -0.001, 0.009))):
             row = dict(predictor=pred, score=score, auroc=auroc, low=auroc - 0.03, high=auroc + 0.02, errors=errors)
             if d is not None:
                 row.update(delta=d[0], delta_low=d[1], delta_high=d[2])
@@ -434,11 +437,11 @@ def _flags():
 
 def test_flag_line_names_members_and_chooses_the_words():
     flags = _flags()
-    ens = explanation_scores.flag_line(flags, "deep ensemble", members=5)
+    ens = explanations.flag_line(flags, "deep ensemble", members=5)
     assert ens.startswith("deep ensemble (5 members, 57 errors): spread 0.880 [0.850, 0.900], worse than the "
                           "entropy's 0.920")
     assert "combined − entropy +0.0040 [-0.0010, +0.0090]" in ens
-    lap = explanation_scores.flag_line(flags, "Laplace, kron", members=5)
+    lap = explanations.flag_line(flags, "Laplace, kron", members=5)
     assert lap.startswith("Laplace, kron (member 0, 60 errors)") and "not shown to differ from" in lap
 
 
@@ -449,7 +452,7 @@ def test_reading_states_the_numbers_and_the_right_words():
                          for mode in ("cascading", "independent")
                          for j, s in enumerate(("fc", "features.3", "features.0"))
                          for k in range(5) for r in [(-0.6 if j == 0 else 0.3 - 0.1 * j) + 0.01 * rng.random()]])
-    text = explanation_scores.reading(
+    text = explanations.reading(
         "phantom", _interval_rows(), _flags(),
         dict(mean_cam_minus_cam_of_mean_head=1e-7, cam_of_mean_head_minus_map_cam=0.02, per_pixel_spread_over_map=0.2),
         dict(estimate=0.23, low=0.22, high=0.24), rand, {"centre prior": 0.75, "image intensity": 0.48}, members=5)
@@ -464,7 +467,7 @@ def test_reading_states_the_numbers_and_the_right_words():
     assert "  - deep ensemble (5 members, 57 errors)" in text and "  - Laplace, kron (member 0, 60 errors)" in text
     no_masks = _interval_rows()
     no_masks = no_masks[~no_masks.metric.isin(["pointing", "mass"])]
-    assert "bone masks" not in explanation_scores.reading(
+    assert "bone masks" not in explanations.reading(
         "mura", no_masks, _flags(), dict(mean_cam_minus_cam_of_mean_head=0.0), dict(estimate=0, low=0, high=0),
         rand, {"centre prior": 0.7, "image intensity": 0.4}, members=5)
 
@@ -484,10 +487,10 @@ def test_the_abnormality_task_scores_maps_against_the_findings_of_images_that_sh
 
 def test_the_abnormality_task_explains_the_abnormal_class_whatever_the_prediction(tiny_set):
     models, W, x, y = tiny_set
-    assert explanation_scores.scored_class("bodypart", ["a", "b"]) == "predicted"
-    assert explanation_scores.scored_class("abnormality", ["normal", "abnormal"]) == 1
+    assert explanations.scored_class("bodypart", ["a", "b"]) == "predicted"
+    assert explanations.scored_class("abnormality", ["normal", "abnormal"]) == 1
     _, probs = explain.forward_members(models, x)
-    t0, te = explain._targets(2, probs, y)
+    t0, te = explain.explained_classes(2, probs, y)
     assert t0.tolist() == [2] * len(x) and te.tolist() == [2] * len(x)
     per = explanation_scores.score_test_set(models, W, _ds(x, y), masks=(np.ones((10, 32, 32), bool), None),
                                             n_deletion=0, batch=4, target=2)

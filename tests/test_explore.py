@@ -4,7 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from utils import explore, phantom
+from utils.chapters import explore
+from utils.data import phantom
 
 
 def test_mura_comparison_counts_studies_once_and_quotes_murass_table():

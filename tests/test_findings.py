@@ -192,12 +192,12 @@ def test_the_learnability_answer_says_in_plain_words_what_each_group_of_rungs_sh
 
 
 def test_near_zero_differences_keep_their_sign_and_are_printed_in_a_finer_unit():
-    assert findings._num("nll", -6.2e-05, -0.00012, -8e-06) == "-0.6 [-1.2, -0.1] × 10⁻⁴ nats"
+    assert findings.num_text("nll", -6.2e-05, -0.00012, -8e-06) == "-0.6 [-1.2, -0.1] × 10⁻⁴ nats"
     assert findings.label("nll", -6.2e-05, -0.00012, -8e-06) == "better (borderline; negligible)"
-    assert findings._num("nll", -0.000328, -0.000658, -3.9e-05) == "-3.3 [-6.6, -0.4] × 10⁻⁴ nats"
+    assert findings.num_text("nll", -0.000328, -0.000658, -3.9e-05) == "-3.3 [-6.6, -0.4] × 10⁻⁴ nats"
     assert findings.label("nll", -0.000328, -0.000658, -3.9e-05) == "better (borderline)"  # -0.001 at print
-    assert findings._num("auroc", -0.000288, -0.018724, 0.018243) == "-0.000 [-0.019, +0.018]"
-    assert findings._num("nll", 0.003, 0.002, 0.004) == "+0.003 [+0.002, +0.004] nats"
+    assert findings.num_text("auroc", -0.000288, -0.018724, 0.018243) == "-0.000 [-0.019, +0.018]"
+    assert findings.num_text("nll", 0.003, 0.002, 0.004) == "+0.003 [+0.002, +0.004] nats"
     assert findings.label("accuracy", 0.0, 0.0, 0.0) == "unchanged in every replicate (not a verdict)"
     rows = findings.forest_rows({"t": dict(table=[_row("MAP"), _row("temperature scaling") | _d(-0.01, -0.02, 0.001, "nll")
                                                   | _d(0.0, 0.0, 0.0, "accuracy")])})
@@ -214,19 +214,19 @@ def test_the_q1_headline_says_yes_only_when_better_on_nll_and_ece_and_worse_on_n
                            | _d(*ece, "ece"), *extra])
 
     better, worse, none = (-0.02, -0.03, -0.01), (0.02, 0.01, 0.03), (0.0, -0.01, 0.01)
-    assert findings._q1_headline({"a": _res(cal(better, better))}) == "Yes"
-    assert findings._q1_headline({"a": _res(cal(better, worse))}) == "Mixed"
-    assert findings._q1_headline({"a": _res(cal(better, none))}) == "In part"
-    assert findings._q1_headline({"a": _res(cal(none, none))}) == "No gain shown"
-    assert findings._q1_headline({"a": _res(cal(better, better)), "b": _res(cal(none, worse))}) == "Mixed"
+    assert findings.q1_headline({"a": _res(cal(better, better))}) == "Yes"
+    assert findings.q1_headline({"a": _res(cal(better, worse))}) == "Mixed"
+    assert findings.q1_headline({"a": _res(cal(better, none))}) == "In part"
+    assert findings.q1_headline({"a": _res(cal(none, none))}) == "No gain shown"
+    assert findings.q1_headline({"a": _res(cal(better, better)), "b": _res(cal(none, worse))}) == "Mixed"
     # the all-weights Laplace (prior-dominated) does not make a verdict
     aw = _row("Laplace, kron, all weights", fitted_on=1) | _d(*better, "nll") | _d(*better, "ece_debiased")
-    assert findings._q1_headline({"a": _res(cal(none, none, extra=[aw]))}) == "No gain shown"
-    assert findings._q1_headline({"a": _res(cal((-6e-05, -0.00012, -8e-06), none))}) == "No gain shown"  # negligible
+    assert findings.q1_headline({"a": _res(cal(none, none, extra=[aw]))}) == "No gain shown"
+    assert findings.q1_headline({"a": _res(cal((-6e-05, -0.00012, -8e-06), none))}) == "No gain shown"  # negligible
     # the debiased ECE is the headline: a plug-in gain alone is not one
     c = cal(better, none)
     c["table"][1] |= _d(*better, "ece")
-    assert findings._q1_headline({"a": _res(c)}) == "In part"
+    assert findings.q1_headline({"a": _res(c)}) == "In part"
 
 
 def _flat_task(tmp_path):
@@ -273,7 +273,7 @@ def test_the_block_makes_no_claim_the_results_do_not_show():
     text = findings.block(ROOT)
     assert "changed its test accuracy" not in text  # the controlled runs have no interval and another generator
     assert "(the MAP networks are underconfident)" not in text
-    cal = findings._load(ROOT / "report", "calibration")
+    cal = findings.load_json(ROOT / "report", "calibration")
     if cal and cal.get("temperatures") and max(cal["temperatures"]) < 1:
         assert "fitted on the validation split" in text and "look underconfident" in text
 

@@ -30,13 +30,17 @@ import numpy as np
 import pytest
 import torch
 
-from utils import config, data, explain, explanation_scores, posteriors, robustness, train
+from utils import config, data, explain, models, posteriors
+from utils.chapters import robustness
+from utils.data import images as data_images
+from utils.explain import scores as explanation_scores
+from utils.models import train
 from utils.run import Run
 
 SIZE, TASK, WORKERS = 64, "abnormality", 2
 
 # an untrained network's marginal likelihood may peak on the prior search's edge: expected here, and recorded
-pytestmark = pytest.mark.filterwarnings("ignore::utils.bayes.PriorNotBracketedWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::utils.posteriors.bayes.PriorNotBracketedWarning")
 
 
 # Left out of the gpu-profile predictions: "Laplace, full", whose 1,026 x 1,026 precision after one epoch is so
@@ -64,7 +68,7 @@ def trained(smoke_tree, tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     loaders, outputs = [], []
-    make_loader, build_model = data.make_loader, train.build_model
+    make_loader, build_model = data.make_loader, models.build_model
 
     def spy_loader(*args, **kw):
         loader = make_loader(*args, **kw)
@@ -124,7 +128,7 @@ def test_members_train_with_workers_under_bf16_autocast_and_write_checkpoints(tr
     fitting = [d for d in loaders if d["shuffle"]]
     assert len(fitting) == 2  # one epoch for each of the two members
     for d in fitting:
-        assert d["num_workers"] == WORKERS and d["persistent"] and d["init"] is data._seed_worker
+        assert d["num_workers"] == WORKERS and d["persistent"] and d["init"] is data_images._seed_worker
         assert d["batch_size"] == 16 and d["drop_last"]
         assert d["pin_memory"] == torch.cuda.is_available()
     assert {dt for training, dt in outputs if training} == {torch.bfloat16}  # the autocast branch ran

@@ -10,8 +10,8 @@ import pytest
 from scipy import stats
 from scipy.stats import binom
 
-from utils import evidence as ev
-from utils import metrics
+from utils.evaluation import evidence as ev
+from utils.evaluation import metrics, simulation
 
 
 def _at_most(rate: float, n: int, target: float) -> bool:
@@ -30,7 +30,7 @@ def _kumar_monte_carlo(conf, correct, n_bins=15, resamples=200_000, seed=0):
     """Kumar et al. (2019)'s `normal_debiased_ce(power=1)` as their code computes it (p-lambda/verified_calibration,
     calibration/utils.py): 2 * plug-in - mean over resamples of the ECE with each bin's accuracy redrawn from
     N(acc, acc (1 - acc) / n_bin)."""
-    b = metrics._bins(conf, n_bins)
+    b = metrics.bin_index(conf, n_bins)
     used = np.unique(b)
     n_k = np.array([(b == k).sum() for k in used])
     acc = np.array([correct[b == k].mean() for k in used])
@@ -97,7 +97,7 @@ def test_debiased_ece_of_simulated_networks():
     between a sharp and a soft calibrated predictor."""
     plug, deb = np.zeros((100, 2)), np.zeros((100, 2))
     for i in range(100):
-        d = ev.simulated_predictions("calibrated", (8, i))
+        d = simulation.simulated_predictions("calibrated", (8, i))
         one = np.ones((1, len(d["labels"])))
         for j, p in enumerate((d["a"], d["b"])):
             plug[i, j] = ev.weighted_metric("ece", p, d["labels"], one)[0]
@@ -105,10 +105,10 @@ def test_debiased_ece_of_simulated_networks():
     plug, deb = plug.mean(0), deb.mean(0)  # about (0.024, 0.036) and (0.015, 0.021)
     assert (plug > 0.02).all() and (0.45 * plug < deb).all() and (deb < 0.75 * plug).all()  # not centred on 0
     assert plug[1] - plug[0] > 0.008 and deb[1] - deb[0] < 0.6 * (plug[1] - plug[0])
-    truth = ev._sim_truth("ece")
+    truth = simulation._sim_truth("ece")
     plug, deb = [], []
     for i in range(100):
-        d = ev.simulated_predictions("noisy", (9, i))
+        d = simulation.simulated_predictions("noisy", (9, i))
         one = np.ones((1, len(d["labels"])))
         plug.append(ev.weighted_metric("ece", d["a"], d["labels"], one)[0])
         deb.append(ev.weighted_metric("ece_debiased", d["a"], d["labels"], one)[0])
@@ -138,10 +138,10 @@ def test_the_simulation_scores_with_the_public_functions():
     with replicate seed i (seed 0), under the rules those functions use."""
     for check, design in (("delta", "swap"), ("member_delta", "noisy"), ("coverage", "noisy")):
         rule = ev.INTERVAL_RULE if check == "coverage" else ev.DELTA_RULE
-        res = ev.null_simulation(check, design, metrics=("nll", "ece_debiased"), rules=(rule,), n_sims=2,
+        res = simulation.null_simulation(check, design, metrics=("nll", "ece_debiased"), rules=(rule,), n_sims=2,
                                  n_boot=200, members=3)
         for i in range(2):
-            d = ev.simulated_predictions(design, (0, i), members=3 if check == "member_delta" else 0)
+            d = simulation.simulated_predictions(design, (0, i), members=3 if check == "member_delta" else 0)
             for m in ("nll", "ece_debiased"):
                 if check == "delta":
                     want = ev.paired_delta(m, d["a"], d["b"], d["labels"], d["groups"], n_boot=200, seed=i)
@@ -160,7 +160,7 @@ N_SIMS, N_BOOT = 250, 200
 
 @pytest.fixture(scope="module")
 def null_deltas():
-    return {d: ev.null_simulation("delta", d, rules=(ev.DELTA_RULE,), n_sims=N_SIMS, n_boot=N_BOOT)
+    return {d: simulation.null_simulation("delta", d, rules=(ev.DELTA_RULE,), n_sims=N_SIMS, n_boot=N_BOOT)
             for d in ("noisy", "swap")}
 
 
@@ -182,7 +182,7 @@ def test_a_too_narrow_rule_fails_the_false_verdict_check(monkeypatch):
         return estimate - (estimate - lo) / 2, estimate + (hi - estimate) / 2
 
     monkeypatch.setattr(ev, "_rule_interval", half_width)
-    res = ev.null_simulation("delta", "swap", metrics=("accuracy", "nll", "brier"), rules=(ev.DELTA_RULE,),
+    res = simulation.null_simulation("delta", "swap", metrics=("accuracy", "nll", "brier"), rules=(ev.DELTA_RULE,),
                              n_sims=100, n_boot=N_BOOT)
     for m, rate in res["rate"].items():
         assert not _at_most(rate[ev.DELTA_RULE], 100, 0.05), (m, rate)
@@ -191,7 +191,7 @@ def test_a_too_narrow_rule_fails_the_false_verdict_check(monkeypatch):
 def test_false_verdict_rate_of_member_differences():
     """`paired_member_delta` of 5 members of two equally good methods (member m's A and B share its training
     noise); resampling members and studies both is conservative here (about 1 % false verdicts)."""
-    res = ev.null_simulation("member_delta", "noisy", metrics=("accuracy", "nll"),
+    res = simulation.null_simulation("member_delta", "noisy", metrics=("accuracy", "nll"),
                              rules=(ev.DELTA_RULE,), n_sims=100, n_boot=N_BOOT, members=5)
     for m, rate in res["rate"].items():
         assert _at_most(rate[ev.DELTA_RULE], 100, 0.05), (m, rate)
@@ -200,7 +200,7 @@ def test_false_verdict_rate_of_member_differences():
 def test_debiased_ece_compares_calibrated_methods_of_different_sharpness():
     """Two perfectly calibrated predictors, one much less sharp: both have population ECE 0, but the plug-in
     ECE's bias differs between them. The debiased ECE's difference keeps the 5 % false-verdict rate."""
-    res = ev.null_simulation("delta", "calibrated", metrics=("ece", "ece_debiased"),
+    res = simulation.null_simulation("delta", "calibrated", metrics=("ece", "ece_debiased"),
                              rules=(ev.DELTA_RULE,), n_sims=150, n_boot=N_BOOT)
     assert _at_most(res["rate"]["ece_debiased"][ev.DELTA_RULE], 150, 0.05), res["rate"]
     assert res["rate"]["ece_debiased"][ev.DELTA_RULE] <= res["rate"]["ece"][ev.DELTA_RULE]
@@ -209,7 +209,7 @@ def test_debiased_ece_compares_calibrated_methods_of_different_sharpness():
 def test_coverage_of_single_score_intervals():
     """Known population values (`_sim_truth`): the interval of a single score holds it in at least 93 % of
     test sets, for every metric but the plug-in ECE, whose upward bias the interval does not remove."""
-    res = ev.null_simulation("coverage", "noisy", rules=(ev.INTERVAL_RULE, "percentile"), n_sims=N_SIMS,
+    res = simulation.null_simulation("coverage", "noisy", rules=(ev.INTERVAL_RULE, "percentile"), n_sims=N_SIMS,
                              n_boot=N_BOOT)
     for m in ("accuracy", "nll", "brier", "ece_debiased"):
         assert _at_least(res["rate"][m][ev.INTERVAL_RULE], N_SIMS, 0.93), (m, res["rate"][m])

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from utils import learnability
+from utils.models import learnability
 
 
 def test_plant_bars_plants_exactly_one_bar_of_the_asked_size_in_the_labelled_images():
@@ -29,7 +29,8 @@ def test_plant_bars_refuses_a_bar_that_does_not_fit():
 
 @pytest.fixture(scope="module")
 def smoke_cache(smoke_tree, tmp_path_factory):
-    from utils import config, data, sources
+    from utils import config, data
+    from utils.data import sources
 
     profile = config.get_profile("smoke", task="abnormality")
     idx = sources.carve_validation(sources.load_index(smoke_tree), profile.val_fraction, profile.seed)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils import metrics
+from utils.evaluation import metrics
 
 
 def _random(n=2000, c=7, seed=0):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from utils.models import ARCHS, build_model, count_parameters
+from utils.models.networks import ARCHS, build_model, count_parameters
 
 
 @pytest.mark.parametrize("arch", ARCHS)

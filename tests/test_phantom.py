@@ -8,7 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from utils import counterfactual, data, phantom, sources
+from utils import data
+from utils.chapters import counterfactual
+from utils.data import phantom, sources
 
 
 def _digest(root):
@@ -116,7 +118,7 @@ def test_interrupted_generation_leaves_no_tree_that_looks_whole(tmp_path, monkey
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(phantom, "render_view", flaky)
+    monkeypatch.setattr(phantom.build, "render_view", flaky)
     with pytest.raises(KeyboardInterrupt):
         phantom.generate(tmp_path, 4, 1, seed=0, max_side=64, workers=1, progress=False)
     assert not (tmp_path / "MURA-v1.1").exists()
@@ -164,12 +166,12 @@ def test_findings_do_not_change_the_plan():
     """The findings come from each study's own stream: the patients, parts, labels and views are those the
     plan draws whatever the lesion generator does."""
     a = phantom.plan_studies(40, 10, seed=5)
-    real = phantom._lesion_spec
+    real = phantom.lesion_spec
     try:
-        phantom._lesion_spec = lambda rng, part, abnormal, finger: {"x": float(rng.random())}
+        phantom.lesion_spec = lambda rng, part, abnormal, finger: {"x": float(rng.random())}
         b = phantom.plan_studies(40, 10, seed=5)
     finally:
-        phantom._lesion_spec = real
+        phantom.lesion_spec = real
     assert [(s.folder, s.anatomy, s.n_views, s.finger) for s in a] == [(s.folder, s.anatomy, s.n_views, s.finger)
                                                                        for s in b]
 
@@ -225,7 +227,7 @@ def test_each_new_finding_is_drawn_rendered_and_removable(big_plan, name):
     assert seen, name
     floor = {"hardware": 10, "fracture": 3, "degenerative": 2}[kind]
     assert max(gains) > floor, (name, gains)
-    metal = [p for p in phantom._apply_lesions(phantom.build_limb(st.anatomy), st.lesion) if p.material in phantom.METALS]
+    metal = [p for p in phantom.apply_lesions(phantom.build_limb(st.anatomy), st.lesion) if p.material in phantom.METALS]
     assert bool(metal) == (kind == "hardware")
     assert all("hardware" in p.tags for p in metal)
 
@@ -337,7 +339,7 @@ def test_implants_take_their_alloy_steel_for_k_wires():
     assert {hw["alloy"] for hw in hws if hw["type"] == "kwires"} == {"steel"}
     assert {hw["alloy"] for hw in hws if hw["type"] == "plate"} == {"steel", "titanium"}
     st = next(st for st in studies if st.lesion.get("hardware"))
-    solids = phantom._apply_lesions(phantom.build_limb(st.anatomy), st.lesion)
+    solids = phantom.apply_lesions(phantom.build_limb(st.anatomy), st.lesion)
     assert {p.material for p in solids if "hardware" in p.tags} == {st.lesion["hardware"]["alloy"]}
     assert phantom.MU["steel"] > 2 * phantom.MU["titanium"] > 10 * phantom.MU["cortex"]
 

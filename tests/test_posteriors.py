@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from utils import bayes, metrics, posteriors
-from utils.models import build_model
+from utils import posteriors
+from utils.evaluation import metrics
+from utils.models.networks import build_model
+from utils.posteriors import bayes, store
 
 
 class FakeMember:
@@ -222,13 +224,13 @@ def test_the_layer_wise_prior_maximises_the_marginal_likelihood_over_both_precis
 
 def test_laplace_records_its_prior_search_and_ignores_an_older_versions_file(member):
     stale = np.full((50, 3), 1 / 3)
-    bayes.save_predictions(member.predictions_dir, "la_kron_marglik__test__m00", stale, prior_precision=1.0)
+    store.save_predictions(member.predictions_dir, "la_kron_marglik__test__m00", stale, prior_precision=1.0)
     r = posteriors.make("Laplace, kron", member).predict("test")
     assert r["prior"] == "marglik" and r["prior_method"] == "marglik" and r["bracketed"] is True
     assert r["searched"][0] < r["prior_precision"] < r["searched"][1] and r["prior_reason"]
     assert r["version"] == bayes.LAPLACE_VERSION and not np.allclose(r["probs"], stale)
     assert (member.predictions_dir / f"la_kron_marglik__test__m00__s100__v{bayes.LAPLACE_VERSION}.npz").is_file()
-    old = bayes.load_predictions(member.predictions_dir, "la_kron_marglik__test__m00")  # old files still load
+    old = store.load_predictions(member.predictions_dir, "la_kron_marglik__test__m00")  # old files still load
     assert old["prior_precision"] == 1.0 and "bracketed" not in old
 
 
@@ -280,11 +282,11 @@ def test_the_all_weights_posterior_does_not_reuse_a_file_of_another_version(memb
     prior method) are left alone: the posterior fits and predicts again and saves under its own version."""
     post = posteriors.make("Laplace, kron, all weights", member)
     stale = np.full((50, 3), 1 / 3)
-    bayes.save_predictions(member.predictions_dir, "la_kron_allweights__test__m00__s32__probit", stale)  # old name
+    store.save_predictions(member.predictions_dir, "la_kron_allweights__test__m00__s32__probit", stale)  # old name
     with monkeypatch.context() as m:
         m.setattr(bayes, "LAPLACE_VERSION", bayes.LAPLACE_VERSION - 1)
         old = post.file_name("test")
-        bayes.save_predictions(member.predictions_dir, old, stale, version=bayes.LAPLACE_VERSION)
+        store.save_predictions(member.predictions_dir, old, stale, version=bayes.LAPLACE_VERSION)
     assert post.file_name("test") != old
     r = post.predict("test")
     assert post._fitted and r["version"] == bayes.LAPLACE_VERSION and r["prior"] == "marglik"

@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from utils import config, data, recipe
+from utils import config, data
+from utils.models import recipe
 
 
 def test_each_variant_changes_one_setting_of_the_profile():

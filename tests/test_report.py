@@ -8,7 +8,7 @@ import sys
 import nbformat
 import pytest
 
-from utils import report
+from utils import report, site
 from utils.config import ROOT
 
 NOTEBOOKS = report.find_notebooks()  # every notebook, whatever its task
@@ -118,7 +118,8 @@ def test_cuda_asked_for_and_absent_fails_before_the_first_notebook(tmp_path, mon
     import papermill as pm
     import torch
 
-    from utils import config, sources
+    from utils import config
+    from utils.data import sources
 
     monkeypatch.setenv("XRAY_DEVICE", "cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -237,11 +238,11 @@ def test_the_html_shows_the_parameters_once_and_the_notebook_keeps_both(tmp_path
     path = tmp_path / "00_x.ipynb"
     nbformat.write(nb, path)
     before = path.read_text()
-    html = report.render_html(path).read_text()
+    html = site.render_html(path).read_text()
     assert "INJECTED-CELL" in html and "SHOWN-CELL" in html
     assert "DEFAULTS-CELL" not in html and "HIDDEN-CELL" not in html
     assert path.read_text() == before
 
     nb.cells = [default, nb.cells[-1]]  # not run by papermill: the defaults are what runs, and are shown
     nbformat.write(nb, path)
-    assert "DEFAULTS-CELL" in report.render_html(path).read_text()
+    assert "DEFAULTS-CELL" in site.render_html(path).read_text()

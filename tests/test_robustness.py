@@ -9,7 +9,10 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from utils import conformal, data, explain, metrics, phantom, posteriors, robustness, sources
+from utils import data, explain, posteriors
+from utils.chapters import robustness
+from utils.data import phantom, sources
+from utils.evaluation import conformal, metrics
 from utils.run import BatchPredictor
 
 from .test_posteriors import FakeMember

@@ -7,10 +7,10 @@ import os
 import pandas as pd
 import pytest
 
-from utils import data, sources
+from utils import data
+from utils.data import sources
 
 from .conftest import SPEC, make_mura_tree
-
 
 # --------------------------------------------------------------------------- index
 

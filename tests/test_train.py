@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from utils import config, data, phantom, sources, train
+from utils import config, data
+from utils.data import sources
+from utils.models import train
+from utils.posteriors import store
 
 
 @pytest.fixture(scope="module")
@@ -118,43 +121,42 @@ def test_member_logits_are_cached_and_match_the_model(cache, tmp_path):
 
 
 def test_member_features_are_recomputed_when_the_checkpoint_is_replaced(cache, tmp_path, monkeypatch):
-    """bayes.member_features tells its cached features are stale from best.pt itself (train.fit leaves them
+    """store.member_features tells its cached features are stale from best.pt itself (train.fit leaves them
     alone): a replaced checkpoint gives the new model's features, an unchanged one reuses the files."""
-    from utils import bayes
 
     p = _profile(epochs=1)
     paths, cpu = config.get_paths(tmp_path), torch.device("cpu")
     train.train_member(p, 0, cache, paths, cpu, progress=False)
     d = train.member_dir(paths, p, 0)
     _, _, te = train.datasets(p, cache)
-    first = bayes.member_features(p, 0, cache, paths, cpu)
+    first = store.member_features(p, 0, cache, paths, cpu)
     model, _ = train.load_member(p, 0, cache, paths)
-    np.testing.assert_array_equal(np.load(d / "features_test.npy"), bayes.embed(model, te, cpu))  # bitwise
-    np.testing.assert_array_equal(first["test"][0], bayes.embed(model, te, cpu))
+    np.testing.assert_array_equal(np.load(d / "features_test.npy"), store.embed(model, te, cpu))  # bitwise
+    np.testing.assert_array_equal(first["test"][0], store.embed(model, te, cpu))
 
     loads = []
-    real_load = bayes.load_member
-    monkeypatch.setattr(bayes, "load_member", lambda *a, **k: loads.append(1) or real_load(*a, **k))
-    again = bayes.member_features(p, 0, cache, paths, cpu)
+    real_load = store.load_member
+    monkeypatch.setattr(store, "load_member", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    again = store.member_features(p, 0, cache, paths, cpu)
     assert not loads  # same checkpoint: the cached files, not a recomputation
     assert all(np.array_equal(again[s][0], first[s][0]) for s in first)
 
     ck = torch.load(d / "best.pt", weights_only=True)  # another checkpoint, same metadata: different weights
     ck["state_dict"] = {k: v * 1.5 if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
     train.save_atomic(ck, d / "best.pt")
-    replaced = bayes.member_features(p, 0, cache, paths, cpu)
+    replaced = store.member_features(p, 0, cache, paths, cpu)
     assert len(loads) == 1
     model, _ = train.load_member(p, 0, cache, paths)
     for s, ds in zip(("train", "val", "test"), train.datasets(p, cache)):
-        np.testing.assert_array_equal(replaced[s][0], bayes.embed(model, ds, cpu))
+        np.testing.assert_array_equal(replaced[s][0], store.embed(model, ds, cpu))
         assert not np.array_equal(replaced[s][0], first[s][0])
 
     train.train_member(p, 0, cache, paths, cpu, force=True, progress=False)  # retrained in place
     assert (d / "features_test.npy").is_file()  # training leaves the feature cache alone ...
-    retrained = bayes.member_features(p, 0, cache, paths, cpu)
+    retrained = store.member_features(p, 0, cache, paths, cpu)
     assert len(loads) == 2  # ... and member_features notices the new checkpoint
     model, _ = train.load_member(p, 0, cache, paths)
-    np.testing.assert_array_equal(retrained["test"][0], bayes.embed(model, te, cpu))
+    np.testing.assert_array_equal(retrained["test"][0], store.embed(model, te, cpu))
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero():

@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from utils import calibration, explain, weight_laplace as wl
-from utils.models import XrayNet, _conv_bn
+from utils import explain
+from utils.chapters import calibration
+from utils.explain import sampled
+from utils.models.networks import XrayNet, _conv_bn
+from utils.posteriors import all_weights as wl
 
 
 def tiny_net(classes: int = 4) -> XrayNet:
@@ -71,7 +74,7 @@ def test_the_linearised_predictive_agrees_with_laplace_torch(fitted):
 def test_vectorised_sample_explanations_equal_the_looped_ones(fitted, how):
     model, fit, x, y = fitted
     thetas = wl.parameter_samples(fit, 5, seed=0)
-    f = wl.sample_cams if how == "cam" else wl.sample_gradcams
+    f = sampled.sample_cams if how == "cam" else sampled.sample_gradcams
     fast = f(model, thetas, x[:6], y[:6], vectorised=True)
     slow = f(model, thetas, x[:6], y[:6], vectorised=False)
     assert fast.shape == (5, 6, 24, 24)
@@ -82,11 +85,11 @@ def test_vectorised_sample_explanations_equal_the_looped_ones(fitted, how):
 def test_at_the_map_the_sample_maps_are_the_networks(fitted):
     model, fit, x, y = fitted
     mean = fit.la.mean[None]
-    torch.testing.assert_close(wl.sample_cams(model, mean, x[:6], y[:6])[0], explain.CAM(model)(x[:6], y[:6]),
+    torch.testing.assert_close(sampled.sample_cams(model, mean, x[:6], y[:6])[0], explain.CAM(model)(x[:6], y[:6]),
                                atol=1e-4, rtol=1e-4)
-    split = wl.gradcam_split(model)
+    split = sampled.gradcam_split(model)
     hooked = explain.GradCAM(model, layer=model.features[split - 1])(x[:6], y[:6])  # forward hook and autograd
-    torch.testing.assert_close(wl.sample_gradcams(model, mean, x[:6], y[:6])[0], hooked, atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(sampled.sample_gradcams(model, mean, x[:6], y[:6])[0], hooked, atol=1e-6, rtol=1e-4)
 
 
 def test_a_method_fitted_on_member_0_only_is_paired_with_member_0():
@@ -120,7 +123,7 @@ class PointMass:
 
 
 def test_a_point_mass_at_the_map_moves_no_map_and_its_networks_are_the_map():
-    from utils import weight_explanations as we
+    from utils.chapters import weight_explanations as we
 
     torch.manual_seed(1)
     models = [tiny_net().eval() for _ in range(2)]
@@ -156,7 +159,8 @@ def test_the_posteriors_probit_predictive_matches_laplace_torchs_moments(tmp_pat
     """`LaplaceAllWeights.probs` (probit over the draws' covariance) against the projected probit over
     laplace-torch's own GLM moments (Jacobians and the K-FAC inverse): the same predictive up to Monte Carlo
     error in the covariance."""
-    from utils import bayes, posteriors
+    from utils import posteriors
+    from utils.posteriors import bayes
 
     torch.manual_seed(0)
 
@@ -213,7 +217,8 @@ def test_the_all_weights_probit_stays_close_to_monte_carlo_over_its_linearised_d
     probit carries the posterior's spread. The same draws shifted by 20 on every logit (the draws of the network
     whose head bias is 20 higher, a shift its softmax ignores) must give the same probit: the uncentred probit
     moved by a mean TV of 0.7 there."""
-    from utils import bayes, posteriors
+    from utils import posteriors
+    from utils.posteriors import bayes
 
     post = confident_allweights
     x = torch.randn(20, 1, 24, 24, generator=torch.Generator().manual_seed(5))

@@ -12,19 +12,29 @@
 Each stage is a function `bench_<stage>(profile, paths, args) -> dict` registered in STAGES;
 `all` runs every stage. Timings are wall-clock on the current machine and device.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import os
 import platform
+import resource
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from .config import get_device, get_paths, get_profile
+from utils import data, explain
+from utils.chapters import laplace
+from utils.config import get_device, get_paths, get_profile
+from utils.data.images import BatchAugment
+from utils.explain import sampled
+from utils.models.networks import ARCHS, build_model
+from utils.posteriors import bayes
+from utils.run import Run
 
 
 def rss_anon_mb() -> float:
@@ -35,7 +45,6 @@ def rss_anon_mb() -> float:
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -50,8 +59,6 @@ def _one_pass(loader) -> tuple[int, float]:
 
 def bench_data(profile, paths, args) -> dict:
     """One pass over the training split through the DataLoader, from the cache and from the PNGs."""
-    from . import data
-
     src, index, cache = data.prepare(profile, args.data, paths, progress=False)
     with tempfile.TemporaryDirectory() as tmp:  # the one-off cost of building the cache, cold
         t = time.perf_counter()
@@ -94,10 +101,6 @@ def bench_data(profile, paths, args) -> dict:
 def bench_train(profile, paths, args) -> dict:
     """Training images/s (forward, backward, step, batch augmentation) for each architecture at the
     profile's image size and batch size on the current device, from synthetic batches."""
-    import torch
-
-    from .data import BatchAugment
-    from .models import ARCHS, build_model
 
     device = get_device()
     amp = device.type == "cuda"
@@ -138,9 +141,6 @@ def bench_train(profile, paths, args) -> dict:
 
 def bench_laplace(profile, paths, args) -> dict:
     """Last-layer Laplace of member 0: fit + prior optimisation on cached features against the whole network."""
-    from . import bayes
-    from .run import Run
-
     run = Run(profile, args.data, paths.out_root)
     member = run.members[0]
     print(f"laplace  (member 0 of the {profile.name} profile, marginal-likelihood prior; seconds)")
@@ -148,7 +148,7 @@ def bench_laplace(profile, paths, args) -> dict:
           "prior; ratio: network / features without the one-off feature extraction; ratio+ex: with it)")
     out = {}
     for s in bayes.STRUCTURES:
-        r = bayes.compare_fit_cost(member.model, member.meta, run.datasets[0], s, run.device)
+        r = laplace.compare_fit_cost(member.model, member.meta, run.datasets[0], s, run.device)
         f, w = r["features_fit_s"] + r["features_prior_s"], r["network_fit_s"] + r["network_prior_s"]
         print(f"  {s:9s} {f:9.3f} {w:9.3f} {r['ratio']:6.1f}x {r['ratio_with_extraction']:8.1f}x   (prior precision "
               f"{r['prior_features']:.4g} vs {r['prior_network']:.4g})")
@@ -161,10 +161,6 @@ def bench_laplace(profile, paths, args) -> dict:
 def bench_explain(profile, paths, args) -> dict:
     """CAMs of S = 100 Laplace head samples for a batch: vectorised (one forward pass, one einsum) against one
     forward pass per sample, on member 0 of the profile."""
-    import torch
-
-    from . import data, explain
-    from .run import Run
 
     run = Run(profile, args.data, paths.out_root)
     model = run.members[0].model
@@ -190,14 +186,13 @@ def bench_explain(profile, paths, args) -> dict:
     print(f"  ratio:                                 {t_slow / t_fast:9.1f} x   (target >= 10 x)")
 
     # networks drawn from the all-weights Laplace: functional_call under vmap against one pass per sample
-    from . import weight_laplace as wl
 
     post = run.posterior("Laplace, kron, all weights")
     thetas, net = post.parameter_samples(16, seed=0), post.model
     xd, yd = x.to(post.mean.device), y.to(post.mean.device)
     out["all_weights"] = {}
     print(f"explain  (maps of 16 networks from the all-weights Laplace, same batch, device {xd.device})")
-    for name, f in (("CAM", wl.sample_cams), ("Grad-CAM", wl.sample_gradcams)):
+    for name, f in (("CAM", sampled.sample_cams), ("Grad-CAM", sampled.sample_gradcams)):
         t_vec, a = timed(lambda: f(net, thetas, xd, yd, vectorised=True))
         t_loop, b = timed(lambda: f(net, thetas, xd, yd, vectorised=False))
         assert torch.allclose(a, b, atol=1e-2 * float(b.abs().max()), rtol=1e-3)  # float32 sums in another order

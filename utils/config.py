@@ -13,6 +13,7 @@ default): `data/` (generated phantoms), `artifacts/` (caches, checkpoints,
 predictions; ignored by git), `report/` (executed notebooks, `results/*.json`)
 and `figures/`. Tests point the output root at a temporary folder.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,6 +21,9 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 """The repository root."""
@@ -249,8 +253,6 @@ def get_device(force: str | None = None):
     `force` (or the environment variable XRAY_DEVICE) may be "cpu", "cuda" or
     "cuda:N"; asking for CUDA on a machine without it is an error (DeviceUnavailable).
     """
-    import torch
-
     choice = force or os.environ.get("XRAY_DEVICE") or ""
     if not choice:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -267,9 +269,6 @@ def get_device(force: str | None = None):
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices) from one number."""
-    import numpy as np
-    import torch
-
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

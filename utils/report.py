@@ -21,6 +21,7 @@ The kernel talks to papermill over CurveZMQ-encrypted TCP (or, where CurveZMQ is
 missing, over IPC sockets): ipykernel warns "Kernel is running over TCP without
 encryption" for plain TCP, and that is true, so the runner does not use it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .config import ROOT, DeviceUnavailable, display_path, get_device, get_paths, get_profile, parse_parts
-from . import site
+from utils import data, site
+from utils.config import ROOT, DeviceUnavailable, display_path, get_device, get_paths, get_profile, parse_parts
+from utils.data import sources
+from utils.site import render_html
 
 KERNEL_NAME = "xray-bayes"
 NOTEBOOKS = ROOT / "notebooks"
@@ -119,44 +122,7 @@ def git_commit() -> str:
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-
-
-HIDE_TAGS = dict(remove_cell_tags={"remove-cell"}, remove_input_tags={"remove-input"},
-                 remove_all_outputs_tags={"remove-output"})
 """Cell tags the HTML leaves out (nbconvert's TagRemovePreprocessor): the whole cell, its code, its outputs."""
-
-
-def for_reading(nb):
-    """The executed notebook `nb` as the HTML shows it: the parameters once.
-
-    papermill keeps the notebook's own `parameters` cell (the defaults, e.g. `profile = "cpu"`) and inserts after
-    it a cell tagged `injected-parameters` with the values the run used, so the executed copy shows the parameters
-    twice, the first time with values that did not run. Where papermill injected its cell, the default cell is
-    tagged `remove-cell` here, so the HTML shows only the parameters the notebook ran with. The executed .ipynb is
-    left as papermill wrote it (both cells): it is the record of the run, and its defaults say what a reader who
-    opens the notebook without papermill gets."""
-    tags = [set(c.get("metadata", {}).get("tags", [])) for c in nb.cells]
-    if any("injected-parameters" in t for t in tags):
-        for cell, t in zip(nb.cells, tags):
-            if "parameters" in t and "remove-cell" not in t:
-                cell.metadata["tags"] = [*cell.metadata.get("tags", []), "remove-cell"]
-    return nb
-
-
-def render_html(nb_path: Path) -> Path:
-    """`nb_path` rendered beside it as .html, for reading (`for_reading`; cells tagged as in `HIDE_TAGS` left
-    out)."""
-    import nbformat
-    from nbconvert import HTMLExporter
-    from traitlets.config import Config
-
-    config = Config({"TagRemovePreprocessor": dict(enabled=True, **HIDE_TAGS)})
-    nb = for_reading(nbformat.read(str(nb_path), as_version=4))
-    body, _ = HTMLExporter(config=config).from_notebook_node(nb)
-    body = site.add_toc(body)  # a table of contents of its headings, and a link to the report's index
-    out = nb_path.with_suffix(".html")
-    out.write_text(body, encoding="utf-8")
-    return out
 
 
 def run(profile: str = "cpu", data_root: str = "", only: list[str] | None = None, out_root: str = "",
@@ -166,7 +132,6 @@ def run(profile: str = "cpu", data_root: str = "", only: list[str] | None = None
     run_log.json)."""
     import papermill as pm
 
-    from . import data, sources
 
     prof = get_profile(profile, task=task)
     parts = parse_parts(parts)

@@ -25,7 +25,7 @@ artifacts/models/<run>/memberNN/best.pt, history.json    `train.fit`; a checkpoi
                                                          refused (`train.CheckpointMismatch`)
 artifacts/models/<run>/memberNN/logits_<split>.npy       `train.member_logits`; deleted by `train.fit` when
                                                          it writes a new best.pt
-artifacts/models/<run>/memberNN/features_<split>.npy     `bayes.member_features`, with a sidecar
+artifacts/models/<run>/memberNN/features_<split>.npy     `store.member_features`, with a sidecar
                      features_<split>.json               features_<split>.json holding the sha256 of the
                                                          best.pt they came from: recomputed when it changed
 artifacts/predictions/<run>/<key>__<split>__mNN[__...].npz `posteriors.Posterior.predict`; the name holds every
@@ -40,6 +40,7 @@ report[/<variant>]/results/<chapter>.json, timings/      the notebooks, through 
 figures[/<variant>]/<NN>_<name>.png                      the notebooks, through `Run.savefig`
 =======================================================  ==================================================
 """
+
 from __future__ import annotations
 
 from functools import cached_property
@@ -47,7 +48,11 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from . import bayes, config, data, posteriors, train
+from utils import config, data, posteriors
+from utils.data.sources import source_note
+from utils.models import train
+from utils.outputs import savefig, write_results, write_timings
+from utils.posteriors import store
 
 
 class Member:
@@ -76,7 +81,7 @@ class Member:
     @cached_property
     def _features(self) -> dict:
         r = self.run
-        return bayes.member_features(r.profile, self.index, r.cache, r.paths, r.device, r.parts)
+        return store.member_features(r.profile, self.index, r.cache, r.paths, r.device, r.parts)
 
     def logits(self, subset: str) -> np.ndarray:
         r = self.run
@@ -105,7 +110,7 @@ class Member:
     def checkpoint(self) -> str:
         """sha256 of the member's best.pt: the weights its saved predictions were computed from."""
         r = self.run
-        return bayes.checkpoint_sha256(train.member_dir(r.paths, r.profile, self.index, r.parts) / "best.pt")
+        return store.checkpoint_sha256(train.member_dir(r.paths, r.profile, self.index, r.parts) / "best.pt")
 
     @property
     def predictions_dir(self):
@@ -188,7 +193,6 @@ class Run:
         """Markdown saying where the images came from (`explore.source_note`)."""
         from IPython.display import Markdown
 
-        from .explore import source_note
 
         note = source_note(self.source, self.index)
         if self.paths.variant:
@@ -265,18 +269,12 @@ class Run:
         return h
 
     def write_results(self, name: str, payload: dict):
-        from .plots import write_results
-
         return write_results(name, {**self.header(), **payload}, self.paths.results)
 
     def write_timings(self, name: str, payload: dict):
-        from .plots import write_timings
-
         return write_timings(name, payload, self.paths.report)
 
     def savefig(self, fig, name: str):
-        from .plots import savefig
-
         return savefig(fig, name, self.paths.figures)
 
 

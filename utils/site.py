@@ -12,6 +12,7 @@ block's <details>; each rendered notebook with its sections, run status and wall
 figure the report wrote (figures/ or figures/<variant>/, grouped by notebook); and links to the other reports (the
 other task). Every link is relative, so the site reads from a clone or a copy.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,46 @@ import os
 import re
 from pathlib import Path
 
-from .config import ROOT
+import mistune  # nbconvert's Markdown renderer (a dependency of nbconvert): tables inside <details> as GitHub
+
+from utils import findings
+from utils.config import ROOT
+
+HIDE_TAGS = dict(remove_cell_tags={"remove-cell"}, remove_input_tags={"remove-input"},
+                 remove_all_outputs_tags={"remove-output"})
+
+
+def for_reading(nb):
+    """The executed notebook `nb` as the HTML shows it: the parameters once.
+
+    papermill keeps the notebook's own `parameters` cell (the defaults, e.g. `profile = "cpu"`) and inserts after
+    it a cell tagged `injected-parameters` with the values the run used, so the executed copy shows the parameters
+    twice, the first time with values that did not run. Where papermill injected its cell, the default cell is
+    tagged `remove-cell` here, so the HTML shows only the parameters the notebook ran with. The executed .ipynb is
+    left as papermill wrote it (both cells): it is the record of the run, and its defaults say what a reader who
+    opens the notebook without papermill gets."""
+    tags = [set(c.get("metadata", {}).get("tags", [])) for c in nb.cells]
+    if any("injected-parameters" in t for t in tags):
+        for cell, t in zip(nb.cells, tags):
+            if "parameters" in t and "remove-cell" not in t:
+                cell.metadata["tags"] = [*cell.metadata.get("tags", []), "remove-cell"]
+    return nb
+
+
+def render_html(nb_path: Path) -> Path:
+    """`nb_path` rendered beside it as .html, for reading (`for_reading`; cells tagged as in `HIDE_TAGS` left
+    out)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+    from traitlets.config import Config
+
+    config = Config({"TagRemovePreprocessor": dict(enabled=True, **HIDE_TAGS)})
+    nb = for_reading(nbformat.read(str(nb_path), as_version=4))
+    body, _ = HTMLExporter(config=config).from_notebook_node(nb)
+    body = add_toc(body)  # a table of contents of its headings, and a link to the report's index
+    out = nb_path.with_suffix(".html")
+    out.write_text(body, encoding="utf-8")
+    return out
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.html"
 TOC_ID = "report-toc"
@@ -82,8 +122,6 @@ def title(variant: str) -> str:
 def findings_markdown(root: Path = ROOT) -> str:
     """The findings block as Markdown: written from the results under `root` (`utils.findings.block`), else the
     README's block between its markers, else ''."""
-    from . import findings
-
     try:
         text = findings.block(Path(root))
     except Exception:  # results of a partial run (--only, an older layout) that the block cannot be written from
@@ -96,8 +134,6 @@ def findings_markdown(root: Path = ROOT) -> str:
 
 
 def markdown_html(text: str) -> str:
-    import mistune  # nbconvert's Markdown renderer (a dependency of nbconvert): tables inside <details> as GitHub
-
     return mistune.create_markdown(escape=False, plugins=["table", "strikethrough"])(text)
 
 
@@ -225,7 +261,6 @@ def main(argv=None):
     a = ap.parse_args(argv)
     root = Path(a.out_root).resolve() if a.out_root else ROOT
     if a.render:
-        from .report import render_html
 
         for v in reports(root, "[0-9][0-9]_*.ipynb"):
             folder = root / "report" / v if v else root / "report"

@@ -1,0 +1,437 @@
+"""The calibration comparison (notebook 04): one table of every registered posterior's test scores, the ensemble
+against the best single-model method, the curated figures and the chapter's reading.
+
+Predictions come from `Run.predictions()`: a single-model method has M x N x C probabilities (one set per member),
+a combination (`posteriors.REGISTRY[label].combination`) N x C over all members. Everything here iterates over the
+dict it is given, so a newly registered method or combination appears without edits.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.patches import Patch
+
+from utils import posteriors
+from utils.evaluation import conformal, evidence, metrics
+from utils.evaluation.evidence import fmt_interval
+
+# The figures' rule: member 0 of every single-model method that notebook 06 follows (registered with
+# robustness=True), plus these, then every combination (all members).
+FIGURE_EXTRA = ("MC dropout",)
+
+
+def is_combination(label: str, pred: dict | None = None) -> bool:
+    """A combination of all members (N x C probabilities) rather than a single-model method (M x N x C): by the
+    registry, or, for a label not registered, by the shape of its probabilities."""
+    if label in posteriors.REGISTRY:
+        return posteriors.REGISTRY[label].combination
+    return pred is not None and np.ndim(pred["probs"]) == 2
+
+
+def n_members(pred: dict) -> int:
+    """How many members a combination averages."""
+    if "members" in pred:
+        return int(pred["members"])
+    return len(pred["samples"]) if pred.get("samples") is not None else 1
+
+
+def figure_labels(labels) -> list[str]:
+    """The methods the reliability, selective and class-wise figures show, in the given order: single-model
+    methods registered with robustness=True or in `FIGURE_EXTRA` (MC dropout), then every combination."""
+    labels = list(labels)
+    single = [lab for lab in labels if not is_combination(lab)
+              and ((lab in posteriors.REGISTRY and posteriors.REGISTRY[lab].robustness) or lab in FIGURE_EXTRA)]
+    return single + [lab for lab in labels if is_combination(lab)]
+
+
+def shown_probs(preds: dict[str, dict], member: int = 0) -> dict[str, np.ndarray]:
+    """{label: N x C} for the figures (`figure_labels`): member `member` of a single-model method, the
+    combination's own predictive."""
+    return {lab: np.asarray(preds[lab]["probs"]) if is_combination(lab, preds[lab])
+            else np.asarray(preds[lab]["probs"])[member] for lab in figure_labels(preds)}
+
+
+def tv_from_map(preds: dict[str, dict]) -> dict[str, float]:
+    """Mean total-variation distance per image, 0.5 * sum_c |p_c - p_MAP,c|, of every single-model method from
+    the MAP network's predictive (member by member, then averaged)."""
+    base = np.asarray(preds["MAP"]["probs"])
+    return {k: float(0.5 * np.abs(np.asarray(p["probs"]) - base).sum(-1).mean())
+            for k, p in preds.items() if k != "MAP" and not is_combination(k, p)}
+
+
+def prior_methods(preds: dict[str, dict]) -> list[str]:
+    """Single-model methods with a fitted prior precision (the Laplace approximations)."""
+    return [k for k, p in preds.items() if not is_combination(k, p)
+            and any("prior_precision" in i for i in (p.get("info") or []))]
+
+
+def priors_summary(preds: dict[str, dict]) -> dict[str, list]:
+    """{method: sorted distinct (prior, prior precision rounded to 3 decimals, bracketed)} over its members."""
+    return {k: sorted({(i.get("prior"), round(i.get("prior_precision", 0), 3), i.get("bracketed"))
+                       for i in preds[k]["info"]}) for k in prior_methods(preds)}
+
+
+def aurc(show: dict[str, np.ndarray], labels) -> dict[str, float]:
+    """Area under the risk-coverage curve of each shown predictive (`metrics.selective`)."""
+    return {k: float(metrics.selective(p, labels)["aurc"]) for k, p in show.items()}
+
+
+def plot_reliability(ax, probs, labels, title: str, n_bins: int = 15, hist_ax=None, legend: bool = False):
+    """Reliability diagram (accuracy against confidence per bin; the gap to the bin's mean confidence in red
+    where overconfident, green where underconfident) with the ECE in the title;
+    the confidence histogram on `hist_ax` if given."""
+    r = metrics.reliability(probs, labels, n_bins)
+    centres = (r["edges"][:-1] + r["edges"][1:]) / 2
+    ok = r["count"] > 0
+    w = 1 / n_bins
+    acc, conf = r["accuracy"][ok], r["confidence"][ok]
+    ax.bar(centres[ok], acc, width=w, color="tab:blue", edgecolor="white")
+    over = conf > acc
+    for mask, colour in ((over, "tab:red"), (~over, "tab:green")):
+        ax.bar(centres[ok][mask], np.abs(conf - acc)[mask], bottom=np.minimum(acc, conf)[mask], width=w,
+               color=colour, alpha=0.45, edgecolor="none")
+    if legend:
+        ax.legend(handles=[Patch(color="tab:blue", label="accuracy"),
+                           Patch(color="tab:red", alpha=0.45, label="overconfident gap"),
+                           Patch(color="tab:green", alpha=0.45, label="underconfident gap")],
+                  fontsize=7, loc="upper left")
+    ax.plot([0, 1], [0, 1], color="0.3", lw=0.8, ls="--")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
+           title=f"{title}\nECE {metrics.ece(probs, labels, n_bins):.1%}")
+    if hist_ax is not None:
+        hist_ax.bar(centres, r["count"] / r["count"].sum(), width=w, color="0.5", edgecolor="white")
+        hist_ax.set(xlim=(0, 1), xlabel="confidence", ylabel="share of images", yscale="log")
+
+
+# --------------------------------------------------------------------------- intervals (notebook 04's table)
+
+INTERVAL_METRICS = ("accuracy", "nll", "brier", "ece", "ece_debiased")
+"""The scores of notebook 04's table. "ece" is the plug-in ECE (15 bins), biased upwards by an amount that differs
+between methods; "ece_debiased" is Kumar et al.'s debiased estimator (`evidence`), whose intervals hold their
+nominal coverage in `python -m utils.evaluation.simulation` where the plug-in ECE's do not (87 % at 95 %)."""
+LOWER_IS_BETTER = {"accuracy": False, "nll": True, "brier": True, "ece": True, "ece_debiased": True}
+LABELS = {"ece_debiased": "debiased ECE"}
+
+
+def interval_table(preds: dict[str, dict], labels: np.ndarray, groups: np.ndarray, n_boot: int = 2000,
+                   seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """Every method's scores with 95 % intervals, and its difference from the MAP network with a paired one.
+
+    Single-model methods (M x N x C probabilities, one set per member): the estimate is the mean over
+    members; the interval resamples members *and* test studies (`evidence.member_interval`), so it holds
+    both the member-to-member spread and the test-set noise. Combinations (`is_combination`: the deep ensemble,
+    the mixture of Laplace approximations, any other registered one; N x C) are one predictor each: studies are
+    resampled; a combination of fewer than two members is left out. Every delta is paired (the same resampled
+    studies, and the same members, on both sides): `delta_<metric>` is method - MAP as single models, with
+    `delta_<metric>_low/high`; a difference is evidence only where its interval excludes zero.
+    `ece_reference*` is the ECE a perfectly calibrated predictor with the same confidences shows on this many
+    images (labels drawn from the predicted probabilities): the floor an ECE cannot be told apart from. One row
+    per method, in the order of `preds`; `kind` is "single" or "ensemble", `members` 1 or the combination's size;
+    `fitted_on` the number of members a single-model method's estimate averages (fewer than the run's for the
+    costly ones the registry limits, e.g. member 0 only: its interval then holds the test-set noise alone).
+    """
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    kw = dict(n_boot=n_boot, seed=seed, level=level)
+    rows = []
+    base = np.asarray(preds["MAP"]["probs"])
+    for label, p in preds.items():
+        combo, probs = is_combination(label, p), np.asarray(p["probs"])
+        members = n_members(p) if combo else 1
+        if combo and members < 2:
+            continue
+        row = dict(method=label, kind="ensemble" if combo else "single", members=members,
+                   fitted_on=None if combo else len(probs))
+        for c in INTERVAL_METRICS:
+            d = (evidence.interval(c, probs, labels, groups, **kw) if combo
+                 else evidence.member_interval(c, probs, labels, groups, **kw))
+            row.update({c: d["estimate"], f"{c}_low": d["low"], f"{c}_high": d["high"]})
+            if label != "MAP":
+                ref = base if combo else base[:len(probs)]  # a method fitted on fewer members: the same ones
+                dd = evidence.paired_member_delta(c, probs, ref, labels, groups, **kw)
+                row.update({f"delta_{c}": dd["delta"], f"delta_{c}_low": dd["low"], f"delta_{c}_high": dd["high"]})
+        refs = [evidence.ece_reference(q, n_boot=max(200, n_boot // 4), seed=seed, level=level)
+                for q in (probs[None] if combo else probs)]
+        row.update(ece_reference=float(np.mean([r["mean"] for r in refs])),
+                   ece_reference_low=float(np.mean([r["low"] for r in refs])),
+                   ece_reference_high=float(np.mean([r["high"] for r in refs])))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _score(metric: str, probs, labels) -> float:
+    """One score of `probs` on every image (`evidence.weighted_metric` with unit weights: the same definitions as
+    the intervals)."""
+    return float(evidence.weighted_metric(metric, probs, labels, np.ones((1, len(labels))))[0])
+
+
+def ensemble_vs_best_single(preds: dict[str, dict], labels: np.ndarray, groups: np.ndarray, n_boot: int = 2000,
+                            seed: int = 0, level: float = 0.95, ensemble: str = "deep ensemble") -> pd.DataFrame:
+    """For each metric, the combination `ensemble` (the deep ensemble of all members) against the best
+    single-model method by that metric (as single models, mean over members): the paired difference
+    ensemble - best with its interval. Only methods fitted on every member compete (a member-0-only method's
+    one value would be picked against means of M by chance as often as not)."""
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    ens = np.asarray(preds[ensemble]["probs"])
+    single = {k: p for k, p in preds.items() if not is_combination(k, p)}
+    full = max(len(p["probs"]) for p in single.values())  # methods fitted on every member: means of the same size
+    single = {k: p for k, p in single.items() if len(p["probs"]) == full}
+    rows = []
+    for c in INTERVAL_METRICS:
+        est = {k: np.mean([_score(c, q, labels) for q in p["probs"]]) for k, p in single.items()}
+        best = (min if LOWER_IS_BETTER[c] else max)(est, key=est.get)
+        d = evidence.paired_member_delta(c, ens, np.asarray(single[best]["probs"]), labels, groups,
+                                         n_boot=n_boot, seed=seed, level=level)
+        rows.append(dict(metric=c, best_single=best, best_single_value=est[best], ensemble=_score(c, ens, labels), delta=d["delta"], low=d["low"], high=d["high"],
+            excludes_zero=bool(d["low"] > 0 or d["high"] < 0)))
+    out = pd.DataFrame(rows)
+    out.attrs["ensemble"] = ensemble
+    return out
+
+
+def verdict(delta: float, low: float, high: float, lower_is_better: bool) -> str:
+    """'better', 'worse' or 'no difference shown', from a paired difference (method - reference) and its
+    interval: only an interval that excludes zero says anything."""
+    if low <= 0 <= high:
+        return "no difference shown"
+    return "better" if (delta < 0) == lower_is_better else "worse"
+
+
+def format_interval_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Strings for display: 'estimate [low, high]' per metric and 'delta [low, high]' against the MAP network;
+    accuracy and ECE in %, NLL and Brier as they are."""
+    out = df[["method"]].copy()
+    for c in INTERVAL_METRICS:
+        scale, digits = (100, 2) if c in ("accuracy", "ece", "ece_debiased") else (1, 3)
+        unit = " (%)" if scale == 100 else ""
+        name = LABELS.get(c, c)
+        out[name + unit] = [evidence.fmt_interval(dict(estimate=r[c], low=r[f"{c}_low"], high=r[f"{c}_high"]),
+                                               scale, digits) for _, r in df.iterrows()]
+        out[f"Δ {name} vs MAP" + unit] = ["–" if pd.isna(r.get(f"delta_{c}")) else evidence.fmt_delta(
+            dict(delta=r[f"delta_{c}"], low=r[f"delta_{c}_low"], high=r[f"delta_{c}_high"]), scale, digits)
+            for _, r in df.iterrows()]
+    out["ECE if calibrated (%)"] = [evidence.fmt_interval(dict(estimate=r.ece_reference, low=r.ece_reference_low,
+                                                              high=r.ece_reference_high), 100, 2)
+                                    for _, r in df.iterrows()]
+    return out
+
+
+def verdicts(tab: pd.DataFrame) -> pd.DataFrame:
+    """method x metric: 'better', 'worse' or 'no difference shown' against the MAP network, read off the paired
+    intervals of `interval_table` (the MAP row itself is left out); ' (borderline)' where the interval's end
+    nearest zero rounds to zero at the table's precision (`format_interval_table`), so a rebuild may move it."""
+    rows = {}
+    for _, r in tab[tab.method != "MAP"].iterrows():
+        rows[r.method] = {}
+        for c in INTERVAL_METRICS:
+            lo, hi = r[f"delta_{c}_low"], r[f"delta_{c}_high"]
+            v = verdict(r[f"delta_{c}"], lo, hi, LOWER_IS_BETTER[c])
+            scale, digits = (100, 2) if c in ("accuracy", "ece", "ece_debiased") else (1, 3)
+            if v != "no difference shown" and round(min(abs(lo), abs(hi)) * scale, digits) == 0:
+                v += " (borderline)"
+            rows[r.method][c] = v
+    return pd.DataFrame(rows).T.rename_axis("method")
+
+
+# --------------------------------------------------------------------------- the figures (notebook 04)
+
+
+def plot_reliability_grid(show: dict[str, np.ndarray], labels, ncols: int = 4, n_bins: int = 15):
+    """Reliability diagram over its confidence histogram (log scale) for each shown predictive (`shown_probs`),
+    `ncols` per row; the legend in the first panel. Returns the figure."""
+    n = len(show)
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig = plt.figure(figsize=(3.1 * ncols, 6.2 * nrows))
+    gs = fig.add_gridspec(2 * nrows, ncols, height_ratios=[3, 1.3] * nrows)
+    for j, (name, pr) in enumerate(show.items()):
+        r, c = divmod(j, ncols)
+        plot_reliability(fig.add_subplot(gs[2 * r, c]), pr, labels, name, n_bins=n_bins,
+                         hist_ax=fig.add_subplot(gs[2 * r + 1, c]), legend=j == 0)
+    fig.suptitle("single-model methods: member 0; combinations: all members", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.985))
+    return fig
+
+
+def plot_selective(show: dict[str, np.ndarray], labels):
+    """Accuracy on the kept images against coverage, the least confident referred first, one curve per shown
+    predictive with its AURC in the legend; x from 50 %. Returns the figure."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, pr in show.items():
+        s = metrics.selective(pr, labels)
+        ax.plot(100 * s["coverage"], 100 * s["accuracy"], label=f"{name} (AURC {s['aurc']:.4f})")
+    ax.set(xlabel="coverage: share of test images the model keeps (%)", ylabel="accuracy on kept images (%)",
+           title="Accuracy against coverage, least confident referred first", xlim=(50, 100))
+    ax.legend(fontsize=7)
+    return fig
+
+
+def classwise_ece_table(show: dict[str, np.ndarray], labels, classes) -> pd.DataFrame:
+    """Class (lower case) x method: the ECE (%) of each class's one-vs-rest probability (`metrics.classwise_ece`)."""
+    return pd.DataFrame({name: 100 * metrics.classwise_ece(pr, labels) for name, pr in show.items()},
+                        index=[c.lower() for c in classes])
+
+
+def plot_classwise_ece(show: dict[str, np.ndarray], labels, classes):
+    """Grouped bars of `classwise_ece_table`. Returns the figure."""
+    fig, ax = plt.subplots(figsize=(11, 3.8))
+    classwise_ece_table(show, labels, classes).plot.bar(ax=ax, width=0.85, rot=0)
+    ax.set(ylabel="class-wise ECE (%)", title="Calibration error of each class's one-vs-rest probability")
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.1))
+    return fig
+
+
+# --------------------------------------------------------------------------- the reading (notebook 04)
+
+EFFECT = {"better": "improves", "worse": "worsens", "no difference shown": "does not measurably change"}
+
+
+def _and(items) -> str:
+    items = list(items)
+    return "none" if not items else items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _names(labels) -> str:
+    """Method labels (which hold commas themselves) in italics, comma-separated; 'none' for none."""
+    return ", ".join(f"*{lab}*" for lab in labels) or "none"
+
+
+def _iv(r, c: str, scale: float = 100, d: int = 1) -> str:
+    return f"{r[c] * scale:.{d}f} [{r[c + '_low'] * scale:.{d}f}, {r[c + '_high'] * scale:.{d}f}]"
+
+
+def _iv_delta(r, c: str, scale: float = 1) -> str:
+    return f"{scale * r[f'delta_{c}']:+.3f} [{scale * r[f'delta_{c}_low']:+.3f}, {scale * r[f'delta_{c}_high']:+.3f}]"
+
+
+def _span(values, fmt: str = ".3g") -> str:
+    return f"{min(values):{fmt}} to {max(values):{fmt}}"
+
+
+def prior_words(label: str, info: list[dict]) -> str:
+    """'kron δ = 3.53 to 3.72, bracketed for every member' (δ_W and δ_b where the prior is layer-wise)."""
+    short = label.removeprefix("Laplace, ")
+    deltas = [float(i.get("prior_precision", np.nan)) for i in info]
+    bias = [float(i["prior_precision_bias"]) for i in info if "prior_precision_bias" in i]
+    unbracketed = sum(not bool(i.get("bracketed", True)) for i in info)
+    words = f"{short} δ_W = {_span(deltas)}, δ_b = {_span(bias)}" if bias else f"{short} δ = {_span(deltas)}"
+    return words + (f", not bracketed for {unbracketed} member(s)" if unbracketed else ", bracketed for every member")
+
+
+def reading(tab: pd.DataFrame, vs_best: pd.DataFrame, verdict: pd.DataFrame, tv: dict[str, float], temps,
+            preds: dict[str, dict], source: str, n_images: int, n_studies: int, members: int) -> str:
+    """The chapter's reading (Markdown) from its tables: `interval_table`, `ensemble_vs_best_single`, `verdicts`,
+    `tv_from_map`, the fitted temperatures and the predictions' fit info (`prior_methods`)."""
+    t = tab.set_index("method")
+    m, ts = t.loc["MAP"], t.loc["temperature scaling"]
+    vb = vs_best.set_index("metric")
+    ens = vs_best.attrs.get("ensemble", "deep ensemble")
+
+    def listing(metric, kind):
+        return _names(verdict.index[verdict[metric].str.startswith(kind)])
+
+    calibrated = ("lies within what chance alone gives: on this test set it cannot be told apart from a calibrated one"
+                  if m.ece <= m.ece_reference_high else "has its point estimate above that range (the two intervals may still overlap: a sign of "
+                  "miscalibration, not a paired test)")
+    direction = ("below 1, point to *underconfidence* there" if max(temps) < 1
+                 else "above 1, point to overconfidence there" if min(temps) > 1 else "straddle 1")
+    v_nll, v_ece = verdict.loc["temperature scaling", "nll"], verdict.loc["temperature scaling", "ece"]
+    ts_effect = ("so the direction is not shown there" if v_nll == v_ece == "no difference shown"
+                 else f"so on the test set it {EFFECT[v_nll]} the NLL and {EFFECT[v_ece]} the ECE")
+    laplace = [k for k in prior_methods(preds) if k in tv]
+    layerwise = (" (one per parameter tensor, δ_W for the weights and δ_b for the bias, where the prior is "
+                 "layer-wise)" if any("prior_precision_bias" in i for k in prior_methods(preds)
+                                      for i in preds[k]["info"]) else "")
+    moves = "move little" if laplace and max(tv[k] for k in laplace) <= tv["temperature scaling"] else "move"
+
+    def vs(c, scale, d):
+        return (f"{scale * vb.loc[c, 'delta']:+.{d}f} [{scale * vb.loc[c, 'low']:+.{d}f}, "
+                f"{scale * vb.loc[c, 'high']:+.{d}f}]")
+
+    return f"""
+**Reading** (data: {source}, {n_images} test images in {n_studies} studies, {members}
+members; 95 % intervals from the study bootstrap).
+
+- The MAP network's ECE is {_iv(m, 'ece')} % at {_iv(m, 'accuracy')} % accuracy; a perfectly calibrated predictor
+  with the same confidences would show {_iv(m, 'ece_reference')} % on these images, so the MAP network's ECE
+  {calibrated}.
+  Its temperatures fitted on the validation split, {min(temps):.2f} to {max(temps):.2f}, {direction};
+  on the test set temperature scaling changes the NLL by {_iv_delta(ts, 'nll')} and the ECE by
+  {_iv_delta(ts, 'ece', 100)} points, {ts_effect}.
+- Compared with the ECE a calibrated predictor with the same confidences would show, the methods whose ECE lies
+  above that range are: {_names(k for k, r in t.iterrows() if r.ece > r.ece_reference_high)}.
+- Against the MAP network, paired: **NLL** better for {listing('nll', 'better')}; worse for
+  {listing('nll', 'worse')}; no difference shown for {listing('nll', 'no difference shown')}.
+  **ECE** better for {listing('ece', 'better')}; worse for {listing('ece', 'worse')}; no difference shown for
+  {listing('ece', 'no difference shown')}. **Accuracy** better for {listing('accuracy', 'better')}; worse for
+  {listing('accuracy', 'worse')}.
+- The {ens} of all {members} members against the best single-model method on each score (ensemble − best,
+  paired): accuracy {vs('accuracy', 100, 2)} points (best single: *{vb.loc['accuracy', 'best_single']}*),
+  NLL {vs('nll', 1, 3)} (*{vb.loc['nll', 'best_single']}*), ECE {vs('ece', 100, 2)} points
+  (*{vb.loc['ece', 'best_single']}*).
+- The last-layer Laplace predictives {moves} from the MAP network's: the mean total-variation distance per
+  image is {_and(f"{tv[k]:.3f} ({k.removeprefix('Laplace, ')})" for k in laplace)}, against
+  {tv['temperature scaling']:.3f} for temperature scaling.
+- The Laplace rows use, for each member, the prior precision that maximises its marginal likelihood{layerwise}:
+  {"; ".join(prior_words(k, preds[k]["info"]) for k in prior_methods(preds))}. Notebook 02 shows the search and
+  what a grid search on the validation NLL would pick instead.
+- Differences between single-model ECEs whose paired interval includes zero are not evidence of a ranking. Where
+  the treatments differ more is away from the training distribution: notebook 06 rotates, corrupts and replaces
+  the test images.
+"""
+
+
+# --------------------------------------------------------------------------- conformal prediction sets
+
+
+def conformal_table(val: dict[str, dict], test: dict[str, dict], y_val, y_test, groups, by=None, class_names=None,
+                    alphas=(0.1, 0.05), scores=("lac", "aps", "raps"), n_boot: int = 2000, seed: int = 0
+                    ) -> pd.DataFrame:
+    """Split-conformal prediction sets over each method's probabilities (`utils.conformal`), calibrated on the
+    validation split and applied to the test split: coverage and mean set size with study-bootstrap intervals,
+    overall, and as point values per true class and per level of `by` (e.g. body part), for every method, score
+    function (LAC, APS, RAPS with `conformal`'s fixed k_reg and lam) and alpha. `val` / `test`: {label: dict(probs)}
+    as `Run.predictions` gives them (a single-model method's probabilities are member 0's). The guarantee is
+    marginal: coverage >= 1 - alpha on average over calibration draws when validation and test images are
+    exchangeable; per class or part it is not promised."""
+    rows = []
+    for label in test:
+        pv, pt = (np.asarray(d[label]["probs"]) for d in (val, test))
+        pv, pt = (p[0] if p.ndim == 3 else p for p in (pv, pt))
+        for score in scores:
+            for alpha in alphas:
+                sets, qhat = conformal.split_conformal(pv, y_val, pt, alpha, score, seed)
+                t = conformal.coverage_table(sets, y_test, groups, by, class_names, n_boot, seed, intervals="overall")
+                rows.append(t.assign(method=label, score=score, alpha=alpha, qhat=qhat))
+    t = pd.concat(rows, ignore_index=True)
+    first = ["method", "score", "alpha", "subset"]
+    return t[first + [c for c in t.columns if c not in first]]
+
+
+def conformal_summary(conf: pd.DataFrame) -> pd.DataFrame:
+    """`conformal_table` read at a glance: per method, score and alpha, the overall coverage and mean set size
+    with their intervals, and the lowest per-class and per-part coverage (no guarantee holds for those)."""
+    rows = []
+    for (m, s, a), g in conf.groupby(["method", "score", "alpha"], sort=False):
+        r = g[g.subset == "all"].iloc[0]
+        cls, other = g[g.subset.str.startswith("class=")], g[~g.subset.str.startswith("class=") & (g.subset != "all")]
+        rows.append({"method": m, "score": s.upper(), "alpha": a, "target coverage": 1 - a,
+                     "coverage": fmt_interval(dict(estimate=r.coverage, low=r.coverage_low, high=r.coverage_high), 1, 3),
+                     "mean set size": fmt_interval(dict(estimate=r["size"], low=r.size_low, high=r.size_high), 1, 2),
+                     "lowest class coverage": f"{cls.coverage.min():.3f} ({cls.loc[cls.coverage.idxmin(), 'subset'][6:]})"
+                     if len(cls) else "-",
+                     "lowest part coverage": f"{other.coverage.min():.3f} ({other.loc[other.coverage.idxmin(), 'subset'].split('=')[-1]})"
+                     if len(other) else "-"})
+    return pd.DataFrame(rows)
+
+
+def selective_scores(show: dict[str, np.ndarray], labels) -> pd.DataFrame:
+    """Per shown predictive: AURC, AUGRC (Traub et al., 2024), the 15-bin ECE, the adaptive (equal-mass) ECE and
+    the mean class-wise ECE, as point values on the test split."""
+    return pd.DataFrame([{"method": k, "AURC": metrics.aurc(p, labels), "AUGRC": metrics.augrc(p, labels),
+                          "ECE (15 bins)": metrics.ece(p, labels), "adaptive ECE": metrics.adaptive_ece(p, labels),
+                          "class-wise ECE": float(np.mean(metrics.classwise_ece(p, labels)))}
+                         for k, p in show.items()])

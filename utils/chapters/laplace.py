@@ -1,0 +1,109 @@
+"""Notebook 02 (the Laplace approximation): the fit table of every single-model method, the validation NLL over
+the prior precision, the probit against Monte Carlo, and the cost of each Hessian structure."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from utils import data
+from utils.config import get_device
+from utils.evaluation import metrics
+from utils.posteriors.bayes import (
+    LaplaceFit,
+    fit_laplace,
+    head_of,
+    logit_moments,
+    mc_samples,
+    optimize_prior,
+    predict,
+    probit,
+)
+from utils.posteriors.registry import REGISTRY
+from utils.posteriors.store import embed
+
+
+def val_nll_curve(fit: LaplaceFit, val: tuple, prior_precisions, how: str = "probit") -> np.ndarray:
+    """Validation NLL of the predictive at each prior precision; the fit's prior is restored afterwards."""
+    phi, y = val
+    before = fit.la.prior_precision.detach().clone()
+    try:
+        out = []
+        for p in prior_precisions:
+            fit.la.prior_precision = float(p)
+            out.append(metrics.nll(predict(fit, phi, how), y))
+        return np.array(out)
+    finally:
+        fit.la.prior_precision = before
+
+
+def probit_vs_mc(fit: LaplaceFit, phi: np.ndarray, y: np.ndarray, n_samples: int = 2000, seed: int = 0
+                 ) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """The probit approximation with and without the null-space projection against Monte Carlo over the same
+    linearised logits: per predictive, its scores and the mean total-variation distance to Monte Carlo (rows),
+    and each predictive's confidences (for the scatter plot)."""
+    f_mu, f_var = logit_moments(fit, phi)
+    mc = mc_samples(f_mu, f_var, n_samples, seed=seed).mean(0).numpy()
+    rows, conf = [], {}
+    for name, pr in ((f"MC, {n_samples} samples", mc), ("probit, as laplace-torch", probit(f_mu, f_var, project=False)),
+                     ("probit, null space projected", probit(f_mu, f_var, project=True))):
+        conf[name] = pr.max(1)
+        rows.append(dict(structure=fit.structure, predictive=name, tv_distance_to_mc=np.abs(pr - mc).sum(1).mean() / 2,
+                         **metrics.summary(pr, y)))
+    return rows, conf
+
+
+def compare_fit_cost(model, meta: dict, train_ds, structure: str = "kron", device=None) -> dict:
+    """Seconds to fit a member's last-layer Laplace and optimise its prior by the marginal likelihood,
+    on cached features and on the whole network (laplace-torch's last-layer Laplace over the images),
+    in one run; with the features' one-off extraction and the agreement of the two posteriors.
+
+    `ratio` is network / features excluding the one-off feature extraction (which every structure and prior
+    search shares), `ratio_with_extraction` includes it: network / (extraction + fit + prior)."""
+    from laplace import Laplace
+
+    device = torch.device(device or get_device())
+    model = model.to(device).eval()
+    start = meta.get("prior_precision") or 1.0
+
+    t = time.perf_counter()
+    phi = embed(model, train_ds, device)
+    extract_s = time.perf_counter() - t
+    feat = optimize_prior(fit_laplace(head_of(model).to("cpu"), phi, train_ds.targets.astype(np.int64), structure,
+                                      start), "marglik")
+
+    loader = data.make_loader(train_ds, 512)
+    t = time.perf_counter()
+    whole = Laplace(model, "classification", subset_of_weights="last_layer", hessian_structure=structure,
+                    prior_precision=float(start))
+    whole.fit(loader)
+    whole_fit_s = time.perf_counter() - t
+    t = time.perf_counter()
+    whole_fit = optimize_prior(LaplaceFit(whole, structure, float(start)), "marglik")
+    whole_prior_s = time.perf_counter() - t
+    network = whole_fit_s + whole_prior_s
+    return dict(structure=structure, features_extract_s=extract_s, features_fit_s=feat.fit_s,
+                features_prior_s=feat.prior_s, network_fit_s=whole_fit_s, network_prior_s=whole_prior_s,
+                ratio=network / (feat.fit_s + feat.prior_s),
+                ratio_with_extraction=network / (extract_s + feat.fit_s + feat.prior_s),
+                prior_features=feat.prior_precision, prior_network=whole_fit.prior_precision)
+
+
+def fit_table(preds: dict[str, dict], labels) -> "pd.DataFrame":
+    """One row per single-model method and member of `Run.predictions`: the test scores and what the fit recorded
+    (prior precision, fit / prior-search / predict seconds, where the method has them)."""
+
+    rows = []
+    for label, p in preds.items():
+        if REGISTRY[label].combination:
+            continue
+        for m, (probs, info) in enumerate(zip(p["probs"], p["info"])):
+            rows.append(dict(member=m, method=label, **{k: info.get(k) for k in
+                                                        ("prior_precision", "prior_precision_bias", "marglik_gain",
+                                                         "parameters", "posterior_mb", "fit_s", "prior_s",
+                                                         "predict_s")},
+                             **metrics.summary(probs, labels)))
+    return pd.DataFrame(rows)

@@ -1,0 +1,171 @@
+"""Shared plotting and result-writing helpers for the notebooks."""
+
+from __future__ import annotations
+
+import cv2
+import matplotlib.pyplot as plt
+import numpy as np
+
+from utils import data
+
+
+def image_grid(images, titles=None, ncols: int = 4, size: float = 2.4, cmap: str = "gray"):
+    """A grid of images (2D arrays shown in `cmap`, or RGB) with optional titles; returns the figure."""
+    n = len(images)
+    nrows = max(1, -(-n // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, img, t in zip(axes.ravel(), images, titles or [""] * n):
+        ax.imshow(img, cmap=cmap if np.ndim(img) == 2 else None)
+        ax.set_title(t, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def overlay_grid(images, titles, maps_by_col: dict, title: str, size: float = 1.6):
+    """Rows of images (2D, in [0, 1]), each followed by the maps of every column overlaid (normalised per map,
+    jet colours); returns the figure."""
+    cols = list(maps_by_col)
+    n = len(images)
+    fig, axes = plt.subplots(n, len(cols) + 1, figsize=(size * (len(cols) + 1), (size + 0.05) * n), squeeze=False)
+    for i in range(n):
+        axes[i, 0].imshow(images[i], cmap="gray")
+        axes[i, 0].set_title(titles[i], fontsize=8)
+        for j, c in enumerate(cols):
+            m = np.asarray(maps_by_col[c][i], float)
+            axes[i, j + 1].imshow(images[i], cmap="gray")
+            axes[i, j + 1].imshow((m - m.min()) / (m.max() - m.min() + 1e-12), cmap="jet", alpha=0.45)
+            if i == 0:
+                axes[i, j + 1].set_title(c, fontsize=8)
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.suptitle(title, y=1.0)
+    fig.tight_layout()
+    return fig
+
+
+def plot_prior_search(ax_lml, ax_nll, grid, lml, val_nll, marglik_delta: float, training_delta: float | None = None,
+                      grid_delta: float | None = None, grid_bracketed: bool = True, title: str = ""):
+    """The prior-precision search of one fit, readable: top, how far the log marginal likelihood lies below
+    its maximum (nats, a symmetric-log axis, linear below 1 nat, so the optimum, the flat top and the collapse
+    at large δ all show); bottom, the
+    validation NLL of the predictive. Both against δ on a log axis, with the marginal-likelihood optimum
+    (red, dashed), the grid search's choice (green, dash-dot; 'edge' when the search did not bracket an
+    optimum) and the prior the training implied (grey, dotted)."""
+    grid, lml, val_nll = (np.asarray(a, float) for a in (grid, lml, val_nll))
+    below = lml.max() - lml
+    ax_lml.plot(grid, below, "-", color="tab:blue")
+    ax_nll.plot(grid, val_nll, "-", color="tab:green")
+    for ax in (ax_lml, ax_nll):
+        ax.axvline(marglik_delta, color="tab:red", ls="--", label=f"marginal likelihood: δ = {marglik_delta:.3g}")
+        if grid_delta is not None:
+            ax.axvline(grid_delta, color="tab:green", ls="-.",
+                       label=f"grid search on val. NLL: δ = {grid_delta:.3g}" + ("" if grid_bracketed else " (edge)"))
+        if training_delta:
+            ax.axvline(training_delta, color="0.5", ls=":", label=f"training prior Nλ = {training_delta:.3g}")
+        ax.set_xscale("log")
+    ax_lml.set_yscale("symlog", linthresh=1.0)  # linear below 1 nat, so the maximum itself (0) shows
+    ax_lml.set(ylabel="nats below the maximum\nof the log marginal likelihood", title=title)
+    ax_nll.set(xlabel="prior precision δ", ylabel="validation NLL (nats)")
+    ax_lml.legend(fontsize=7, loc="upper left")
+
+
+# --------------------------------------------------------------------------- notebook 01
+
+
+def member_card(model, meta: dict) -> dict:
+    """One trained member described: architecture, sizes, optimiser, implied prior, epochs, time."""
+    return {
+        "architecture": meta["arch"], "parameters": f"{sum(p.numel() for p in model.parameters()):,}",
+        "last-layer parameters": sum(p.numel() for p in model.fc.parameters()),
+        "image size (px)": meta["image_size"], "training images N": meta["n_train"],
+        "optimizer": f"{meta['optimizer']}, lr {meta['lr']}, weight decay λ = {meta['weight_decay']}",
+        "implied prior precision Nλ": meta["prior_precision"],
+        "epochs run / best (val NLL)": f"{meta['epochs_run']} / {meta['best_epoch']}",
+        "training time (s)": round(meta["train_seconds"], 1), "device": meta["device"],
+    }
+
+
+def learning_curves(h, best_epoch: int):
+    """Loss and accuracy per epoch: training (augmented, running mean over the epoch; and as it is, in eval mode,
+    at the epoch's end) and validation, with the kept checkpoint."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    clean = "train_eval_nll" in h  # histories written before the clean training figures lack them
+    axes[0].plot(h.epoch, h.train_loss, "o-", label="train (augmented, running)", alpha=0.5 if clean else 1)
+    if clean:
+        axes[0].plot(h.epoch, h.train_eval_nll, "o-", label="train (as it is, end of epoch)")
+    axes[0].plot(h.epoch, h.val_nll, "o-", label="validation")
+    axes[0].axvline(best_epoch, color="0.6", ls=":", label="kept checkpoint")
+    axes[0].set(xlabel="epoch", ylabel="NLL (nats per image)", title="Loss")
+    axes[1].plot(h.epoch, 100 * h.train_acc, "o-", label="train (augmented, running)", alpha=0.5 if clean else 1)
+    if clean:
+        axes[1].plot(h.epoch, 100 * h.train_eval_acc, "o-", label="train (as it is, end of epoch)")
+    axes[1].plot(h.epoch, 100 * h.val_acc, "o-", label="validation")
+    axes[1].set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    return fig
+
+
+def confusion(y, pred, classes):
+    """Confusion matrix with counts, coloured by the share of the true class."""
+    from sklearn.metrics import confusion_matrix
+
+    k = len(classes)
+    cm = confusion_matrix(y, pred, labels=range(k))
+    fig, ax = plt.subplots(figsize=(6, 5))
+    im = ax.imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, cm[i, j], ha="center", va="center", fontsize=8, color="white" if i == j else "black")
+    ax.set_xticks(range(k), [c.lower() for c in classes], rotation=45, ha="right")
+    ax.set_yticks(range(k), [c.lower() for c in classes])
+    ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix, test split (colour: share of the true class)")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return fig
+
+
+def confident_mistakes(probs, y, index, classes, n: int = 8, ncols: int = 4):
+    """The n most confident wrong predictions, with the phantom's masks outlined where it has them."""
+    conf, pred = probs.max(1), probs.argmax(1)
+    wrong = np.flatnonzero(pred != y)
+    worst = wrong[np.argsort(-conf[wrong])][:n]
+    rows = index.iloc[worst]
+    return image_grid([overlay(data.read_image(p), data.read_masks(p)) for p in rows.path],
+                      [f"true {classes[y[i]].lower()}, said {classes[pred[i]].lower()} ({conf[i]:.0%})"
+                       for i in worst], ncols=ncols)
+
+
+# --------------------------------------------------------------------------- notebook 02
+
+
+def probit_vs_mc(conf: dict[str, dict[str, np.ndarray]]):
+    """Confidence of each probit predictive against Monte Carlo's, one panel per Hessian structure
+    (conf: structure -> predictive name -> confidences, as `bayes.probit_vs_mc` returns them)."""
+    fig, axes = plt.subplots(1, len(conf), figsize=(5 * len(conf), 4.2), squeeze=False)
+    for ax, (s, c) in zip(axes[0], conf.items()):
+        mc = next(v for k, v in c.items() if k.startswith("MC"))
+        for name, v in c.items():
+            if not name.startswith("MC"):
+                ax.scatter(mc, v, s=6, alpha=0.5, label=name)
+        ax.plot([0, 1], [0, 1], color="0.4", lw=0.8)
+        ax.set(xlabel="confidence, Monte Carlo", ylabel="confidence, probit", title=f"{s} Hessian, member 0",
+               xlim=(0, 1.02), ylim=(0, 1.02))
+        ax.legend(fontsize=8)
+    return fig
+
+
+def overlay(img: np.ndarray, masks) -> np.ndarray:
+    """RGB rendering of a radiograph with the phantom's masks outlined: bones green, fracture red, hardware
+    yellow, cast blue, degenerative change purple."""
+    rgb = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if masks is None:
+        return rgb
+    bones, lesion = masks
+    lw = max(1, img.shape[0] // 200)
+    for m, colour in ((bones, (60, 220, 60)), (lesion & 8, (200, 80, 255)), (lesion & 4, (80, 160, 255)),
+                      (lesion & 2, (255, 200, 0)), (lesion & 1, (255, 50, 50))):
+        cs, _ = cv2.findContours(np.asarray(m > 0, np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(rgb, cs, -1, colour, lw)
+    return rgb

@@ -1,0 +1,229 @@
+"""Notebook 05's last section: does a posterior over the convolutional weights change what the network looks at?
+
+For every test image, the CAM of member 0's predicted class (or the task's scored class) under three sets of
+samples, each against member 0's MAP CAM of the same class:
+
+- **last-layer Laplace**: S head samples of member 0's kron Laplace on the MAP feature maps; its mean map *is*
+  the CAM of the mean head (`explain`, "An identity, not a finding"), so its shift from the MAP CAM is
+  sampling noise only: the control;
+- **all-weights Laplace**: S networks drawn from member 0's K-FAC Laplace over all weights
+  (`posteriors.LaplaceAllWeights`, `weight_laplace.sample_cams`), whose feature maps move with the weights;
+  also its Grad-CAM at the block before the last convolution (`weight_laplace.sample_gradcams`) against the
+  MAP network's Grad-CAM there;
+- **other ensemble members**: the CAMs of the same class by members 1 to M - 1 (different modes; member 0,
+  whose map is the reference, is left out so that it does not pull their mean towards itself).
+
+Per image and set (`per_image`): Spearman's rho between the mean map and the MAP map (`map_similarity`); the
+relative spread of the samples' maps (`spread_scores`); where the test image has masks, the pointing game and
+relevance mass of the mean map and of the MAP map (their difference is the shift in what the map points at);
+and, for the all-weights posterior, the share of its sampled networks that classify the image correctly.
+`shift_table` gives their means with study-bootstrap intervals. `scale_sweep` repeats the all-weights numbers
+for networks drawn from the posterior narrowed by tau (theta_MAP + tau (theta_s - theta_MAP), tau <= 1) on a
+seeded sample of images, to show how the map shift and the sampled networks' accuracy move together; it
+reports every tau it was given (no tau is chosen).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from utils.data.images import make_loader
+from utils.evaluation.evidence import mean_intervals
+from utils.explain import sampled
+from utils.explain.methods import cam_samples, explained_classes, forward_members, upsample
+from utils.explain.scores import map_similarity, pointing_game, relevance_mass, spread_scores
+from utils.posteriors import all_weights as wl
+from utils.posteriors.all_weights import glm_probit
+
+SETS = ("last-layer Laplace", "all-weights Laplace", "all-weights Laplace, Grad-CAM", "other ensemble members")
+
+
+def _scores(name, maps, ref, masks, extra=None) -> dict:
+    mean = maps.mean(0)
+    out = dict(set=name, rho=map_similarity(mean, ref)["spearman"], spread=spread_scores(maps)["relative"])
+    if masks is not None:
+        empty = ~masks.flatten(1).any(1).numpy()  # no region to point at: no mask scores for the image
+
+        def score(f, m):
+            return np.where(empty, np.nan, f(m, masks).numpy())
+
+        out.update(pointing=score(pointing_game, mean), pointing_map=score(pointing_game, ref),
+                   mass=score(relevance_mass, mean), mass_map=score(relevance_mass, ref))
+    out.update(extra or {})
+    return out
+
+
+def per_image(models, post, W: torch.Tensor, dataset, masks=None, n_samples: int = 16, seed: int = 0,
+              target="predicted", rows=None, batch: int = 128) -> pd.DataFrame:
+    """One pass over `dataset` (see the module docstring): a long frame with one row per image and set, columns
+    i, set, rho, spread, [pointing, pointing_map, mass, mass_map,] samples_right (all-weights rows), y, target.
+    `post`: member 0's all-weights posterior; `W`: S' x C x K head samples of member 0's last-layer Laplace;
+    `masks`: `explanation_scores.region_masks(...)` of the dataset (region first, in the dataset's order), or
+    None (MURA); images with an empty region get no pointing or mass. `rows`: positions of the images to use
+    (default all); the frame's `i` is the position in `dataset`."""
+    rows = np.arange(len(dataset)) if rows is None else np.asarray(rows)
+    region = None if masks is None else torch.as_tensor(np.asarray(masks[0])[rows]).bool()
+    thetas = post.parameter_samples(n_samples, seed)
+    net, mean = post.model, post.mean
+    dev = mean.device
+    frames, start = [], 0
+    for xb, yb in make_loader(torch.utils.data.Subset(dataset, rows.tolist()), batch):
+        size, idx = xb.shape[-2:], rows[start:start + len(xb)]
+        fmaps, probs = forward_members(models, xb)
+        t0, _ = explained_classes(target, probs, yb)
+        mb = None if region is None else region[start:start + len(xb)]
+        with torch.no_grad():
+            ref = upsample(cam_samples(fmaps[0], models[0].fc.weight.detach(), t0)[0], size)
+            last = upsample(cam_samples(fmaps[0], W, t0), size)
+            ens = torch.stack([upsample(cam_samples(f, m.fc.weight.detach(), t0)[0], size)
+                               for m, f in zip(models[1:], fmaps[1:])])
+            right = (wl.network_logits(net, thetas, xb.to(dev)).argmax(-1).cpu() == yb).float().mean(0).numpy()
+        xd, td = xb.to(dev), t0.to(dev)
+        allw = sampled.sample_cams(net, thetas, xd, td).cpu()
+        gc_ref = sampled.sample_gradcams(net, mean[None], xd, td)[0].cpu()
+        gc = sampled.sample_gradcams(net, thetas, xd, td).cpu()
+        for row in (_scores(SETS[0], last, ref, mb), _scores(SETS[1], allw, ref, mb, dict(samples_right=right)),
+                    _scores(SETS[2], gc, gc_ref, mb, dict(samples_right=right)), _scores(SETS[3], ens, ref, mb)):
+            frames.append(pd.DataFrame(dict(i=idx, y=yb.numpy(), target=t0.numpy(), **row)))
+        start += len(xb)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _intervals(frame: pd.DataFrame, cols: list[str], groups, n_boot: int, seed: int) -> dict:
+    V = frame[cols].to_numpy(np.float64)
+    return dict(zip(cols, mean_intervals(V, np.asarray(groups)[frame.i.to_numpy()], n_boot, seed)))
+
+
+def shift_table(per: pd.DataFrame, groups, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per set, the mean over images with study-bootstrap intervals of: rho (mean map vs MAP map), the relative
+    spread, the pointing and mass of the mean map minus the MAP map's (paired per image), and the share of
+    sampled networks right (all-weights rows)."""
+    rows = []
+    for name, f in per.groupby("set", sort=False):
+        f = f.assign(**({"d_pointing": f.pointing - f.pointing_map, "d_mass": f.mass - f.mass_map}
+                        if "pointing" in f else {}))
+        cols = [c for c in ("rho", "spread", "d_pointing", "d_mass", "samples_right") if c in f and f[c].notna().any()]
+        ci = _intervals(f, cols, groups, n_boot, seed)
+        row = dict(set=name, images=len(f))
+        for c in cols:
+            row.update({c: ci[c]["estimate"], f"{c}_low": ci[c]["low"], f"{c}_high": ci[c]["high"]})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def scale_sweep(post, model0, dataset, rows, taus=(1.0, 0.5, 0.2, 0.1), n_samples: int = 16, seed: int = 0,
+                target="predicted", groups=None, n_boot: int = 2000, n_draws: int = 32) -> pd.DataFrame:
+    """The all-weights numbers for networks theta_MAP + tau (theta_s - theta_MAP) (the posterior with its
+    covariance scaled by tau^2, chosen after the fact: a tempered posterior, not the Laplace one) on the images
+    at positions `rows` of `dataset`: per tau, the share of sampled networks right and the share that agree
+    with the MAP network's class, rho of the mean CAM with the MAP CAM, the relative spread, and the GLM
+    predictive's accuracy and NLL per image at covariance tau^2 J P^-1 J^T (the linearised draws scale exactly;
+    the probit over `n_draws` draws' covariance, as `posteriors.LaplaceAllWeights`); means with study-bootstrap
+    intervals (`groups`: the dataset's study ids)."""
+    items = [dataset[int(i)] for i in rows]
+    x, y = torch.stack([a for a, _ in items]), torch.as_tensor([int(b) for _, b in items])
+    _, probs = forward_members([model0], x)
+    t0, _ = explained_classes(target, probs, y)
+    map_class = probs[0].argmax(1)
+    with torch.no_grad():
+        ref = upsample(cam_samples(model0.features(x), model0.fc.weight.detach(), t0)[0], x.shape[-2:])
+    thetas, mean = post.parameter_samples(n_samples, seed), post.mean
+    dev = mean.device
+    f0, f = post.draws(x, n_draws, seed)
+    out = []
+    for tau in taus:
+        th = mean + tau * (thetas - mean)
+        with torch.no_grad():
+            cls = wl.network_logits(post.model, th, x.to(dev)).argmax(-1).cpu()
+        maps = sampled.sample_cams(post.model, th, x.to(dev), t0.to(dev)).cpu()
+        cols = dict(i=np.asarray(rows), samples_right=(cls == y).float().mean(0).numpy(),
+                    samples_agree=(cls == map_class).float().mean(0).numpy(),
+                    rho=map_similarity(maps.mean(0), ref)["spearman"], spread=spread_scores(maps)["relative"])
+        p = glm_probit(f0, f, tau ** 2)
+        cols.update(glm_right=(p.argmax(1) == y.numpy()).astype(float),
+                    glm_nll=-np.log(np.clip(p[np.arange(len(y)), y.numpy()], 1e-12, None)))
+        frame = pd.DataFrame(cols)
+        g = np.asarray(groups) if groups is not None else np.arange(len(dataset))
+        ci = _intervals(frame, [c for c in frame.columns if c != "i"], g, n_boot, seed)
+        row = dict(tau=tau, images=len(frame))
+        for c, d in ci.items():
+            row.update({c: d["estimate"], f"{c}_low": d["low"], f"{c}_high": d["high"]})
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _ci(t, c, digits=2, pct=False) -> str:
+    k = 100 if pct else 1
+    unit = " %" if pct else ""
+    return f"{t[c] * k:.{digits}f} [{t[c + '_low'] * k:.{digits}f}, {t[c + '_high'] * k:.{digits}f}]{unit}"
+
+
+def reading(table: pd.DataFrame, sweep: pd.DataFrame, cost: pd.DataFrame, flags, calib_row: dict,
+            map_row: dict, n_samples: int) -> str:
+    """The section's Reading, every number from the tables it is given (no claim beyond them)."""
+    t = table.set_index("set")
+    aw, ll, ens, gc = (t.loc[s] for s in ("all-weights Laplace", "last-layer Laplace", "other ensemble members",
+                                          "all-weights Laplace, Grad-CAM"))
+    lines = [
+        f"**How far the mean CAM of {n_samples} networks drawn from the all-weights posterior is from the MAP CAM** "
+        f"(Spearman ρ, {int(aw['images'])} test images): {_ci(aw, 'rho', 3)} (Grad-CAM one block lower: "
+        f"{_ci(gc, 'rho', 3)}), against {_ci(ll, 'rho', 3)} for the last-layer Laplace (the MAP CAM up to sampling "
+        f"noise, by identity) and {_ci(ens, 'rho', 3)} for the mean CAM of the other ensemble members."]
+    if "d_pointing" in t:
+        lines.append(
+            f"What the mean map points at, minus the MAP map (paired per image): pointing {_ci(aw, 'd_pointing', 3)}, "
+            f"relevance mass {_ci(aw, 'd_mass', 3)} for the all-weights posterior; {_ci(ens, 'd_pointing', 3)} and "
+            f"{_ci(ens, 'd_mass', 3)} for the other members.")
+    lines.append(
+        f"A network drawn from the all-weights posterior classifies {_ci(aw, 'samples_right', 1, pct=True)} of "
+        f"these images correctly (the MAP network: {map_row['accuracy'] * 100:.1f} % of the whole test split). "
+        "Under this posterior (member 0, one scalar prior, BatchNorm statistics kept at the MAP's), the maps above "
+        "are those of networks that mostly do not classify the images as the MAP network does; whether a posterior "
+        "whose networks still classify would move the map is not settled by them.")
+    s = sweep.set_index("tau")
+    glm = "glm_nll" in s
+    lines.append(
+        f"Scaling the posterior's spread by τ after the fact (networks θ_MAP + τ (θ_s − θ_MAP), a tempered "
+        f"posterior, not the Laplace one; {int(s.images.iloc[0])} of the images, drawn at random): " + "; ".join(
+            f"τ = {tau:g}: {r.samples_right * 100:.0f} % right, {r.samples_agree * 100:.0f} % agree with the MAP "
+            f"network, ρ {r.rho:.2f} [{r.rho_low:.2f}, {r.rho_high:.2f}]"
+            + (f", GLM predictive NLL {r.glm_nll:.3f}" if glm else "") for tau, r in s.iterrows()) +
+        ". The map's similarity to the MAP's and the networks' agreement with the MAP rise together as τ falls; "
+        "that is co-variation over four values of τ, not a separation of the two.")
+    lines.append(
+        f"Relative spread of the samples' maps: all weights {_ci(aw, 'spread')}, last layer {_ci(ll, 'spread')}, "
+        f"other members {_ci(ens, 'spread')}.")
+    if flags is not None:
+        fl = flags.set_index("score")
+        sp, en, mp = fl.loc["explanation spread"], fl.loc["entropy"], fl.loc["1 - max p"]
+        lines.append(
+            f"Flagging the all-weights predictive's {int(sp.errors)} errors on these images (AUROC): the spread of the "
+            f"network samples' maps {sp.auroc:.3f} [{sp.low:.3f}, {sp.high:.3f}], the GLM predictive's entropy "
+            f"{en.auroc:.3f} [{en.low:.3f}, {en.high:.3f}] (paired difference {sp.delta:+.3f} [{sp.delta_low:+.3f}, "
+            f"{sp.delta_high:+.3f}]) and its 1 − max p {mp.auroc:.3f} [{mp.low:.3f}, {mp.high:.3f}].")
+    lines.append(
+        f"**Its predictive** (GLM, linearised networks; member 0, whole test split): accuracy "
+        f"{calib_row['accuracy']:.1%}, NLL {calib_row['nll']:.3f}, ECE {calib_row['ece']:.1%}, against the MAP "
+        f"network's {map_row['accuracy']:.1%}, {map_row['nll']:.3f}, {map_row['ece']:.1%} (notebook 04 gives "
+        "intervals).")
+    c = cost.set_index("method")
+    a, l_ = c.loc["Laplace, kron, all weights"], c.loc["Laplace, kron"]
+    lines.append(
+        f"**Cost** (member 0, this machine): fit {a.fit_s:.1f} s against {l_.fit_s:.2f} s for the last-layer kron "
+        f"Laplace on cached features (their one-off extraction is in notebook 02's cost table); prediction of the test split {a.predict_s:.1f} s against "
+        f"{l_.predict_s:.2f} s; {int(a.parameters):,} parameters against {int(l_.parameters):,}, a posterior of "
+        f"{a.posterior_mb:.1f} MB against {l_.posterior_mb:.2f} MB.")
+    return "\n\n".join(lines)
+
+
+def shown(table: pd.DataFrame, index: str = "set") -> pd.DataFrame:
+    """A `shift_table` or `scale_sweep` for display: 'estimate [low, high]' per column with an interval; '-' where
+    a row has no such number (e.g. `samples_right`, defined for the all-weights rows only)."""
+    cols = [c for c in table.columns if f"{c}_low" in table.columns]
+    out = table[[index, "images"]].copy()
+    for c in cols:
+        out[c] = ["-" if pd.isna(r[c]) else f"{r[c]:.3f} [{r[c + '_low']:.3f}, {r[c + '_high']:.3f}]"
+                  for _, r in table.iterrows()]
+    return out.set_index(index)

@@ -1,0 +1,4 @@
+"""`python -m utils.findings [--check]`."""
+from .details import main
+
+main()

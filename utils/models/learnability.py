@@ -1,0 +1,216 @@
+"""Can the learner find what the images show? A ladder of ever easier tasks for the abnormality recipe.
+
+    python -m utils.models.learnability --profile cpu        # writes report/recipe/<profile>-learnability.{json,md}
+
+When a member does not learn MURA's normal/abnormal task, `utils.recipe` says which training setting does not
+help; this module asks the step before: how conspicuous must a finding be for the profile's learner (network,
+recipe, image size, number of training images) to find it? Every rung trains one network with member 0's seed
+and the profile's recipe (only the augmentation may change, named in the row), scores it in eval mode, and
+records training accuracy (all its training images), held-out accuracy and AUROC, and the majority share:
+
+- `planted`: the *normal* training images of the task, with an object planted in a random 40 % of them (a
+  white bar of `w x l` px at the network's input size, at a random place and orientation; `plant_bars`); the
+  label says whether it was planted. Held out: a fixed 20 % of the same images. This measures the learner alone:
+  no anatomy, no physics, an object of known size and contrast on radiograph backgrounds.
+- `objects` (phantom only; needs its masks): the normal training images against the abnormal ones whose view
+  shows hardware or a cast (lesion bits 2 and 4), i.e. MURA's shortcut alone. Held out: the validation split,
+  filtered the same way.
+- `task`: MURA's normal/abnormal task itself, trained on the training split and scored on the test split (image
+  accuracy and AUROC; `study_auroc` averages each study's images), on the profile's phantom and on one with
+  `patients` times as many training patients (phantom only: generated once under data/, its own validation
+  carve and test split; MURA has ~12x the cpu phantom's training images). Trained like every rung (last epoch),
+  so the row can differ a little from `utils.recipe`'s baseline, which keeps the epoch of lowest validation NLL.
+
+The bars are planted in the cached (letterboxed) images, so their size is what the network sees. Models are not
+saved; a rung costs a few tens of seconds on the cpu profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from utils import data
+from utils.config import ROOT, get_device, get_paths, get_profile
+from utils.data import phantom, sources
+from utils.models import train
+from utils.models.networks import build_model
+from utils.models.recipe import markdown
+
+PLANT_SHARE = 0.4
+HELD_OUT = 0.2
+
+RUNGS: dict[str, dict] = {
+    "planted 1x6 px": dict(kind="planted", w=1, length=6),
+    "planted 2x10 px": dict(kind="planted", w=2, length=10),
+    "planted 2x10 px, no resampling": dict(kind="planted", w=2, length=10, augment="lossless"),
+    "planted 2x10 px, no augmentation": dict(kind="planted", w=2, length=10, augment="none"),
+    "planted 3x16 px": dict(kind="planted", w=3, length=16),
+    "objects (hardware or cast) vs normal": dict(kind="objects"),
+    "objects, no augmentation": dict(kind="objects", augment="none"),
+    "the task": dict(kind="task", patients=1),
+    "the task, 4x the patients": dict(kind="task", patients=4),
+}
+"""Name -> rung. `w`, `length`: the planted bar in px at the profile's image size; `augment`: overrides the
+profile's augmentation (`data.AUGMENTATIONS`)."""
+
+
+def plant_bars(images: np.ndarray, w: int, length: int, share: float = PLANT_SHARE, seed: int = 0,
+               value: int = 255) -> tuple[np.ndarray, np.ndarray]:
+    """A copy of `images` (uint8, N x S x S) with a `value` bar of w x length px planted in a random `share` of
+    them, horizontal or vertical, at least 4 px from the border; returns (images, planted 0/1 labels)."""
+    images = np.array(images, np.uint8, copy=True)
+    n, s = images.shape[0], images.shape[-1]
+    if length + 8 > s or w < 1:
+        raise ValueError(f"a {w} x {length} px bar does not fit a {s} px image with a 4 px margin")
+    rng = np.random.default_rng(seed)
+    planted = (rng.random(n) < share).astype(np.int64)
+    for i in np.nonzero(planted)[0]:
+        r0, c0 = (int(v) for v in rng.integers(4, s - 4 - length + 1, 2))
+        if rng.random() < 0.5:
+            images[i, r0:r0 + w, c0:c0 + length] = value
+        else:
+            images[i, r0:r0 + length, c0:c0 + w] = value
+    return images, planted
+
+
+def _fit_arrays(profile, x_tr: torch.Tensor, y_tr: torch.Tensor, seed: int, device) -> nn.Module:
+    """One network trained with the profile's recipe (no checkpoints, no early stopping: the last epoch)."""
+    torch.manual_seed(seed)
+    model = build_model(profile.arch, 2, profile.dropout).to(device)
+    augment = data.augmentation(profile.augment)
+    opt = train.make_optimizer(model, profile)
+    bs = profile.batch_size
+    steps = max(1, len(x_tr) // bs)
+    total, warm = profile.epochs * steps, profile.warmup_epochs * steps
+    for epoch in range(profile.epochs):
+        model.train()
+        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        perm = torch.randperm(len(x_tr), generator=gen)
+        for i in range(steps):
+            idx = perm[i * bs:(i + 1) * bs]
+            for g in opt.param_groups:
+                g["lr"] = train.lr_at(epoch * steps + i, total, warm, profile.lr)
+            x = augment(x_tr[idx].to(device), gen)
+            loss = nn.functional.cross_entropy(model(x), y_tr[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+def _scores(model: nn.Module, x: torch.Tensor, y: np.ndarray, device, groups=None) -> dict:
+    """Accuracy and AUROC of the abnormal probability; with `groups` (study ids) also the study AUROC of the
+    mean probability of each study's images."""
+    from sklearn.metrics import roc_auc_score
+
+    with torch.no_grad():
+        p = torch.cat([model(x[i:i + 256].to(device)).softmax(1)[:, 1].cpu() for i in range(0, len(x), 256)]).numpy()
+    out = dict(acc=float(((p > 0.5) == y).mean()), auroc=float(roc_auc_score(y, p)) if len(set(y)) == 2 else None)
+    if groups is not None:
+        st = pd.DataFrame(dict(g=groups, p=p, y=y)).groupby("g").agg(p=("p", "mean"), y=("y", "first"))
+        out["study_auroc"] = float(roc_auc_score(st.y, st.p)) if st.y.nunique() == 2 else None
+    return out
+
+
+def run_rung(profile, name: str, rung: dict, cache: data.ImageCache, device=None) -> dict:
+    """Train and score one rung (RUNGS) on the profile's abnormality data in `cache`."""
+    device = device or get_device()
+    profile = profile.replace(task="abnormality", **({"augment": rung["augment"]} if "augment" in rung else {}))
+    tr, va, te = train.datasets(profile, cache)
+    seed = train.member_seed(profile, 0)
+    if rung["kind"] == "planted":
+        normal = np.asarray(tr.rows)[np.asarray(tr.targets) == 0]
+        imgs, y = plant_bars(cache.images[np.sort(normal)], rung["w"], rung["length"], seed=seed)
+        order = np.random.default_rng(seed).permutation(len(y))
+        cut = int(round(len(y) * (1 - HELD_OUT)))
+        fit_i, held_i = order[:cut], order[cut:]
+        x_all = data.standardize(data.to_input(imgs))
+        x_tr, y_tr, x_ho, y_ho = x_all[fit_i], y[fit_i], x_all[held_i], y[held_i]
+    elif rung["kind"] == "objects":
+        def pick(ds):
+            masks = data.masks_for(ds.index.path.tolist(), cache.size)
+            if masks is None:
+                raise data.DataError("the `objects` rung needs the phantom's lesion masks; this tree has none")
+            obj = ((masks[1] & (data.LESION_HARDWARE | data.LESION_CAST)) > 0).reshape(len(ds), -1).any(1)
+            t = np.asarray(ds.targets)
+            keep = (t == 0) | ((t == 1) & obj)
+            return data.standardize(data.to_input(cache.images[np.asarray(ds.rows)[keep]])), t[keep]
+        x_tr, y_tr = pick(tr)
+        x_ho, y_ho = pick(va)
+    elif rung["kind"] == "task":
+        if rung["patients"] != 1:
+            cache = _scaled_cache(profile, rung["patients"])
+            tr, va, te = train.datasets(profile, cache)
+        x_tr, y_tr = data.standardize(data.to_input(cache.images[np.asarray(tr.rows)])), np.asarray(tr.targets)
+        x_ho, y_ho = data.standardize(data.to_input(cache.images[np.asarray(te.rows)])), np.asarray(te.targets)
+        study_of = te.index.study_id.to_numpy()
+    else:
+        raise ValueError(f"unknown rung kind {rung['kind']!r}")
+    t0 = time.perf_counter()
+    model = _fit_arrays(profile, x_tr, torch.as_tensor(y_tr), seed, device)
+    seconds = time.perf_counter() - t0
+    fit = _scores(model, x_tr, np.asarray(y_tr), device)
+    held = _scores(model, x_ho, np.asarray(y_ho), device, groups=study_of if rung["kind"] == "task" else None)
+    return dict(rung=name, augment=profile.augment, train_images=len(y_tr), held_out_images=len(y_ho),
+                majority=float(max(np.mean(y_ho), 1 - np.mean(y_ho))), train_acc=fit["acc"], held_out_acc=held["acc"],
+                held_out_auroc=held["auroc"], study_auroc=held.get("study_auroc"), epochs=profile.epochs,
+                seconds=seconds)
+
+
+def _scaled_cache(profile, factor: int) -> data.ImageCache:
+    """The cache of a phantom like the profile's with `factor` times its training patients (generated once)."""
+    paths = get_paths(task="abnormality")
+    ph = profile.phantom
+    root = phantom.ensure(paths.data / f"phantom-{profile.name}-x{factor}", ph.train_patients * factor,
+                          ph.valid_patients, ph.seed, ph.max_side, progress=False)
+    index = sources.carve_validation(sources.load_index(root), profile.val_fraction, profile.seed)
+    return data.build_cache(index, profile.image_size, paths.cache, progress=False)
+
+
+def table(rows: list[dict]):
+    df = pd.DataFrame(rows)[["rung", "augment", "train_images", "held_out_images", "majority", "train_acc",
+                             "held_out_acc", "held_out_auroc", "study_auroc", "seconds"]]
+    for c in ("majority", "train_acc", "held_out_acc"):
+        df[c] = (100 * df[c]).round(1)
+    for c in ("held_out_auroc", "study_auroc"):
+        df[c] = df[c].astype(float).round(3)
+    df["seconds"] = df["seconds"].round(0).astype(int)
+    return df.astype(object).where(df.notna(), "-")  # a rung without a study AUROC shows '-', not nan
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m utils.models.learnability", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--data", default="")
+    ap.add_argument("--rungs", nargs="*", default=list(RUNGS), help=f"of: {', '.join(RUNGS)}")
+    a = ap.parse_args(argv)
+    unknown = sorted(set(a.rungs) - set(RUNGS))
+    if unknown:
+        raise SystemExit(f"unknown rung(s) {unknown}; known: {', '.join(RUNGS)}")
+    profile = get_profile(a.profile, task="abnormality")
+    _, _, cache = data.prepare(profile, a.data, get_paths(task="abnormality"), progress=False)
+    out = ROOT / "report" / "recipe"
+    out.mkdir(parents=True, exist_ok=True)
+    f = out / f"{profile.name}-learnability.json"
+    old = json.loads(f.read_text())["rows"] if f.is_file() else []
+    rows = {r["rung"]: dict(dict(study_auroc=None), **r) for r in old}
+    for name in a.rungs:
+        r = run_rung(profile, name, RUNGS[name], cache)
+        rows[name] = r
+        print(f"{name:40s} train {100 * r['train_acc']:5.1f} %, held out {100 * r['held_out_acc']:5.1f} % "
+              f"(majority {100 * r['majority']:.1f} %), AUROC {r['held_out_auroc']:.3f}, {r['seconds']:.0f} s",
+              flush=True)
+        ordered = [rows[k] for k in RUNGS if k in rows]
+        f.write_text(json.dumps(dict(profile=profile.name, task="abnormality", rows=ordered), indent=1))
+        f.with_suffix(".md").write_text(markdown(table(ordered)))
+
+
+if __name__ == "__main__":
+    main()
