@@ -10,6 +10,7 @@ import pytest
 
 from utils.chapters import calibration
 from utils.evaluation import metrics
+from utils.posteriors import Predictions
 
 
 def _member_probs(rng, y, s, m, c):
@@ -17,8 +18,8 @@ def _member_probs(rng, y, s, m, c):
 
 
 def _preds(seed=0, n=240, c=4, m=3):
-    """Predictions as `Run.predictions()` gives them: single-model methods M x N x C with per-member info,
-    combinations N x C with the members' predictives as samples."""
+    """Predictions as `Run.predictions()` gives them: one `Predictions` record per label, single-model methods
+    with M members and per-member info, combinations over the members of the method they average."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, c, n)
     preds = {}
@@ -26,10 +27,9 @@ def _preds(seed=0, n=240, c=4, m=3):
                         ("Laplace, kron", {"prior": "marglik", "prior_precision": 3.5, "bracketed": True}),
                         ("Laplace, kron, layer-wise prior", {"prior": "marglik-layerwise", "prior_precision": 4.0,
                                                              "prior_precision_bias": 0.2, "bracketed": True})):
-        preds[label] = dict(probs=_member_probs(rng, y, 1.0, m, c), info=[dict(info) for _ in range(m)])
+        preds[label] = Predictions(label, _member_probs(rng, y, 1.0, m, c), info=[dict(info) for _ in range(m)])
     for label, of in (("deep ensemble", "MAP"), ("mixture of Laplace, kron", "Laplace, kron")):
-        member = preds[of]["probs"]
-        preds[label] = dict(probs=member.mean(0), samples=member, members=m)
+        preds[label] = Predictions(label, preds[of].members, combination=True)
     return preds, y, np.repeat(np.arange(n // 3), 3)
 
 
@@ -37,14 +37,14 @@ def test_interval_table_estimates_deltas_and_reference():
     preds, y, groups = _preds()
     tab = calibration.interval_table(preds, y, groups, n_boot=300).set_index("method")
     assert list(tab.index) == list(preds)  # every entry, in the given order, under its own label
-    mp = preds["MAP"]["probs"]
+    mp = preds["MAP"].members
     for c in ("accuracy", "nll", "ece"):
         assert tab.loc["MAP", c] == pytest.approx(np.mean([getattr(metrics, c)(q, y) for q in mp]))
         assert tab.loc["MAP", f"{c}_low"] <= tab.loc["MAP", c] <= tab.loc["MAP", f"{c}_high"]
     ens = tab.loc["deep ensemble"]
     assert (ens.kind, ens.members) == ("ensemble", 3) and tab.loc["MAP", "members"] == 1
     assert ens.nll == pytest.approx(metrics.nll(mp.mean(0), y))
-    mix = preds["Laplace, kron"]["probs"].mean(0)
+    mix = preds["Laplace, kron"].members.mean(0)
     assert tab.loc["mixture of Laplace, kron", "nll"] == pytest.approx(metrics.nll(mix, y))
     # the ensemble's delta is against the MAP members as single models, paired
     assert ens.delta_nll == pytest.approx(metrics.nll(mp.mean(0), y) - tab.loc["MAP", "nll"])
@@ -57,26 +57,27 @@ def test_interval_table_estimates_deltas_and_reference():
 
 def test_interval_table_takes_combinations_from_the_predictions():
     preds, y, groups = _preds()
-    # a combination not built in: appears as its own row, told apart by its N x C shape
-    preds["my combination"] = dict(probs=preds["temperature scaling"]["probs"].mean(0), members=3)
+    # a combination not built in: appears as its own row
+    preds["my combination"] = Predictions("my combination", preds["temperature scaling"].members, combination=True)
     # a "combination" of one member is no ensemble: left out
-    preds["mixture of Laplace, kron"]["members"] = 1
+    preds["mixture of Laplace, kron"] = Predictions("mixture", preds["Laplace, kron"].members[:1], combination=True)
     tab = calibration.interval_table(preds, y, groups, n_boot=100).set_index("method")
     assert tab.loc["my combination", "kind"] == "ensemble"
-    assert tab.loc["my combination", "nll"] == pytest.approx(metrics.nll(preds["my combination"]["probs"], y))
+    assert tab.loc["my combination", "nll"] == pytest.approx(metrics.nll(preds["my combination"].probs, y))
     assert "mixture of Laplace, kron" not in tab.index
 
 
 def test_ensemble_is_compared_with_the_best_single_model_method_only():
     preds, y, groups = _preds()
     # a combination better than everything must not count as the best *single* model
-    preds["mixture of Laplace, kron"] = dict(probs=np.eye(4)[y] * 0.97 + 0.01, members=3)
+    preds["mixture of Laplace, kron"] = Predictions("mixture", np.stack([np.eye(4)[y] * 0.97 + 0.01] * 3),
+                                                    combination=True)
     vb = calibration.ensemble_vs_best_single(preds, y, groups, n_boot=100).set_index("metric")
     single = ["MAP", "temperature scaling", "Laplace, kron", "Laplace, kron, layer-wise prior"]
     assert set(vb.best_single) <= set(single)
-    nll = {k: np.mean([metrics.nll(q, y) for q in preds[k]["probs"]]) for k in single}
+    nll = {k: np.mean([metrics.nll(q, y) for q in preds[k].members]) for k in single}
     assert vb.loc["nll", "best_single"] == min(nll, key=nll.get)
-    assert vb.loc["nll", "ensemble"] == pytest.approx(metrics.nll(preds["deep ensemble"]["probs"], y))
+    assert vb.loc["nll", "ensemble"] == pytest.approx(metrics.nll(preds["deep ensemble"].probs, y))
     assert vb.loc["nll", "delta"] == pytest.approx(vb.loc["nll", "ensemble"] - nll[vb.loc["nll", "best_single"]])
 
 
@@ -86,7 +87,7 @@ def test_verdict_needs_an_interval_that_excludes_zero():
     assert calibration.verdict(0.01, 0.001, 0.02, lower_is_better=False) == "better"
     assert calibration.verdict(0.01, 0.001, 0.02, lower_is_better=True) == "worse"
     preds, y, groups = _preds()
-    preds["Laplace, kron"] = dict(probs=preds["MAP"]["probs"].copy())  # the same predictions: no difference
+    preds["Laplace, kron"] = Predictions("Laplace, kron", preds["MAP"].members.copy())  # the same: no difference
     v = calibration.verdicts(calibration.interval_table(preds, y, groups, n_boot=200))
     assert (v.loc["Laplace, kron"] == "no difference shown").all()
     assert "MAP" not in v.index and "deep ensemble" in v.index
@@ -94,17 +95,19 @@ def test_verdict_needs_an_interval_that_excludes_zero():
 
 def test_figure_rule_tv_and_priors():
     preds, y, _ = _preds()
-    preds["MC dropout"] = dict(probs=preds["MAP"]["probs"], info=[{}] * 3)
-    preds["Laplace, diag"] = dict(probs=preds["MAP"]["probs"], info=[{"prior": "marglik", "prior_precision": 11.0,
-                                                                      "bracketed": False}] * 3)
-    # robustness=True single-model methods and MC dropout (member 0), then every combination; not Laplace, diag
+    preds["MC dropout"] = Predictions("MC dropout", preds["MAP"].members, info=[{}] * 3)
+    preds["Laplace, diag"] = Predictions("Laplace, diag", preds["MAP"].members, info=[
+        {"prior": "marglik", "prior_precision": 11.0, "bracketed": False}] * 3)
+    preds["unregistered"] = Predictions("unregistered", preds["MAP"].members)
+    # every method registered with figures=True, and any not registered: single-model methods, then combinations
     assert calibration.figure_labels(preds) == ["MAP", "temperature scaling", "Laplace, kron",
-                                                "Laplace, kron, layer-wise prior", "MC dropout", "deep ensemble",
-                                                "mixture of Laplace, kron"]
+                                                "Laplace, kron, layer-wise prior", "MC dropout", "Laplace, diag",
+                                                "unregistered", "deep ensemble", "mixture of Laplace, kron"]
+    del preds["unregistered"]
     show = calibration.shown_probs(preds)
     assert all(p.shape == (len(y), 4) for p in show.values())
-    np.testing.assert_array_equal(show["MAP"], preds["MAP"]["probs"][0])
-    np.testing.assert_array_equal(show["deep ensemble"], preds["deep ensemble"]["probs"])
+    np.testing.assert_array_equal(show["MAP"], preds["MAP"].members[0])
+    np.testing.assert_array_equal(show["deep ensemble"], preds["deep ensemble"].members.mean(0))
     tv = calibration.tv_from_map(preds)
     assert set(tv) == {"temperature scaling", "Laplace, kron", "Laplace, kron, layer-wise prior", "MC dropout",
                        "Laplace, diag"}  # single-model methods only
@@ -175,8 +178,8 @@ def test_conformal_table_covers_exchangeable_data_and_summarises_it():
     rng = np.random.default_rng(0)
     p = metrics.softmax(rng.normal(0, 2, (1200, 3)))
     y = np.array([rng.choice(3, p=q) for q in p])  # labels drawn from the predictive: exchangeable splits
-    val = {"m": dict(probs=p[None, :600]), "ens": dict(probs=p[:600])}
-    test = {"m": dict(probs=p[None, 600:]), "ens": dict(probs=p[600:])}
+    val = {"m": Predictions("m", p[None, :600]), "ens": Predictions("ens", p[None, :600], combination=True)}
+    test = {"m": Predictions("m", p[None, 600:]), "ens": Predictions("ens", p[None, 600:], combination=True)}
     part = np.where(np.arange(600) % 2, "HAND", "WRIST")
     conf = calibration.conformal_table(val, test, y[:600], y[600:], np.arange(600), by={"part": part},
                                        class_names=["a", "b", "c"], n_boot=200)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from utils import data, explain
+from utils import data, explain, posteriors
 from utils.chapters import explanations
 from utils.data import sources
 from utils.explain import scores as explanation_scores
@@ -246,23 +246,27 @@ def test_deletion_with_shared_ends_equals_deletion_alone(tiny_set):
 
 def test_explanation_spread_per_image_for_ensemble_laplace_and_dropout(tiny_set):
     models, W, x, y = tiny_set
-    fr = explanation_scores.explanation_spread(models, W, _ds(x, y), p=0.2, n_dropout=8, batch=4)
+    col = explanation_scores.spread_column
+    heads = {"ens": None, "lap": W, "drop": posteriors.mc_dropout_heads(models[0].fc.weight.detach(), 0.2, 8, seed=0)}
+    fr = explanation_scores.explanation_spread(models, heads, _ds(x, y), batch=4)
     assert len(fr) == 10 and list(fr.i) == list(range(10))
-    for c in ("spread_ensemble", "spread_laplace", "spread_dropout", "std_ensemble", "class_ensemble",
-              "class_member0", "p_max_ensemble", "y"):
+    for c in (col("ens"), col("lap"), col("drop"), col("ens", "std"), "class_ensemble", "class_member0",
+              "p_max_ensemble", "y"):
         assert c in fr
-    assert (fr[["spread_ensemble", "spread_laplace", "spread_dropout"]] > 0).all().all()
+    assert (fr[[col("ens"), col("lap"), col("drop")]] > 0).all().all()
     _, probs = explain.forward_members(models, x)
     p0, pe = explain.predicted_classes(probs)
     np.testing.assert_array_equal(fr.class_member0, p0.numpy())
     np.testing.assert_array_equal(fr.class_ensemble, pe.numpy())
-    shuffled = explanation_scores.explanation_spread(models, W, _ds(x, (y + 1) % 4), p=0.2, n_dropout=8, batch=4)
+    # the members' maps explain the ensemble's class, the head samples member 0's: by hand for one image
+    fmaps, _ = explain.forward_members(models, x[:1])
+    maps = explain.upsample(explain.cam_samples(fmaps[0], W, p0[:1]), x.shape[-2:])
+    assert fr[col("lap")][0] == pytest.approx(float(explanation_scores.spread_scores(maps)["relative"][0]), rel=1e-5)
+    shuffled = explanation_scores.explanation_spread(models, heads, _ds(x, (y + 1) % 4), batch=4)
     pd.testing.assert_frame_equal(fr.drop(columns="y"), shuffled.drop(columns="y"))
-    same = explanation_scores.explanation_spread([models[0]] * 2, W[:1], _ds(x, y), p=0.2, n_dropout=8, batch=4)
-    np.testing.assert_allclose(same.spread_ensemble, 0.0)  # identical members, one head sample: no spread
-    np.testing.assert_allclose(same.spread_laplace, 0.0)
-    with pytest.raises(ValueError, match="no dropout"):
-        explanation_scores.explanation_spread(models, W, _ds(x, y))
+    same = explanation_scores.explanation_spread([models[0]] * 2, {"ens": None, "lap": W[:1]}, _ds(x, y), batch=4)
+    np.testing.assert_allclose(same[col("ens")], 0.0)  # identical members, one head sample: no spread
+    np.testing.assert_allclose(same[col("lap")], 0.0)
 
 
 def test_interval_table_pairs_each_map_with_the_reference_by_study():
@@ -411,15 +415,18 @@ def test_flagging_tables_give_a_row_per_score_per_predictor():
 def test_flagging_inputs_take_member_0_of_single_model_methods():
     rng = np.random.default_rng(1)
     member = rng.dirichlet(np.ones(3), (5, 10))
-    spread = pd.DataFrame({c: rng.random(10) for c in explanations.SPREAD_COLUMNS.values()})
-    predictions = {"deep ensemble": dict(probs=member.mean(0), samples=member),
-                   "MC dropout": dict(probs=member, samples=[member[m:m + 2] for m in range(5)])}
+    col = explanation_scores.spread_column
+    spread = pd.DataFrame({col(k): rng.random(10) for k in ("deep ensemble", "MC dropout")})
+    predictions = {"deep ensemble": posteriors.Predictions("deep ensemble", member, combination=True),
+                   "MC dropout": posteriors.Predictions("MC dropout", member,
+                                                        member_samples=[member[m:m + 2] for m in range(5)])}
     inp = explanations.flagging_inputs(predictions, spread)
     np.testing.assert_array_equal(inp["deep ensemble"][0], member.mean(0))
-    np.testing.assert_array_equal(inp["deep ensemble"][2], spread.spread_ensemble)
+    np.testing.assert_array_equal(inp["deep ensemble"][1], member)
+    np.testing.assert_array_equal(inp["deep ensemble"][2], spread[col("deep ensemble")])
     np.testing.assert_array_equal(inp["MC dropout"][0], member[0])
     np.testing.assert_array_equal(inp["MC dropout"][1], member[0:2])
-    np.testing.assert_array_equal(inp["MC dropout"][2], spread.spread_dropout)
+    np.testing.assert_array_equal(inp["MC dropout"][2], spread[col("MC dropout")])
 
 
 def _flags():

@@ -31,7 +31,7 @@ import pytest
 import torch
 
 from utils import config, data, explain, models, posteriors
-from utils.chapters import robustness
+from utils.chapters import explanations, robustness
 from utils.data import images as data_images
 from utils.explain import scores as explanation_scores
 from utils.models import train
@@ -183,12 +183,12 @@ def test_every_registered_posterior_predicts_the_test_split(run):
     n, c = len(run.y), len(run.classes)
     assert c == 2
     for label, p in preds.items():
-        probs = np.asarray(p["probs"], np.float64)
-        if posteriors.REGISTRY[label].combination:
-            assert probs.shape == (n, c) and p["samples"].shape == (2, n, c)
+        probs = np.asarray(p.members, np.float64)
+        if p.combination:
+            assert probs.shape == p.samples.shape == (2, n, c)
         else:
             m = posteriors.REGISTRY[label].members or 2  # the costly ones are fitted on fewer members
-            assert probs.shape == (m, n, c) and len(p["info"]) == m
+            assert probs.shape == (m, n, c) and len(p.info) == m
         assert np.isfinite(probs).all(), label
         np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-4, err_msg=label)
 
@@ -214,10 +214,9 @@ def test_the_batch_predictor_agrees_with_the_saved_predictions(run, images):
     # seen on one x86 host; 2e-6 held on another before the probit centred its mean logits). A wrong input, head or
     # posterior moves it by orders of magnitude more.
     for label in labels:
-        want = saved[label]["probs"] if posteriors.REGISTRY[label].combination else saved[label]["probs"][0]
-        np.testing.assert_allclose(batch[label]["probs"], want[pos], atol=1e-4, err_msg=label)
-    assert batch["deep ensemble"]["samples"].shape == (2, len(x), 2)
-    assert batch["Laplace, kron"]["samples"].shape == (100, len(x), 2)
+        np.testing.assert_allclose(batch[label].probs, saved[label].probs[pos], atol=1e-4, err_msg=label)
+    assert batch["deep ensemble"].samples.shape == (2, len(x), 2)
+    assert batch["Laplace, kron"].samples.shape == (100, len(x), 2)
 
 
 def test_resnet18_cams_of_head_samples_and_gradcam(run, images):
@@ -271,7 +270,8 @@ def test_explanation_scores_on_a_few_test_images(run):
         assert counts[(m, "deletion_auc")] == counts[(m, "insertion_auc")] == 4
     assert np.isfinite(per_image.value).all()
     assert len(explanation_scores.summarise(per_image)) == len(methods)
-    spread = explanation_scores.explanation_spread(run.models, W, few, n_dropout=8, batch=4)
+    heads = explanations.spread_heads(run, 8, seed=0)
+    spread = explanation_scores.explanation_spread(run.models, heads, few, batch=4)
     assert len(spread) == 6 and list(spread.i) == list(range(6))
-    cols = [f"{k}_{s}" for k in ("spread", "std") for s in ("ensemble", "laplace", "dropout")]
+    cols = [explanation_scores.spread_column(label, k) for k in ("spread", "std") for label in heads]
     assert np.isfinite(spread[cols].to_numpy()).all() and (spread[cols].to_numpy() >= 0).all()

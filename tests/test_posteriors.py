@@ -188,8 +188,9 @@ def test_a_combination_is_the_mean_of_its_members(tmp_path, label):
     combo = posteriors.combine(label, members)
     pred = combo.predict("test")
     singles = np.stack([posteriors.make(combo.of, m).predict("test")["probs"] for m in members])
-    np.testing.assert_allclose(pred["probs"], singles.mean(0))
-    np.testing.assert_array_equal(pred["samples"], singles)
+    np.testing.assert_allclose(pred.probs, singles.mean(0))
+    np.testing.assert_array_equal(pred.samples, singles)
+    assert pred.combination and pred.label == label and pred.n_members == 3
     phis = [m.features("val")[0] for m in members]
     np.testing.assert_allclose(combo.probs(phis), np.mean([posteriors.make(combo.of, m).probs(p)
                                                             for m, p in zip(members, phis)], 0), atol=1e-12)

@@ -18,38 +18,23 @@ from utils.run import BatchPredictor
 from .test_posteriors import FakeMember
 
 
-class FakeRun:
-    """What `run.BatchPredictor` needs of a `Run`: three untrained members (tests/test_posteriors.FakeMember),
-    the profile's member count and seed, and the fitted posteriors by label (as `Run.posterior`)."""
-
-    def __init__(self, folder, n_members: int = 3):
-        self.members = [FakeMember(folder, index=m, seed=m) for m in range(n_members)]
-        self.profile = SimpleNamespace(members=n_members, seed=0)
-        self._posteriors = {}
-
-    def member(self, m: int):
-        return self.members[m]
-
-    @property
-    def models(self):
-        return [m.model for m in self.members]
-
-    def posterior(self, label: str, member: int = 0):
-        if (label, member) not in self._posteriors:
-            self._posteriors[label, member] = (posteriors.combine(label, self.members)
-                                               if posteriors.REGISTRY[label].combination
-                                               else posteriors.make(label, self.members[member]))
-        return self._posteriors[label, member]
+def P(probs, samples=None):
+    """One method's predictive on a batch, as `BatchPredictor` gives it (member 0's, or its samples')."""
+    return posteriors.Predictions("m", np.asarray(probs)[None], member_samples=[] if samples is None else [samples])
 
 
 @pytest.fixture(scope="module")
 def fake_run(tmp_path_factory):
-    return FakeRun(tmp_path_factory.mktemp("predictions"))
+    """Three untrained members (tests/test_posteriors.FakeMember) and their posteriors, as `Run.posteriors`
+    holds them (`posteriors.Posteriors`, the package's own)."""
+    folder = tmp_path_factory.mktemp("predictions")
+    members = [FakeMember(folder, index=m, seed=m) for m in range(3)]
+    return posteriors.Posteriors(lambda m: members[m], len(members))
 
 
 @pytest.fixture(scope="module")
 def predictor(fake_run):
-    return BatchPredictor(fake_run, posteriors.labels(robustness=True), n_samples=20)
+    return BatchPredictor(fake_run, posteriors.labels(robustness=True), n_samples=20, seed=0)
 
 
 def test_rotation_by_zero_is_the_identity_on_every_prediction(predictor):
@@ -57,7 +42,7 @@ def test_rotation_by_zero_is_the_identity_on_every_prediction(predictor):
     assert robustness.rotate(x, 0) is x and robustness.rotate(x, 360) is x
     a, b = predictor(x), predictor(robustness.rotate(x, 0))
     for name in a:
-        np.testing.assert_array_equal(a[name]["probs"], b[name]["probs"])
+        np.testing.assert_array_equal(a[name].probs, b[name].probs)
     assert list(a) == posteriors.labels(robustness=True)
     assert {"MAP", "temperature scaling", "Laplace, kron", "Laplace, kron, layer-wise prior", "deep ensemble"} == set(a)
 
@@ -81,14 +66,14 @@ def test_temperature_and_ensemble_predictions(predictor, fake_run):
     with torch.no_grad():
         logits = predictor.models[0](x)
         member = torch.stack([torch.softmax(m(x), 1) for m in predictor.models])
-    t = fake_run.posterior("temperature scaling").temperature
-    np.testing.assert_allclose(p["MAP"]["probs"], torch.softmax(logits, 1).numpy(), atol=1e-6)
-    np.testing.assert_allclose(p["temperature scaling"]["probs"], torch.softmax(logits / t, 1).numpy(), atol=1e-6)
-    np.testing.assert_allclose(p["deep ensemble"]["probs"], member.mean(0).numpy(), atol=1e-6)
-    assert p["deep ensemble"]["samples"].shape == (3, 4, 3)
+    t = fake_run("temperature scaling").temperature
+    np.testing.assert_allclose(p["MAP"].probs, torch.softmax(logits, 1).numpy(), atol=1e-6)
+    np.testing.assert_allclose(p["temperature scaling"].probs, torch.softmax(logits / t, 1).numpy(), atol=1e-6)
+    np.testing.assert_allclose(p["deep ensemble"].probs, member.mean(0).numpy(), atol=1e-6)
+    assert p["deep ensemble"].samples.shape == (3, 4, 3)
     for name in ("Laplace, kron", "Laplace, kron, layer-wise prior"):
-        assert p[name]["samples"].shape == (20, 4, 3)
-    assert "samples" not in p["MAP"] and "samples" not in p["temperature scaling"]
+        assert p[name].samples.shape == (20, 4, 3)
+    assert p["MAP"].samples is None and p["temperature scaling"].samples is None
     u = robustness.uncertainty(p["deep ensemble"])
     assert (u["mutual information"] >= -1e-9).all() and (u["entropy"] >= u["mutual information"] - 1e-9).all()
 
@@ -97,11 +82,11 @@ def test_batched_predictions_are_the_batches_concatenated(predictor):
     x = torch.randn(7, 1, 16, 16)
     whole, parts = predictor(x), predictor.batched(x, batch=3)
     for name in whole:
-        np.testing.assert_allclose(parts[name]["probs"], whole[name]["probs"], atol=1e-6)
-        assert set(parts[name]) == set(whole[name])
-        if "samples" in whole[name]:
-            assert parts[name]["samples"].shape == whole[name]["samples"].shape
-    np.testing.assert_allclose(parts["deep ensemble"]["samples"], whole["deep ensemble"]["samples"], atol=1e-6)
+        np.testing.assert_allclose(parts[name].probs, whole[name].probs, atol=1e-6)
+        assert (parts[name].samples is None) == (whole[name].samples is None)
+        if whole[name].samples is not None:
+            assert parts[name].samples.shape == whole[name].samples.shape
+    np.testing.assert_allclose(parts["deep ensemble"].samples, whole["deep ensemble"].samples, atol=1e-6)
 
 
 def test_sweeps_score_every_method_at_every_angle_and_corruption(predictor):
@@ -119,10 +104,10 @@ def test_sweeps_score_every_method_at_every_angle_and_corruption(predictor):
     assert len(keep) == 2 + len(robustness.CORRUPTIONS) * 3
     again = predictor.batched(robustness.rotate(x, 90))
     for name in labels:
-        assert set(keep[("rotation", 90)][name]) == {"probs"}
-        np.testing.assert_array_equal(keep[("rotation", 90)][name]["probs"], again[name]["probs"])
-    np.testing.assert_array_equal(keep[("noise", 2)]["MAP"]["probs"],
-                                  predictor.batched(robustness.corrupt(x, "noise", 2, 0))["MAP"]["probs"])
+        assert keep[("rotation", 90)][name].samples is None or keep[("rotation", 90)][name].combination
+        np.testing.assert_array_equal(keep[("rotation", 90)][name].probs, again[name].probs)
+    np.testing.assert_array_equal(keep[("noise", 2)]["MAP"].probs,
+                                  predictor.batched(robustness.corrupt(x, "noise", 2, 0))["MAP"].probs)
     by = corr.set_index(["corruption", "severity", "method"])
     assert np.isnan(by.loc[("noise", 1, "MAP"), "AUROC by mutual information"])
     assert 0 <= by.loc[("noise", 1, "deep ensemble"), "AUROC by mutual information"] <= 1
@@ -197,8 +182,8 @@ def test_ood_intervals_agree_with_the_point_auroc_and_pair_against_map_entropy()
     rng = np.random.default_rng(0)
     p_in = metrics.softmax(rng.normal(0, 3, (120, 4)))
     p_out = metrics.softmax(rng.normal(0, 1, (60, 4)))
-    pin = {"MAP": dict(probs=p_in), "other": dict(probs=p_in, samples=np.stack([p_in, p_in]))}
-    pout = {"MAP": dict(probs=p_out), "other": dict(probs=p_out, samples=np.stack([p_out, p_out]))}
+    pin = {"MAP": P(p_in), "other": P(p_in, np.stack([p_in, p_in]))}
+    pout = {"MAP": P(p_out), "other": P(p_out, np.stack([p_out, p_out]))}
     g_in, g_out = np.repeat(np.arange(40), 3), np.repeat(np.arange(30), 2)  # the same ids in both: kept apart
     tab = robustness.ood_intervals(pin, pout, g_in, g_out, n_boot=300).set_index(["method", "score"])
     want = robustness.ood_auroc(metrics.entropy(p_in), metrics.entropy(p_out))
@@ -213,17 +198,17 @@ def test_paired_vs_reference_is_zero_against_itself_and_matches_the_metric():
     rng = np.random.default_rng(2)
     y = rng.integers(0, 3, 90)
     a = metrics.softmax(rng.normal(0, 2, (90, 3)))
-    pred = {"MAP": dict(probs=a), "copy": dict(probs=a.copy()), "other": dict(probs=metrics.softmax(rng.normal(0, 1, (90, 3))))}
+    pred = {"MAP": P(a), "copy": P(a.copy()), "other": P(metrics.softmax(rng.normal(0, 1, (90, 3))))}
     tab = robustness.paired_vs(pred, y, np.repeat(np.arange(30), 3), n_boot=200).set_index("method")
     assert tab.loc["MAP", "ece"] == pytest.approx(metrics.ece(a, y))
     assert tab.loc["copy", "delta_nll"] == 0 and tab.loc["copy", "delta_nll_low"] == 0
-    assert tab.loc["other", "delta_nll"] == pytest.approx(metrics.nll(pred["other"]["probs"], y) - metrics.nll(a, y))
+    assert tab.loc["other", "delta_nll"] == pytest.approx(metrics.nll(pred["other"].probs, y) - metrics.nll(a, y))
 
 
 def test_ood_table_is_the_point_auroc_by_each_score():
     rng = np.random.default_rng(3)
     p_in, p_out = metrics.softmax(rng.normal(0, 3, (50, 3))), metrics.softmax(rng.normal(0, 1, (40, 3)))
-    tab = robustness.ood_table({"MAP": dict(probs=p_in)}, {"MAP": dict(probs=p_out)}).set_index("method")
+    tab = robustness.ood_table({"MAP": P(p_in)}, {"MAP": P(p_out)}).set_index("method")
     assert tab.loc["MAP", "AUROC by entropy"] == pytest.approx(
         robustness.ood_auroc(metrics.entropy(p_in), metrics.entropy(p_out)))
 
@@ -231,7 +216,7 @@ def test_ood_table_is_the_point_auroc_by_each_score():
 def test_small_tables_of_the_notebook():
     ood = pd.DataFrame(dict(body_part=["KNEE", "KNEE", "FOOT"], study_id=[1, 1, 2]))
     assert robustness.unfamiliar_note(ood, 3) == "unfamiliar parts: 3 images (knee 2, foot 1)"
-    pred = {"MAP": dict(probs=np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]]))}
+    pred = {"MAP": P(np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]]))}
     said = robustness.predicted_classes(pred, ["a", "b"])
     assert said.loc["a", "MAP"] == 0.75 and said.loc["b", "MAP"] == 0.25
     x = torch.randn(2, 1, 8, 8)
@@ -244,7 +229,7 @@ def test_referral_table_reads_the_curve_at_all_and_at_80_percent():
     labels = np.array([0] * 10)
     probs = np.tile([0.9, 0.1], (10, 1))
     probs[[8, 9]] = [0.45, 0.55]  # the two least certain images are also the two wrong ones
-    curves = robustness.referral_curves({"m": dict(probs=probs)}, labels)
+    curves = robustness.referral_curves({"m": P(probs)}, labels)
     row = robustness.referral_table(curves)["m"]
     assert row["all"] == pytest.approx(0.8) and row["keep80"] == pytest.approx(1.0)
     assert row["aurc"] == pytest.approx(curves["m"]["aurc"])
@@ -317,10 +302,10 @@ def shift_case():
     p, y = _exchangeable(rng, 1400, c=8, scale=6)
     pv, yv, pt, yt = p[:600], y[:600], p[600:], y[600:]
     noise = metrics.softmax(rng.normal(0, 1, (2, 600, 8)))
-    val = {"MAP": dict(probs=np.stack([pv, *noise])), "deep ensemble": dict(probs=pv)}
-    test = {"MAP": dict(probs=pt), "deep ensemble": dict(probs=pt)}
-    rolled = {k: dict(probs=np.roll(pt, 1, axis=1)) for k in test}
-    flat = {k: dict(probs=np.full_like(pt, 1 / 8)) for k in test}
+    val = {"MAP": posteriors.Predictions("MAP", np.stack([pv, *noise])), "deep ensemble": P(pv)}
+    test = {"MAP": P(pt), "deep ensemble": P(pt)}
+    rolled = {k: P(np.roll(pt, 1, axis=1)) for k in test}
+    flat = {k: P(np.full_like(pt, 1 / 8)) for k in test}
     shifted = {("clean", 0): test, ("rotation", 0): test, ("rotation", 90): rolled, ("noise", 3): flat}
     groups = np.repeat(np.arange(400), 2)
     tab = robustness.conformal_under_shift(val, yv, shifted, yt, groups, 0.1, n_boot=300, seed=4)
@@ -356,12 +341,12 @@ def test_conformal_under_shift_keeps_the_clean_validation_threshold(shift_case):
         assert g.qhat.iloc[0] == conformal.calibrate(c.pv, c.yv, 0.1, score, seed=4)
         shifted = g[g["shift"] == "rotation"].iloc[-1]
         assert shifted.level == 90
-        sets = conformal.predict_sets(c.rolled[method]["probs"], g.qhat.iloc[0], score, seed=4)
+        sets = conformal.predict_sets(c.rolled[method].probs, g.qhat.iloc[0], score, seed=4)
         assert shifted.coverage == pytest.approx(sets[np.arange(len(c.yt)), c.yt].mean())
         assert shifted.coverage_high < 0.6
         half = len(c.yt) // 2  # recalibrating on half of the shifted images covers the other half
-        re_sets, _ = conformal.split_conformal(c.rolled[method]["probs"][:half], c.yt[:half],
-                                               c.rolled[method]["probs"][half:], 0.1, score, seed=4)
+        re_sets, _ = conformal.split_conformal(c.rolled[method].probs[:half], c.yt[:half],
+                                               c.rolled[method].probs[half:], 0.1, score, seed=4)
         recal = re_sets[np.arange(len(c.yt) - half), c.yt[half:]].mean()
         assert recal > 0.85 and recal - shifted.coverage > 0.3
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from utils import config, posteriors
-from utils.chapters import calibration, robustness
+from utils.chapters import calibration, explanations, robustness
 from utils.chapters import laplace as laplace_chapter
+from utils.explain import scores
 from utils.run import Run
 
 
@@ -41,23 +42,26 @@ def test_predictions_hold_every_registered_posterior(run):
     preds = run.predictions()
     assert list(preds) == run.labels() == posteriors.labels()  # the smoke profile has dropout
     n, c = len(run.y), len(run.classes)
-    for label, p in preds.items():
-        if posteriors.REGISTRY[label].combination:
-            assert p["probs"].shape == (n, c) and p["samples"].shape == (2, n, c)
-            singles = preds[posteriors.REGISTRY[label].of]["probs"]
-            np.testing.assert_allclose(p["probs"], singles.mean(0))
+    for label, p in preds.items():  # one record shape for every label
+        assert isinstance(p, posteriors.Predictions) and p.label == label and p.probs.shape == (n, c)
+        assert p.combination == posteriors.REGISTRY[label].combination
+        if p.combination:
+            assert p.members.shape == p.samples.shape == (2, n, c) and p.scored.shape == (1, n, c)
+            singles = preds[posteriors.REGISTRY[label].of].members
+            np.testing.assert_allclose(p.probs, singles.mean(0))
         else:
             m = posteriors.REGISTRY[label].members or 2  # the costly ones are fitted on fewer members
-            assert p["probs"].shape == (m, n, c) and len(p["info"]) == m
-    assert preds["Laplace, kron, all weights"]["probs"].shape[0] == 1  # member 0 only
+            assert p.members.shape == p.scored.shape == (m, n, c) and len(p.info) == m
+            np.testing.assert_array_equal(p.probs, p.members[0])
+    assert preds["Laplace, kron, all weights"].n_members == 1  # member 0 only
 
 
 def test_a_new_run_on_the_same_outputs_reloads_without_refitting(run, smoke_tree, out):
     again = Run(_profile(), smoke_tree, out)
     preds, before = again.predictions(), run.predictions()
     for label in preds:
-        np.testing.assert_array_equal(preds[label]["probs"], before[label]["probs"])
-    fitted = [p._fitted for key, p in again._posteriors.items() if isinstance(p, posteriors.Posterior)]
+        np.testing.assert_array_equal(preds[label].members, before[label].members)
+    fitted = [p._fitted for key, p in again.posteriors._built.items() if isinstance(p, posteriors.Posterior)]
     assert fitted and not any(fitted)
 
 
@@ -67,14 +71,13 @@ def test_the_batch_predictor_agrees_with_the_saved_predictions(run):
     batch = run.predictor(labels).batched(x, batch=50)
     saved = run.predictions(labels)
     for label in labels:
-        want = saved[label]["probs"] if posteriors.REGISTRY[label].combination else saved[label]["probs"][0]
-        np.testing.assert_allclose(batch[label]["probs"], want, atol=2e-6)
-    assert batch["deep ensemble"]["samples"].shape == (2, len(x), len(run.classes))
-    assert batch["Laplace, kron"]["samples"].shape == (100, len(x), len(run.classes))
+        np.testing.assert_allclose(batch[label].probs, saved[label].probs, atol=2e-6)
+    assert batch["deep ensemble"].samples.shape == (2, len(x), len(run.classes))
+    assert batch["Laplace, kron"].samples.shape == (100, len(x), len(run.classes))
 
 
 class Sharpened(posteriors.MAP):
-    """A posterior the repository does not register: the MAP logits doubled."""
+    """A posterior the repository does not register: the MAP logits doubled, and a head jittered by 10 %."""
 
     key = "sharpened"
 
@@ -84,15 +87,35 @@ class Sharpened(posteriors.MAP):
     def _predict(self, subset):
         return self.probs(self.member.features(subset)[0]), None, {}
 
+    def head_samples(self, n: int, seed: int = 0) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        W = 2 * self.head.weight.detach()
+        return W * (1 + 0.1 * torch.randn((n, *W.shape), generator=g))
+
 
 def test_a_newly_registered_posterior_reaches_the_tables_without_other_edits(run, monkeypatch):
-    monkeypatch.setitem(posteriors.REGISTRY, "sharpened MAP", None)  # taken out again after the test
-    posteriors.register("sharpened MAP", Sharpened, robustness=True)
+    """The seam: one class and one `register(...)` line, and the new method is in every table and figure."""
+    new = "sharpened MAP"
+    monkeypatch.setitem(posteriors.REGISTRY, new, None)  # taken out again after the test
+    posteriors.register(new, Sharpened, robustness=True, spread=True)
+    for flags in (dict(), dict(single=True), dict(robustness=True), dict(conformal=True), dict(spread=True)):
+        assert new in run.labels(**flags), flags
     preds = run.predictions()
-    assert "sharpened MAP" in preds
-    tab = calibration.interval_table(preds, run.y, run.groups, n_boot=50)
-    assert "sharpened MAP" in set(tab.method)
-    x = robustness.images(run.cache, run.test.rows[:20])
-    assert "sharpened MAP" in run.predictor().batched(x)
-    fits = laplace_chapter.fit_table(preds, run.y)
-    assert "sharpened MAP" in set(fits.method)
+    assert isinstance(preds[new], posteriors.Predictions) and preds[new].n_members == run.profile.members
+    tab = calibration.interval_table(preds, run.y, run.groups, n_boot=50)  # notebook 04's table
+    assert new in set(tab.method) and new in calibration.verdicts(tab).index
+    assert new in calibration.shown_probs(preds)  # notebook 04's figures
+    val = run.predictions(run.labels(conformal=True), subset="val")  # notebook 04's conformal sets
+    conf = calibration.conformal_table(val, {k: preds[k] for k in val}, run.datasets[1].targets, run.y, run.groups,
+                                       n_boot=20)
+    assert new in set(conf.method)
+    x = robustness.images(run.cache, run.test.rows[:20])  # notebook 06's sweeps
+    assert new in run.predictor().batched(x)
+    fits = laplace_chapter.fit_table(preds, run.y)  # notebook 02's fit table
+    assert new in set(fits.method)
+    heads = explanations.spread_heads(run, 4, seed=0)  # notebook 05's error flagging
+    spread = scores.explanation_spread(run.models, heads, run.test)
+    assert (spread[scores.spread_column(new)] > 0).all()
+    flags = explanations.flagging_tables(explanations.flagging_inputs({k: preds[k] for k in heads}, spread), run.y,
+                                         run.groups, n_boot=20)
+    assert new in set(flags.predictor)

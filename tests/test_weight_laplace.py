@@ -10,6 +10,7 @@ from utils import explain
 from utils.chapters import calibration
 from utils.explain import sampled
 from utils.models.networks import XrayNet, _conv_bn
+from utils.posteriors import Predictions
 from utils.posteriors import all_weights as wl
 
 
@@ -97,7 +98,7 @@ def test_a_method_fitted_on_member_0_only_is_paired_with_member_0():
     y = rng.integers(0, 3, 120)
     groups = np.arange(120)
     map_members = rng.dirichlet(np.ones(3), size=(4, 120))
-    preds = {"MAP": dict(probs=map_members), "same as member 0": dict(probs=map_members[:1])}
+    preds = {"MAP": Predictions("MAP", map_members), "same as member 0": Predictions("same", map_members[:1])}
     t = calibration.interval_table(preds, y, groups, n_boot=200)
     row = t[t.method == "same as member 0"].iloc[0]
     assert row.fitted_on == 1
@@ -175,7 +176,8 @@ def test_the_posteriors_probit_predictive_matches_laplace_torchs_moments(tmp_pat
 
     post = posteriors.make("Laplace, kron, all weights", Member()).fit()
     x = torch.randn(6, 1, 24, 24)
-    ours = post.probs(x, n=4000, seed=0)
+    post.n_samples = 4000
+    ours = post.probs(x)
     f_mu, f_var = post.la_fit.la._glm_predictive_distribution(x)
     ref = bayes.probit(f_mu, f_var, project=True)
     assert 0.5 * np.abs(ours - ref).sum(1).max() < 0.02
@@ -246,7 +248,7 @@ def test_a_method_fitted_on_member_0_only_does_not_compete_as_the_best_single_mo
     y = rng.integers(0, 3, 90)
     onehot = np.eye(3)[y]
     maps = rng.dirichlet(np.ones(3), size=(4, 90))
-    preds = {"MAP": dict(probs=maps), "deep ensemble": dict(probs=maps.mean(0), samples=maps),
-             "oracle on member 0": dict(probs=0.98 * onehot[None] + 0.02 / 3)}  # best on every score
+    preds = {"MAP": Predictions("MAP", maps), "deep ensemble": Predictions("deep ensemble", maps, combination=True),
+             "oracle on member 0": Predictions("oracle", 0.98 * onehot[None] + 0.02 / 3)}  # best on every score
     t = calibration.ensemble_vs_best_single(preds, y, np.arange(90), n_boot=50)
     assert set(t.best_single) == {"MAP"}

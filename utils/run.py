@@ -134,7 +134,7 @@ class Run:
         self.paths = config.get_paths(out_root, self.profile.task, self.parts).make()
         self.device = config.get_device()
         config.seed_everything(self.profile.seed)
-        self._posteriors: dict = {}
+        self.posteriors = posteriors.Posteriors(self.member, self.profile.members)
         self._members: dict[int, Member] = {}
 
     # data ----------------------------------------------------------------------------------------------------
@@ -231,20 +231,14 @@ class Run:
         return posteriors.labels(dropout=self.profile.dropout > 0, **kw)
 
     def posterior(self, label: str, member: int = 0):
-        """The fitted posterior `label` of member `member`, or the combination `label` over all members."""
-        key = (label, member)
-        if key not in self._posteriors:
-            if posteriors.REGISTRY[label].combination:
-                self._posteriors[key] = posteriors.combine(label, self.members)
-            else:
-                self._posteriors[key] = posteriors.make(label, self.member(member))
-        return self._posteriors[key]
+        """The fitted posterior `label` of member `member`, or the combination `label` over all members
+        (`posteriors.Posteriors`: built once, fitted on first use)."""
+        return self.posteriors(label, member)
 
-    def predictions(self, labels=None, subset: str = "test") -> dict[str, dict]:
-        """{label: dict(probs, samples, info)} on a split: single-model methods per member (probs M x N x C,
-        samples a list per member, info a list per member; M is the registry's `members` where it limits them);
-        combinations over all members (probs N x C,
-        samples M x N x C)."""
+    def predictions(self, labels=None, subset: str = "test") -> dict[str, posteriors.Predictions]:
+        """{label: `posteriors.Predictions`} on a split, one record of the same shape for every label: a
+        single-model method's members (all of them, or the registry's `members` where it limits them), or the
+        members a combination averages."""
         out = {}
         for label in self.labels() if labels is None else labels:
             if posteriors.REGISTRY[label].combination:
@@ -252,13 +246,15 @@ class Run:
                 continue
             n = min(posteriors.REGISTRY[label].members or self.profile.members, self.profile.members)
             runs = [self.posterior(label, m).predict(subset) for m in range(n)]
-            out[label] = dict(probs=np.stack([r["probs"] for r in runs]), samples=[r.get("samples") for r in runs],
-                              info=[{k: v for k, v in r.items() if k not in ("probs", "samples")} for r in runs])
+            out[label] = posteriors.Predictions(
+                label, np.stack([r["probs"] for r in runs]), member_samples=[r.get("samples") for r in runs],
+                info=[{k: v for k, v in r.items() if k not in ("probs", "samples")} for r in runs])
         return out
 
     def predictor(self, labels=None, n_samples: int = 100):
         """A `BatchPredictor` of `labels` (default: those in the robustness chapter) on any batch of images."""
-        return BatchPredictor(self, self.labels(robustness=True) if labels is None else labels, n_samples)
+        return BatchPredictor(self.posteriors, self.labels(robustness=True) if labels is None else labels,
+                              n_samples, seed=self.profile.seed)
 
     # outputs ---------------------------------------------------------------------------------------------------
     def header(self) -> dict:
@@ -279,41 +275,44 @@ class Run:
 
 
 class BatchPredictor:
-    """Every chosen posterior's predictive on one batch of images: member 0 for single-model methods, all members
-    for combinations; each member's features are computed once per batch. Stochastic methods also return
-    `samples` (S x N x C; the members' predictives for a combination), from which the mutual information is
-    computed; single-model samples use the run's seed."""
+    """Every chosen posterior's predictive on one batch of images, as `posteriors.Predictions`: member 0 for a
+    single-model method (with its samples where it is stochastic, drawn with the run's seed), every member for a
+    combination; each member's features are computed once per batch."""
 
-    def __init__(self, run: Run, labels, n_samples: int = 100):
-        self.run, self.labels, self.n_samples = run, list(labels), n_samples
+    def __init__(self, posts: posteriors.Posteriors, labels, n_samples: int = 100, seed: int = 0):
+        self.posts, self.labels, self.n_samples, self.seed = posts, list(labels), n_samples, seed
         self.combos = {lab for lab in self.labels if posteriors.REGISTRY[lab].combination}
-        self.n_members = run.profile.members if self.combos else 1
-        self.models = [run.member(m).model.eval().to(memory_format=torch.channels_last) for m in range(self.n_members)]
-        self.seed = run.profile.seed
+        self.n_members = posts.n_members if self.combos else 1
+        self.models = [posts.member(m).model.eval().to(memory_format=torch.channels_last) for m in range(self.n_members)]
         for label in self.labels:  # fit outside inference mode (laplace-torch needs gradients)
-            post = run.posterior(label)
+            post = posts(label)
             for q in getattr(post, "posteriors", [post]):
                 q.fit()
 
     @torch.inference_mode()
-    def __call__(self, x: torch.Tensor) -> dict[str, dict]:
+    def __call__(self, x: torch.Tensor) -> dict[str, posteriors.Predictions]:
         phis = [m.embed(x.contiguous(memory_format=torch.channels_last)) for m in self.models]
         out = {}
         for label in self.labels:
-            post = self.run.posterior(label)
+            post = self.posts(label)
             if label in self.combos:
-                member = post.sample_probs(phis)
-                out[label] = dict(probs=member.mean(0), samples=member)
+                members = post.sample_probs(phis)
+                out[label] = posteriors.Predictions(label, members, combination=True)
                 continue
             inputs = x if post.inputs == "images" else phis[0]
             if post.stochastic:
                 probs, samples = post.probs_and_samples(inputs, self.n_samples, self.seed)
-                out[label] = dict(probs=probs, samples=samples)
+                out[label] = posteriors.Predictions(label, probs[None], member_samples=[samples])
             else:
-                out[label] = dict(probs=post.probs(inputs))
+                out[label] = posteriors.Predictions(label, post.probs(inputs)[None])
         return out
 
-    def batched(self, xs: torch.Tensor, batch: int = 256) -> dict[str, dict]:
+    def batched(self, xs: torch.Tensor, batch: int = 256) -> dict[str, posteriors.Predictions]:
         parts = [self(xs[i:i + batch]) for i in range(0, len(xs), batch)]
-        return {name: {k: np.concatenate([p[name][k] for p in parts], axis=1 if k == "samples" else 0)
-                       for k in parts[0][name]} for name in parts[0]}
+        out = {}
+        for name, first in parts[0].items():
+            members = np.concatenate([p[name].members for p in parts], axis=1)
+            samples = ([np.concatenate([p[name].member_samples[0] for p in parts], axis=1)]
+                       if first.member_samples else [])
+            out[name] = posteriors.Predictions(name, members, first.combination, samples)
+        return out

@@ -281,7 +281,7 @@ def resolution_sweep(profile: Profile, data_root: str, out_root: str, parts, siz
         run.cache
         cache_s = time.perf_counter() - t
         meta = run.train([0])[0]
-        probs = run.predictions(["MAP"])["MAP"]["probs"][0]
+        probs = run.predictions(["MAP"])["MAP"].probs
         sp, sy, sid = metrics.study_level(probs, run.y, run.groups)
         auc = evidence.interval("auroc", sp, sy, sid, n_boot, seed)
         kap = evidence.interval("kappa", sp, sy, sid, n_boot, seed)

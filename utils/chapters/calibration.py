@@ -1,9 +1,10 @@
 """The calibration comparison (notebook 04): one table of every registered posterior's test scores, the ensemble
 against the best single-model method, the curated figures and the chapter's reading.
 
-Predictions come from `Run.predictions()`: a single-model method has M x N x C probabilities (one set per member),
-a combination (`posteriors.REGISTRY[label].combination`) N x C over all members. Everything here iterates over the
-dict it is given, so a newly registered method or combination appears without edits.
+Predictions come from `Run.predictions()`, one `posteriors.Predictions` record per label: the tables score
+`scored` (every member of a single-model method, or the combination's mean), the figures show `probs` (member 0,
+or the combination). Everything here iterates over the dict it is given, so a newly registered method or
+combination appears without edits; the registry's `figures` flag says which the figures show.
 """
 
 from __future__ import annotations
@@ -19,60 +20,40 @@ from utils import posteriors
 from utils.evaluation import conformal, evidence, metrics
 from utils.evaluation.evidence import fmt_interval
 
-# The figures' rule: member 0 of every single-model method that notebook 06 follows (registered with
-# robustness=True), plus these, then every combination (all members).
-FIGURE_EXTRA = ("MC dropout",)
+Preds = dict[str, posteriors.Predictions]
 
 
-def is_combination(label: str, pred: dict | None = None) -> bool:
-    """A combination of all members (N x C probabilities) rather than a single-model method (M x N x C): by the
-    registry, or, for a label not registered, by the shape of its probabilities."""
-    if label in posteriors.REGISTRY:
-        return posteriors.REGISTRY[label].combination
-    return pred is not None and np.ndim(pred["probs"]) == 2
+def figure_labels(preds: Preds) -> list[str]:
+    """The methods the reliability, selective and class-wise figures show, in the order of `preds`: those
+    registered with `figures=True` (and any method not registered), single-model methods first, then the
+    combinations."""
+    shown = [lab for lab in preds if lab not in posteriors.REGISTRY or posteriors.REGISTRY[lab].figures]
+    return [lab for lab in shown if not preds[lab].combination] + [lab for lab in shown if preds[lab].combination]
 
 
-def n_members(pred: dict) -> int:
-    """How many members a combination averages."""
-    if "members" in pred:
-        return int(pred["members"])
-    return len(pred["samples"]) if pred.get("samples") is not None else 1
+def shown_probs(preds: Preds) -> dict[str, np.ndarray]:
+    """{label: N x C} for the figures (`figure_labels`): what each record shows (`Predictions.probs`: member 0
+    of a single-model method, the combination's own predictive)."""
+    return {lab: preds[lab].probs for lab in figure_labels(preds)}
 
 
-def figure_labels(labels) -> list[str]:
-    """The methods the reliability, selective and class-wise figures show, in the given order: single-model
-    methods registered with robustness=True or in `FIGURE_EXTRA` (MC dropout), then every combination."""
-    labels = list(labels)
-    single = [lab for lab in labels if not is_combination(lab)
-              and ((lab in posteriors.REGISTRY and posteriors.REGISTRY[lab].robustness) or lab in FIGURE_EXTRA)]
-    return single + [lab for lab in labels if is_combination(lab)]
-
-
-def shown_probs(preds: dict[str, dict], member: int = 0) -> dict[str, np.ndarray]:
-    """{label: N x C} for the figures (`figure_labels`): member `member` of a single-model method, the
-    combination's own predictive."""
-    return {lab: np.asarray(preds[lab]["probs"]) if is_combination(lab, preds[lab])
-            else np.asarray(preds[lab]["probs"])[member] for lab in figure_labels(preds)}
-
-
-def tv_from_map(preds: dict[str, dict]) -> dict[str, float]:
+def tv_from_map(preds: Preds) -> dict[str, float]:
     """Mean total-variation distance per image, 0.5 * sum_c |p_c - p_MAP,c|, of every single-model method from
-    the MAP network's predictive (member by member, then averaged)."""
-    base = np.asarray(preds["MAP"]["probs"])
-    return {k: float(0.5 * np.abs(np.asarray(p["probs"]) - base).sum(-1).mean())
-            for k, p in preds.items() if k != "MAP" and not is_combination(k, p)}
+    the MAP network's predictive (member by member, on the members the method was fitted on, then averaged)."""
+    base = preds["MAP"].members
+    return {k: float(0.5 * np.abs(p.members - base[:p.n_members]).sum(-1).mean())
+            for k, p in preds.items() if k != "MAP" and not p.combination}
 
 
-def prior_methods(preds: dict[str, dict]) -> list[str]:
+def prior_methods(preds: Preds) -> list[str]:
     """Single-model methods with a fitted prior precision (the Laplace approximations)."""
-    return [k for k, p in preds.items() if not is_combination(k, p)
-            and any("prior_precision" in i for i in (p.get("info") or []))]
+    return [k for k, p in preds.items() if not p.combination and any("prior_precision" in i for i in p.info)]
 
 
-def priors_summary(preds: dict[str, dict]) -> dict[str, list]:
+def priors_summary(preds: Preds) -> dict[str, list]:
     """{method: sorted distinct (prior, prior precision rounded to 3 decimals, bracketed)} over its members."""
     return {k: sorted({(i.get("prior"), round(i.get("prior_precision", 0), 3), i.get("bracketed"))
-                       for i in preds[k]["info"]}) for k in prior_methods(preds)}
+                       for i in preds[k].info}) for k in prior_methods(preds)}
 
 
 def aurc(show: dict[str, np.ndarray], labels) -> dict[str, float]:
@@ -117,13 +98,13 @@ LOWER_IS_BETTER = {"accuracy": False, "nll": True, "brier": True, "ece": True, "
 LABELS = {"ece_debiased": "debiased ECE"}
 
 
-def interval_table(preds: dict[str, dict], labels: np.ndarray, groups: np.ndarray, n_boot: int = 2000,
+def interval_table(preds: Preds, labels: np.ndarray, groups: np.ndarray, n_boot: int = 2000,
                    seed: int = 0, level: float = 0.95) -> pd.DataFrame:
     """Every method's scores with 95 % intervals, and its difference from the MAP network with a paired one.
 
     Single-model methods (M x N x C probabilities, one set per member): the estimate is the mean over
     members; the interval resamples members *and* test studies (`evidence.member_interval`), so it holds
-    both the member-to-member spread and the test-set noise. Combinations (`is_combination`: the deep ensemble,
+    both the member-to-member spread and the test-set noise. Combinations (`Predictions.combination`: the deep ensemble,
     the mixture of Laplace approximations, any other registered one; N x C) are one predictor each: studies are
     resampled; a combination of fewer than two members is left out. Every delta is paired (the same resampled
     studies, and the same members, on both sides): `delta_<metric>` is method - MAP as single models, with
@@ -137,10 +118,11 @@ def interval_table(preds: dict[str, dict], labels: np.ndarray, groups: np.ndarra
     labels, groups = np.asarray(labels), np.asarray(groups)
     kw = dict(n_boot=n_boot, seed=seed, level=level)
     rows = []
-    base = np.asarray(preds["MAP"]["probs"])
+    base = preds["MAP"].members
     for label, p in preds.items():
-        combo, probs = is_combination(label, p), np.asarray(p["probs"])
-        members = n_members(p) if combo else 1
+        combo = p.combination
+        probs = p.probs if combo else p.members
+        members = p.n_members if combo else 1
         if combo and members < 2:
             continue
         row = dict(method=label, kind="ensemble" if combo else "single", members=members,
@@ -168,22 +150,22 @@ def _score(metric: str, probs, labels) -> float:
     return float(evidence.weighted_metric(metric, probs, labels, np.ones((1, len(labels))))[0])
 
 
-def ensemble_vs_best_single(preds: dict[str, dict], labels: np.ndarray, groups: np.ndarray, n_boot: int = 2000,
+def ensemble_vs_best_single(preds: Preds, labels: np.ndarray, groups: np.ndarray, n_boot: int = 2000,
                             seed: int = 0, level: float = 0.95, ensemble: str = "deep ensemble") -> pd.DataFrame:
     """For each metric, the combination `ensemble` (the deep ensemble of all members) against the best
     single-model method by that metric (as single models, mean over members): the paired difference
     ensemble - best with its interval. Only methods fitted on every member compete (a member-0-only method's
     one value would be picked against means of M by chance as often as not)."""
     labels, groups = np.asarray(labels), np.asarray(groups)
-    ens = np.asarray(preds[ensemble]["probs"])
-    single = {k: p for k, p in preds.items() if not is_combination(k, p)}
-    full = max(len(p["probs"]) for p in single.values())  # methods fitted on every member: means of the same size
-    single = {k: p for k, p in single.items() if len(p["probs"]) == full}
+    ens = preds[ensemble].probs
+    single = {k: p for k, p in preds.items() if not p.combination}
+    full = max(p.n_members for p in single.values())  # methods fitted on every member: means of the same size
+    single = {k: p for k, p in single.items() if p.n_members == full}
     rows = []
     for c in INTERVAL_METRICS:
-        est = {k: np.mean([_score(c, q, labels) for q in p["probs"]]) for k, p in single.items()}
+        est = {k: np.mean([_score(c, q, labels) for q in p.members]) for k, p in single.items()}
         best = (min if LOWER_IS_BETTER[c] else max)(est, key=est.get)
-        d = evidence.paired_member_delta(c, ens, np.asarray(single[best]["probs"]), labels, groups,
+        d = evidence.paired_member_delta(c, ens, single[best].members, labels, groups,
                                          n_boot=n_boot, seed=seed, level=level)
         rows.append(dict(metric=c, best_single=best, best_single_value=est[best], ensemble=_score(c, ens, labels), delta=d["delta"], low=d["low"], high=d["high"],
             excludes_zero=bool(d["low"] > 0 or d["high"] < 0)))
@@ -344,7 +326,7 @@ def reading(tab: pd.DataFrame, vs_best: pd.DataFrame, verdict: pd.DataFrame, tv:
     laplace = [k for k in prior_methods(preds) if k in tv]
     layerwise = (" (one per parameter tensor, δ_W for the weights and δ_b for the bias, where the prior is "
                  "layer-wise)" if any("prior_precision_bias" in i for k in prior_methods(preds)
-                                      for i in preds[k]["info"]) else "")
+                                      for i in preds[k].info) else "")
     moves = "move little" if laplace and max(tv[k] for k in laplace) <= tv["temperature scaling"] else "move"
 
     def vs(c, scale, d):
@@ -376,7 +358,7 @@ members; 95 % intervals from the study bootstrap).
   image is {_and(f"{tv[k]:.3f} ({k.removeprefix('Laplace, ')})" for k in laplace)}, against
   {tv['temperature scaling']:.3f} for temperature scaling.
 - The Laplace rows use, for each member, the prior precision that maximises its marginal likelihood{layerwise}:
-  {"; ".join(prior_words(k, preds[k]["info"]) for k in prior_methods(preds))}. Notebook 02 shows the search and
+  {"; ".join(prior_words(k, preds[k].info) for k in prior_methods(preds))}. Notebook 02 shows the search and
   what a grid search on the validation NLL would pick instead.
 - Differences between single-model ECEs whose paired interval includes zero are not evidence of a ranking. Where
   the treatments differ more is away from the training distribution: notebook 06 rotates, corrupts and replaces
@@ -393,14 +375,13 @@ def conformal_table(val: dict[str, dict], test: dict[str, dict], y_val, y_test, 
     """Split-conformal prediction sets over each method's probabilities (`utils.conformal`), calibrated on the
     validation split and applied to the test split: coverage and mean set size with study-bootstrap intervals,
     overall, and as point values per true class and per level of `by` (e.g. body part), for every method, score
-    function (LAC, APS, RAPS with `conformal`'s fixed k_reg and lam) and alpha. `val` / `test`: {label: dict(probs)}
-    as `Run.predictions` gives them (a single-model method's probabilities are member 0's). The guarantee is
+    function (LAC, APS, RAPS with `conformal`'s fixed k_reg and lam) and alpha. `val` / `test`: {label: Predictions}
+    as `Run.predictions` gives them (their `probs`: member 0's for a single-model method). The guarantee is
     marginal: coverage >= 1 - alpha on average over calibration draws when validation and test images are
     exchangeable; per class or part it is not promised."""
     rows = []
     for label in test:
-        pv, pt = (np.asarray(d[label]["probs"]) for d in (val, test))
-        pv, pt = (p[0] if p.ndim == 3 else p for p in (pv, pt))
+        pv, pt = val[label].probs, test[label].probs
         for score in scores:
             for alpha in alphas:
                 sets, qhat = conformal.split_conformal(pv, y_val, pt, alpha, score, seed)

@@ -13,7 +13,7 @@ from utils.chapters.explore import sample_rows
 from utils.evaluation import evidence, metrics
 from utils.evaluation.evidence import fmt_delta, fmt_interval
 from utils.explain.methods import CAM, forward_members, laplace_cams, predicted_classes
-from utils.explain.scores import centre_prior, intensity_map, map_similarity, randomisation_summary
+from utils.explain.scores import centre_prior, intensity_map, map_similarity, randomisation_summary, spread_column
 from utils.posteriors.registry import REGISTRY
 
 # --------------------------------------------------------------------------- notebook 05: examples and checks
@@ -83,35 +83,39 @@ def shown_tables(table):
 # --------------------------------------------------------------------------- notebook 05: flagging errors
 
 
-SPREAD_COLUMNS = {"deep ensemble": "spread_ensemble", "Laplace, kron": "spread_laplace",
-                  "MC dropout": "spread_dropout"}  # registry label -> its samples' column of `explanation_spread`
 COMBINED = "spread + entropy (CV logistic)"
 
 
+def spread_heads(run, n: int, seed: int = 0) -> dict:
+    """The sources of `explain.scores.explanation_spread` for every method registered with `spread=True` that
+    the run has: a combination's members (None), or `n` draws of member 0's head from the method's
+    `head_samples(n, seed)` (Laplace, MC dropout)."""
+    return {label: None if REGISTRY[label].combination else run.posterior(label).head_samples(n, seed=seed)
+            for label in run.labels(spread=True)}
+
+
 def flagging_inputs(predictions: dict, spread) -> dict[str, tuple]:
-    """{label: (probs N x C, samples S x N x C, explanation spread N)} for the predictors of `SPREAD_COLUMNS`
-    from `Run.predictions(labels)` and an `explanation_spread` frame: a combination's mean and members'
-    predictives; member 0's for a single-model method (the spread is of member 0's head samples)."""
-    out = {}
-    for label, p in predictions.items():
-        if REGISTRY[label].combination:
-            out[label] = (p["probs"], p["samples"], spread[SPREAD_COLUMNS[label]].to_numpy())
-        else:
-            out[label] = (p["probs"][0], p["samples"][0], spread[SPREAD_COLUMNS[label]].to_numpy())
-    return out
+    """{label: (probs N x C, samples S x N x C, explanation spread N)} from `Run.predictions(labels)` and an
+    `explanation_spread` frame with a column for each label: what each record shows (a combination's mean and
+    its members' predictives; member 0's predictive and samples for a single-model method, whose spread is of
+    member 0's head samples)."""
+    return {label: (p.probs, p.samples, spread[spread_column(label)].to_numpy()) for label, p in predictions.items()}
 
 
 def flagging_tables(predictors: dict, y, groups, n_boot: int = 2000, seed: int = 0):
     """How well each score flags each predictor's errors (`evidence.flagging_table`, paired against the
     predictive entropy): 1 - max p, entropy, mutual information, explanation spread, and spread and entropy
     combined by a cross-validated logistic regression (`COMBINED`). `predictors`: {label: (probs N x C,
-    samples S x N x C, spread N)}. One row per (predictor, score), with the predictor's number of errors."""
+    samples S x N x C or None, spread N)}; the mutual information only where the predictor has samples. One row
+    per (predictor, score), with the predictor's number of errors."""
 
     tabs = []
     for name, (probs, samples, spread) in predictors.items():
         wrong = probs.argmax(1) != np.asarray(y)
-        scores = {"1 - max p": 1 - probs.max(1), "entropy": metrics.entropy(probs),
-                  "mutual information": metrics.mutual_information(samples), "explanation spread": np.asarray(spread)}
+        scores = {"1 - max p": 1 - probs.max(1), "entropy": metrics.entropy(probs)}
+        if samples is not None:
+            scores["mutual information"] = metrics.mutual_information(samples)
+        scores["explanation spread"] = np.asarray(spread)
         t = evidence.flagging_table(scores, wrong, groups, reference="entropy",
                                     combine={COMBINED: ["explanation spread", "entropy"]}, n_boot=n_boot, seed=seed)
         tabs.append(t.assign(predictor=name, errors=int(wrong.sum())))

@@ -12,6 +12,7 @@ import torch
 from utils import data
 from utils.config import get_device
 from utils.evaluation import metrics
+from utils.posteriors import Predictions
 from utils.posteriors.bayes import (
     LaplaceFit,
     fit_laplace,
@@ -22,7 +23,6 @@ from utils.posteriors.bayes import (
     predict,
     probit,
 )
-from utils.posteriors.registry import REGISTRY
 from utils.posteriors.store import embed
 
 
@@ -92,15 +92,15 @@ def compare_fit_cost(model, meta: dict, train_ds, structure: str = "kron", devic
                 prior_features=feat.prior_precision, prior_network=whole_fit.prior_precision)
 
 
-def fit_table(preds: dict[str, dict], labels) -> "pd.DataFrame":
+def fit_table(preds: dict[str, Predictions], labels) -> pd.DataFrame:
     """One row per single-model method and member of `Run.predictions`: the test scores and what the fit recorded
     (prior precision, fit / prior-search / predict seconds, where the method has them)."""
 
     rows = []
     for label, p in preds.items():
-        if REGISTRY[label].combination:
+        if p.combination:
             continue
-        for m, (probs, info) in enumerate(zip(p["probs"], p["info"])):
+        for m, (probs, info) in enumerate(zip(p.members, p.info)):
             rows.append(dict(member=m, method=label, **{k: info.get(k) for k in
                                                         ("prior_precision", "prior_precision_bias", "marglik_gain",
                                                          "parameters", "posterior_mb", "fit_s", "prior_s",

@@ -24,6 +24,7 @@ from torchvision.transforms.v2 import functional as TF
 from utils import explain
 from utils.data.images import PIXEL_MEAN, PIXEL_STD, standardize, to_input
 from utils.evaluation import conformal, evidence, metrics
+from utils.posteriors import Predictions
 
 if TYPE_CHECKING:
     from utils.run import BatchPredictor
@@ -86,17 +87,17 @@ def corrupt(x: torch.Tensor, kind: str, severity: int, seed: int = 0) -> torch.T
     return standardize(y.clamp(0, 1))
 
 
-def uncertainty(pred: dict) -> dict[str, np.ndarray]:
+def uncertainty(pred: Predictions) -> dict[str, np.ndarray]:
     """Predictive entropy, and mutual information where the method has samples."""
-    out = dict(entropy=metrics.entropy(pred["probs"]))
-    if "samples" in pred:
-        out["mutual information"] = metrics.mutual_information(pred["samples"])
+    out = dict(entropy=metrics.entropy(pred.probs))
+    if pred.samples is not None:
+        out["mutual information"] = metrics.mutual_information(pred.samples)
     return out
 
 
-def scores(pred: dict, labels: np.ndarray) -> dict:
-    s = metrics.summary(pred["probs"], labels)
-    s["entropy"] = float(metrics.entropy(pred["probs"]).mean())
+def scores(pred: Predictions, labels: np.ndarray) -> dict:
+    s = metrics.summary(pred.probs, labels)
+    s["entropy"] = float(metrics.entropy(pred.probs).mean())
     return s
 
 
@@ -108,15 +109,15 @@ def ood_auroc(score_in: np.ndarray, score_out: np.ndarray) -> float:
     return float(roc_auc_score(y, np.r_[score_in, score_out]))
 
 
-def _keep_probs(keep: dict | None, key, preds: dict[str, dict]):
-    if keep is not None:
-        keep[key] = {name: dict(probs=p["probs"]) for name, p in preds.items()}
+def _keep_probs(keep: dict | None, key, preds: dict[str, Predictions]):
+    if keep is not None:  # without the samples: the conformal sets need the predictive alone
+        keep[key] = {name: Predictions(name, p.members, p.combination) for name, p in preds.items()}
 
 
 def rotation_sweep(predictor: "BatchPredictor", x: torch.Tensor, labels: np.ndarray, angles,
                    keep: dict | None = None) -> pd.DataFrame:
     """Accuracy, ECE, NLL, Brier and mean entropy of each method for the test images rotated by each angle.
-    `keep`: a dict to fill with each angle's probabilities, {("rotation", angle): {method: dict(probs)}} (the
+    `keep`: a dict to fill with each angle's predictions, {("rotation", angle): {method: Predictions}} (the
     conditions of `conformal_under_shift`), so that later analyses do not predict again."""
     rows = []
     for a in angles:
@@ -204,7 +205,7 @@ def ood_intervals(pred_in: dict, pred_out: dict, groups_in, groups_out, n_boot: 
     return pd.DataFrame(rows)
 
 
-def paired_vs(pred: dict, labels, groups, reference: str = "MAP", n_boot: int = 2000, seed: int = 0,
+def paired_vs(pred: dict[str, Predictions], labels, groups, reference: str = "MAP", n_boot: int = 2000, seed: int = 0,
               metrics_=("accuracy", "nll", "ece")) -> pd.DataFrame:
     """Each method's scores on one (e.g. rotated) test set with 95 % study-bootstrap intervals, and its paired
     difference from `reference` (the same resampled studies on both sides)."""
@@ -212,10 +213,10 @@ def paired_vs(pred: dict, labels, groups, reference: str = "MAP", n_boot: int = 
     for name, p in pred.items():
         row = dict(method=name)
         for c in metrics_:
-            d = evidence.interval(c, p["probs"], labels, groups, n_boot, seed)
+            d = evidence.interval(c, p.probs, labels, groups, n_boot, seed)
             row.update({c: d["estimate"], f"{c}_low": d["low"], f"{c}_high": d["high"]})
             if name != reference:
-                dd = evidence.paired_delta(c, p["probs"], pred[reference]["probs"], labels, groups, n_boot, seed)
+                dd = evidence.paired_delta(c, p.probs, pred[reference].probs, labels, groups, n_boot, seed)
                 row.update({f"delta_{c}": dd["delta"], f"delta_{c}_low": dd["low"], f"delta_{c}_high": dd["high"]})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -224,17 +225,17 @@ def paired_vs(pred: dict, labels, groups, reference: str = "MAP", n_boot: int = 
 # --------------------------------------------------------------------------- conformal sets under shift
 
 
-def conformal_under_shift(val: dict[str, dict], y_val, shifted: dict[tuple, dict[str, dict]], y_test, groups,
+def conformal_under_shift(val: dict[str, Predictions], y_val, shifted: dict[tuple, dict[str, Predictions]], y_test, groups,
                           alpha: float = 0.1, scores=("lac", "raps"), n_boot: int = 2000, seed: int = 0,
                           level: float = 0.95) -> pd.DataFrame:
     """Coverage and mean size of split-conformal sets calibrated once on clean images and applied to shifted ones.
 
     Parameters
     ----------
-    val : {method: dict(probs)} on the validation split, as `Run.predictions(labels, subset="val")` gives them
-        (a single-model method's M x N x C probabilities: member 0's, the member `BatchPredictor` predicts with).
+    val : {method: Predictions} on the validation split, as `Run.predictions(labels, subset="val")` gives them
+        (their `probs`: member 0's for a single-model method, the member `BatchPredictor` predicts with).
     y_val : (n,) validation labels.
-    shifted : {(shift, level): {method: dict(probs)}} on the test images, one entry per condition, e.g.
+    shifted : {(shift, level): {method: Predictions}} on the test images, one entry per condition, e.g.
         ("clean", 0), ("rotation", 90), ("noise", 3) (`rotation_sweep` / `corruption_sweep` fill it via `keep`).
     y_test, groups : (N,) test labels and study ids (the bootstrap resamples studies).
     alpha, scores : miscoverage level and score functions of `utils.conformal` (RAPS with its fixed k_reg, lam).
@@ -254,12 +255,11 @@ def conformal_under_shift(val: dict[str, dict], y_val, shifted: dict[tuple, dict
     methods = list(shifted[conditions[0]]) if conditions else []
     rows, hits, sizes = [], [], []
     for name in methods:
-        pv = np.asarray(val[name]["probs"])
-        pv = pv[0] if pv.ndim == 3 else pv
+        pv = val[name].probs
         for score in scores:
             qhat = conformal.calibrate(pv, y_val, alpha, score, seed)  # once, on clean validation images
             for shift, lev in conditions:
-                sets = conformal.predict_sets(shifted[(shift, lev)][name]["probs"], qhat, score, seed)
+                sets = conformal.predict_sets(shifted[(shift, lev)][name].probs, qhat, score, seed)
                 if sets.shape[0] != n:
                     raise ValueError(f"{shift} {lev}: {sets.shape[0]} images, expected {n} test labels")
                 hits.append(sets[np.arange(n), y_test])
@@ -378,10 +378,10 @@ def unfamiliar_note(ood_index: pd.DataFrame, n_images: int) -> str:
     return f"unfamiliar parts: {n_images} images ({counts})"
 
 
-def predicted_classes(pred: dict, classes) -> pd.DataFrame:
+def predicted_classes(pred: dict[str, Predictions], classes) -> pd.DataFrame:
     """Share of images per predicted class (rows), per method (columns)."""
     names = dict(enumerate(classes))
-    return pd.DataFrame({name: pd.Series(p["probs"].argmax(1)).map(names).value_counts(normalize=True)
+    return pd.DataFrame({name: pd.Series(p.probs.argmax(1)).map(names).value_counts(normalize=True)
                          for name, p in pred.items()}).fillna(0)
 
 
@@ -392,10 +392,10 @@ def mixed_test_set(x: torch.Tensor, labels: np.ndarray, seed: int = 0) -> tuple[
             np.concatenate([labels, labels, labels]))
 
 
-def referral_curves(pred: dict, labels) -> dict[str, dict]:
+def referral_curves(pred: dict[str, Predictions], labels) -> dict[str, dict]:
     """Per method: accuracy on the kept images when the highest-entropy images are referred first
     (`metrics.selective`)."""
-    return {name: metrics.selective(p["probs"], labels, score=metrics.entropy(p["probs"])) for name, p in pred.items()}
+    return {name: metrics.selective(p.probs, labels, score=metrics.entropy(p.probs)) for name, p in pred.items()}
 
 
 def referral_table(curves: dict[str, dict]) -> dict[str, dict]:

@@ -42,14 +42,12 @@ from utils.explain.methods import (
     MeanProbs,
     as_explainer,
     cam_samples,
-    dropout_rate,
     explained_classes,
     forward_members,
     maps_by_method,
     normalize,
     upsample,
 )
-from utils.posteriors.simple import mc_dropout_heads
 
 # --------------------------------------------------------------------------- scores against masks
 
@@ -498,37 +496,36 @@ def interval_table(per_image, groups, reference="centre prior", n_boot: int = 20
 
 
 @torch.no_grad()
-def explanation_spread(models, W: torch.Tensor, dataset, p: float | None = None, n_dropout: int = 100,
-                       batch: int = 128, seed: int = 0, target: str = "predicted"):
-    """Per test image, how much its CAMs disagree under three sources of samples, in one pass over `dataset`:
-    the ensemble's members (explaining the ensemble's predicted class), S Laplace head samples W (S x C x K)
-    of member 0 and `n_dropout` MC-dropout heads of member 0 (`mc_dropout_heads`, rate `p`, default member
-    0's own dropout rate, seeded by `seed`), both explaining member 0's predicted class.
+def spread_column(label: str, kind: str = "spread") -> str:
+    """The column of `explanation_spread` holding `label`'s relative spread (`kind="spread"`) or mean std ("std")."""
+    return f"{kind}: {label}"
 
-    Returns a pandas DataFrame, one row per image: i, spread_ensemble, spread_laplace, spread_dropout
-    (relative spread, `spread_scores`), std_ensemble, std_laplace, std_dropout (mean std), class_ensemble and
-    class_member0 (the classes explained), p_max_ensemble and p_max_member0 (the confidence, the baseline any
-    spread must beat at flagging errors), y (the true class: for evaluation only, never used by the maps
-    unless `target="true"`) and target."""
 
-    p = dropout_rate(models[0]) if p is None else p
-    if p <= 0:
-        raise ValueError("member 0 has no dropout before its head: pass the dropout rate p to sample from")
-    Wd = mc_dropout_heads(models[0].fc.weight, p, n_dropout, seed)
+def explanation_spread(models, heads: dict, dataset, batch: int = 128, target: str = "predicted"):
+    """Per test image, how much its CAMs disagree under each source of samples in `heads`, in one pass over
+    `dataset`. `heads`: {label: S x C x K samples of member 0's head (a Laplace posterior's, MC dropout's masks
+    folded into the head: the posterior's `head_samples`), explaining member 0's predicted class; or None: the
+    CAMs of the members themselves, explaining the ensemble's predicted class}.
+
+    Returns a pandas DataFrame, one row per image: i, `spread_column(label)` (relative spread, `spread_scores`)
+    and `spread_column(label, "std")` (mean std) per label, class_ensemble and class_member0 (the classes
+    explained), p_max_ensemble and p_max_member0 (the confidence, the baseline any spread must beat at flagging
+    errors), y (the true class: for evaluation only, never used by the maps unless `target="true"`) and target."""
     cols: dict[str, list] = {}
     start = 0
     for xb, yb in make_loader(dataset, batch):
         size = xb.shape[-2:]
         fmaps, probs = forward_members(models, xb)
         t0, te = explained_classes(target, probs, yb)
-        members = torch.stack([upsample(cam_samples(f, m.fc.weight.detach(), te)[0], size)
-                               for m, f in zip(models, fmaps)])
         out = dict(i=np.arange(start, start + len(xb)))
-        for name, maps in (("ensemble", lambda: members),
-                           ("laplace", lambda: upsample(cam_samples(fmaps[0], W, t0), size)),
-                           ("dropout", lambda: upsample(cam_samples(fmaps[0], Wd, t0), size))):
-            sc = spread_scores(maps())
-            out[f"spread_{name}"], out[f"std_{name}"] = sc["relative"], sc["std"]
+        for label, W in heads.items():
+            if W is None:
+                maps = torch.stack([upsample(cam_samples(f, m.fc.weight.detach(), te)[0], size)
+                                    for m, f in zip(models, fmaps)])
+            else:
+                maps = upsample(cam_samples(fmaps[0], W, t0), size)
+            sc = spread_scores(maps)
+            out[spread_column(label)], out[spread_column(label, "std")] = sc["relative"], sc["std"]
         pe = probs.mean(0)
         out.update(class_ensemble=te.numpy(), class_member0=t0.numpy(), p_max_ensemble=pe.amax(1).numpy(),
                    p_max_member0=probs[0].amax(1).numpy(), y=torch.as_tensor(yb).numpy())

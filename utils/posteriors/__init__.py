@@ -21,8 +21,8 @@ Adding a method is one class in a file of its own and one `register(...)` line i
 then shows it (tests/test_posteriors.py registers a dummy posterior and checks this).
 """
 from .all_weights import LaplaceAllWeights, glm_probit
-from .base import MemberLike, Posterior, PosteriorNotComputable, fit_info
+from .base import MemberLike, Posterior, PosteriorNotComputable, Predictions, fit_info
 from .combinations import Combination
 from .laplace import Laplace, LaplaceDiag, LaplaceFull, LaplaceKron, LaplaceKronLayerwise
-from .registry import REGISTRY, Entry, combine, labels, make, register
+from .registry import REGISTRY, Entry, Posteriors, combine, labels, make, register
 from .simple import MAP, MCDropout, Temperature, mc_dropout_heads

@@ -125,8 +125,9 @@ class LaplaceAllWeights(Posterior):
         """S x N x C: the softmax of n linearised-logit draws for every image of x."""
         return self.probs_and_samples(x, n, seed)[1]
 
-    def probs(self, x, n: int | None = None, seed: int | None = None) -> np.ndarray:
-        return self.probs_and_samples(x, n or self.n_samples, self.member.index if seed is None else seed)[0]
+    def probs(self, x) -> np.ndarray:
+        """The GLM predictive from `n_samples` draws (member m's draws use seed m)."""
+        return self.probs_and_samples(x, self.n_samples, self.member.index)[0]
 
     def _predict(self, subset):
         t = time.perf_counter()

@@ -48,12 +48,61 @@ posterior to the same contract).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import ClassVar, Protocol
 
 import numpy as np
 import torch
 
 from utils.posteriors import bayes, store
+
+
+@dataclass
+class Predictions:
+    """One method's predictions on one split, in the same shape for every label (`Run.predictions`,
+    `BatchPredictor`).
+
+    `members` (M x N x C) holds each member's predictive: for a single-model method those of the members it was
+    fitted on (M = 1 for a method fitted on member 0 only, and in `BatchPredictor`), for a combination those of
+    the members it averages. `member_samples` lists each member's samples of its predictive (S x N x C, None for
+    a deterministic method); `info` what each member's fit recorded. `combination` says which of the two it is.
+
+    What the report uses, without asking which kind a method is:
+    `probs` (N x C): what every figure shows and every Reading quotes: member 0's predictive, or the
+    combination's mean over members; `samples` (S x N x C or None): the draws behind `probs` (member 0's samples,
+    or the combination's member predictives), from which the mutual information is computed; `scored`
+    (M x N x C): the predictives whose metric, averaged, is the table's estimate (every member of a single-model
+    method, `evidence.member_interval`; the combination's mean, once)."""
+
+    label: str
+    members: np.ndarray
+    combination: bool = False
+    member_samples: list = field(default_factory=list)
+    info: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.members = np.asarray(self.members)
+        if self.members.ndim != 3:
+            raise ValueError(f"{self.label}: members must be M x N x C, not shape {self.members.shape}")
+
+    @cached_property
+    def probs(self) -> np.ndarray:
+        return self.members.mean(0) if self.combination else self.members[0]
+
+    @property
+    def samples(self) -> np.ndarray | None:
+        if self.combination:
+            return self.members
+        return self.member_samples[0] if self.member_samples else None
+
+    @property
+    def scored(self) -> np.ndarray:
+        return self.probs[None] if self.combination else self.members
+
+    @property
+    def n_members(self) -> int:
+        return len(self.members)
 
 
 class MemberLike(Protocol):

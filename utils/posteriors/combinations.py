@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from utils.posteriors.base import Posterior
+from utils.posteriors.base import Posterior, Predictions
 
 # --------------------------------------------------------------------------- combinators
 
@@ -21,14 +21,24 @@ class Combination:
     of: str
     posteriors: list[Posterior] = field(default_factory=list)
     stochastic: ClassVar[bool] = True
+    label: str = ""
 
-    def predict(self, subset: str = "test") -> dict:
+    def predict(self, subset: str = "test") -> Predictions:
+        """Every member's saved predictions on `subset`, as one record (`Predictions`, `combination=True`)."""
         runs = [p.predict(subset) for p in self.posteriors]
-        member = np.stack([r["probs"] for r in runs])
-        return dict(probs=member.mean(0), samples=member, members=len(runs))
+        return Predictions(self.label or self.of, np.stack([r["probs"] for r in runs]), combination=True,
+                           member_samples=[r.get("samples") for r in runs],
+                           info=[{k: v for k, v in r.items() if k not in ("probs", "samples")} for r in runs])
 
-    def probs(self, phis) -> np.ndarray:
-        return np.mean([p.probs(phi) for p, phi in zip(self.posteriors, phis)], 0)
+    # the verbs of `Posterior`, on a list of inputs: one per member (its features or images, `inputs_of`)
+    def probs(self, xs) -> np.ndarray:
+        """N x C: the mean of the members' predictives."""
+        return self.sample_probs(xs).mean(0)
 
-    def sample_probs(self, phis) -> np.ndarray:
-        return np.stack([p.probs(phi) for p, phi in zip(self.posteriors, phis)])
+    def sample_probs(self, xs, n: int | None = None, seed: int = 0) -> np.ndarray:
+        """M x N x C: the members' predictives (the combination's samples; `n` and `seed` are not used)."""
+        return np.stack([p.probs(x) for p, x in zip(self.posteriors, xs)])
+
+    def probs_and_samples(self, xs, n: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        s = self.sample_probs(xs)
+        return s.mean(0), s

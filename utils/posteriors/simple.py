@@ -62,8 +62,9 @@ class MCDropout(Posterior):
     def sample_probs(self, phi, n: int, seed: int = 0) -> np.ndarray:
         return bayes.mc_dropout(self.member.model, np.asarray(phi), n, seed=seed).numpy()
 
-    def probs(self, phi, n: int | None = None, seed: int | None = None) -> np.ndarray:
-        return self.sample_probs(phi, n or self.n_samples, self.member.index if seed is None else seed).mean(0)
+    def probs(self, phi) -> np.ndarray:
+        """The mean of `n_samples` dropout masks (member m's masks use seed m)."""
+        return self.sample_probs(phi, self.n_samples, self.member.index).mean(0)
 
     def _predict(self, subset):
         t = time.perf_counter()
