@@ -18,3 +18,43 @@ def test_mura_comparison_counts_studies_once_and_quotes_murass_table():
     assert t.loc["WRIST", "abnormal in MURA %"] == pytest.approx(round(100 * abnormal / (normal + abnormal), 1))
     total = sum(sum(v) for v in phantom.MURA_STUDIES.values())
     assert t.loc["HAND", "share in MURA %"] == pytest.approx(round(100 * sum(phantom.MURA_STUDIES["HAND"]) / total, 1))
+
+
+# --------------------------------------------------------------------------- the shared figures of plots.py
+
+
+@pytest.fixture
+def plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    yield plt
+    plt.close("all")
+
+
+def test_prior_search_axes_show_no_impossible_values_and_no_blown_up_change(plt):
+    import numpy as np
+
+    from utils.chapters import plots
+
+    grid = np.logspace(-3, 6, 37)
+    x = np.log10(grid) - np.log10(26.7)
+    lml = -np.where(x > 0, 30 * (10 ** x - 1), 200 * x ** 2)  # an optimum near 26.7, a collapse at large δ
+    val_nll = 0.62328 + 2e-5 / (1 + np.exp(-2 * np.log10(grid)))  # the abnormality task's 2e-5 nats change
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True)
+    plots.plot_prior_search(top, bottom, grid, lml, val_nll, 26.7, 1.46, 3.16e-4, True, title="kron")
+    fig.canvas.draw()
+    lo, hi = top.get_ylim()
+    assert lo >= 0 and all(t >= 0 for t in top.get_yticks() if lo <= t <= hi)  # nats below the maximum: >= 0
+    assert hi >= (lml.max() - lml).max()  # the collapse at large δ is on the axis
+    assert top.get_xscale() == bottom.get_xscale() == "log" and top.get_xlim()[0] > 0
+    assert not bottom.get_yaxis().get_major_formatter().get_useOffset()
+    assert bottom.yaxis.get_offset_text().get_text() == ""
+    b_lo, b_hi = bottom.get_ylim()
+    assert b_lo <= val_nll.min() and val_nll.max() <= b_hi
+    assert (val_nll.max() - val_nll.min()) / (b_hi - b_lo) < 0.01  # a 2e-5 change stays small on the axis
+    labels = [ln.get_label() for ln in top.get_lines()]
+    assert any(s.startswith("marginal likelihood: δ = 26.7") for s in labels)
+    assert any(s.startswith("training prior") for s in labels) and any(s.startswith("grid search") for s in labels)

@@ -46,17 +46,21 @@ def overlay_grid(images, titles, maps_by_col: dict, title: str, size: float = 1.
 
 
 def plot_prior_search(ax_lml, ax_nll, grid, lml, val_nll, marglik_delta: float, training_delta: float | None = None,
-                      grid_delta: float | None = None, grid_bracketed: bool = True, title: str = ""):
+                      grid_delta: float | None = None, grid_bracketed: bool = True, title: str = "",
+                      min_span: float = 0.01, min_rel_span: float = 1e-3):
     """The prior-precision search of one fit, readable: top, how far the log marginal likelihood lies below
-    its maximum (nats, a symmetric-log axis, linear below 1 nat, so the optimum, the flat top and the collapse
-    at large δ all show); bottom, the
-    validation NLL of the predictive. Both against δ on a log axis, with the marginal-likelihood optimum
-    (red, dashed), the grid search's choice (green, dash-dot; 'edge' when the search did not bracket an
-    optimum) and the prior the training implied (grey, dotted)."""
+    its maximum over the grid (nats, never negative: an axis from 0, linear below 1 nat and logarithmic above,
+    so the optimum itself (0), the flat top and the collapse at large δ all show); bottom, the
+    validation NLL of the predictive, on a linear axis without an offset that spans at least `min_span` nats
+    and `min_rel_span` of its level, so a negligible change does not fill the panel. Both against δ (> 0) on
+    a log axis, with the marginal-likelihood optimum (red, dashed), the grid search's choice (green,
+    dash-dot; 'edge' when the search did not bracket an optimum) and the prior the training implied (grey,
+    dotted)."""
     grid, lml, val_nll = (np.asarray(a, float) for a in (grid, lml, val_nll))
+    pos = grid > 0  # a precision: only positive values have a place on the log axis
     below = lml.max() - lml
-    ax_lml.plot(grid, below, "-", color="tab:blue")
-    ax_nll.plot(grid, val_nll, "-", color="tab:green")
+    ax_lml.plot(grid[pos], below[pos], "-", color="tab:blue")
+    ax_nll.plot(grid[pos], val_nll[pos], "-", color="tab:green")
     for ax in (ax_lml, ax_nll):
         ax.axvline(marglik_delta, color="tab:red", ls="--", label=f"marginal likelihood: δ = {marglik_delta:.3g}")
         if grid_delta is not None:
@@ -65,8 +69,20 @@ def plot_prior_search(ax_lml, ax_nll, grid, lml, val_nll, marglik_delta: float, 
         if training_delta:
             ax.axvline(training_delta, color="0.5", ls=":", label=f"training prior Nλ = {training_delta:.3g}")
         ax.set_xscale("log")
-    ax_lml.set_yscale("symlog", linthresh=1.0)  # linear below 1 nat, so the maximum itself (0) shows
-    ax_lml.set(ylabel="nats below the maximum\nof the log marginal likelihood", title=title)
+    # Linear below 1 nat, so the maximum itself (0) shows; the axis starts at 0, as the quantity does (left to
+    # itself, a symmetric-log axis pads below 0 with decades of impossible negative values).
+    ax_lml.set_yscale("symlog", linthresh=1.0)
+    peak = float(np.nanmax(below[pos], initial=0.0))
+    ax_lml.set_ylim(0, 3 * peak if peak > 1 else 1.5)  # set, not left to autoscaling, which cut the collapse off
+    ax_lml.set(ylabel="nats below the maximum\nof the log marginal likelihood\n(linear below 1, log above)", title=title)
+    ax_nll.ticklabel_format(axis="y", useOffset=False, style="plain")
+    v = val_nll[pos][np.isfinite(val_nll[pos])]
+    if len(v):
+        lo, hi = float(v.min()), float(v.max())
+        span = max(min_span, min_rel_span * abs((lo + hi) / 2))
+        if hi - lo < span:  # pad a negligible change to `span`, centred, so it looks as small as it is
+            mid = (lo + hi) / 2
+            ax_nll.set_ylim(mid - span / 2, mid + span / 2)
     ax_nll.set(xlabel="prior precision δ", ylabel="validation NLL (nats)")
     ax_lml.legend(fontsize=7, loc="upper left")
 
