@@ -58,3 +58,35 @@ def test_prior_search_axes_show_no_impossible_values_and_no_blown_up_change(plt)
     labels = [ln.get_label() for ln in top.get_lines()]
     assert any(s.startswith("marginal likelihood: δ = 26.7") for s in labels)
     assert any(s.startswith("training prior") for s in labels) and any(s.startswith("grid search") for s in labels)
+
+
+def test_confusion_counts_contrast_with_their_cells(plt):
+    import numpy as np
+    from matplotlib.colors import to_rgb
+
+    from utils.chapters import plots
+
+    def luminance(c):
+        return float(np.dot(to_rgb(c), [0.2126, 0.7152, 0.0722]))
+
+    # the abnormality task's matrix: nearly everything said normal, so the diagonal is dark, then light
+    y = np.r_[np.zeros(469, int), np.ones(354, int)]
+    pred = np.r_[np.zeros(467, int), np.ones(2, int), np.zeros(354, int)]
+    fig = plots.confusion(y, pred, ["NORMAL", "ABNORMAL"])
+    ax = fig.axes[0]
+    im = ax.get_images()[0]
+    texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t for t in ax.texts}
+    assert len(texts) == 4
+    for (i, j), t in texts.items():
+        cell = im.cmap(im.norm(im.get_array()[i, j]))
+        assert abs(luminance(t.get_color()) - luminance(cell)) > 0.45, (i, j, t.get_text())
+    # and at every share between, on a 3 x 3 matrix with shares 0.35 to 1
+    y = np.repeat(np.arange(3), 20)
+    pred = np.r_[np.zeros(20), np.zeros(7), np.ones(13), np.zeros(9), np.full(11, 2)].astype(int)
+    fig = plots.confusion(y, pred, ["A", "B", "C"])
+    ax = fig.axes[0]
+    im = ax.get_images()[0]
+    for t in ax.texts:
+        j, i = (round(v) for v in t.get_position())
+        cell = im.cmap(im.norm(im.get_array()[i, j]))
+        assert abs(luminance(t.get_color()) - luminance(cell)) > 0.45, (i, j, t.get_text())

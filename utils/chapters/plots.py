@@ -131,10 +131,12 @@ def confusion(y, pred, classes):
     k = len(classes)
     cm = confusion_matrix(y, pred, labels=range(k))
     fig, ax = plt.subplots(figsize=(6, 5))
-    im = ax.imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
-        for j in range(k):
-            ax.text(j, i, cm[i, j], ha="center", va="center", fontsize=8, color="white" if i == j else "black")
+        for j in range(k):  # white on cells darker than mid-grey (luminance of the cell's colour), else black
+            lum = float(np.dot(im.cmap(im.norm(share[i, j]))[:3], (0.2126, 0.7152, 0.0722)))
+            ax.text(j, i, cm[i, j], ha="center", va="center", fontsize=8, color="white" if lum < 0.5 else "black")
     ax.set_xticks(range(k), [c.lower() for c in classes], rotation=45, ha="right")
     ax.set_yticks(range(k), [c.lower() for c in classes])
     ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix, test split (colour: share of the true class)")
