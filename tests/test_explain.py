@@ -145,3 +145,41 @@ def test_mc_dropout_heads_are_dropout_on_the_pooled_features(net):
     assert explain.dropout_rate(net) == 0.0 and explain.dropout_rate(build_model("small", 4, dropout=0.3)) == 0.3
     with pytest.raises(ValueError, match="dropout rate"):
         posteriors.mc_dropout_heads(W, 1.0, 2)
+
+
+# --------------------------------------------------------------------------- the chapter's figures (explain_plots)
+
+
+@pytest.fixture
+def plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    yield plt
+    plt.close("all")
+
+
+@pytest.mark.parametrize("arch,blocks", [("small", 5), ("resnet18", 5)])
+def test_randomisation_figure_names_stages_readably_and_draws_the_floor(plt, arch, blocks):
+    import pandas as pd
+
+    from utils.chapters import explain_plots
+
+    stages = [name for name, _ in explanation_scores.randomisation_stages(build_model(arch, 3))]
+    names = explain_plots.stage_names(stages)
+    assert names["fc"] == "head (fc)" and len(stages) == 1 + blocks
+    assert names[stages[1]] == f"block {blocks} (last conv)" and names[stages[-1]] == "block 1 (first conv)"
+    summary = pd.DataFrame([dict(mode=m, step=i, stage=s, spearman_abs=0.5, ssim=0.1, spearman_abs_sd_seeds=0.05,
+                                 ssim_sd_seeds=0.05) for m in ("cascading", "independent") for i, s in enumerate(stages)])
+    fig = explain_plots.randomisation(summary, floor=0.71)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        ticks = [t.get_text() for t in ax.get_xticklabels()]
+        assert ticks == [names[s] for s in stages] and not any("features." in t for t in ticks)
+        floors = [ln for ln in ax.get_lines() if ln.get_label().startswith("floor: maps blind to the network")]
+        assert len(floors) == 1 and list(floors[0].get_ydata()) == [0.71, 0.71] and floors[0].get_linestyle() == "--"
+    assert any(t.get_text().startswith("floor: maps blind") for t in fig.axes[0].get_legend().get_texts())
+    fig = explain_plots.randomisation(summary)  # no floor given: no line
+    assert not any(ln.get_label().startswith("floor") for ax in fig.axes for ln in ax.get_lines())

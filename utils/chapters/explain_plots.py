@@ -72,22 +72,41 @@ def rotated_members(models, x: torch.Tensor, y, classes, angle: float = 45.0):
     return fig
 
 
-def randomisation(summary):
+def stage_names(stages) -> dict[str, str]:
+    """Readable names of `explanation_scores.randomisation_stages`' code names: `fc` is the head, and the blocks
+    `features.<i>` are numbered from the image up, "block 1 (first conv)" to "block n (last conv)"; any other
+    name is kept."""
+    stages = list(dict.fromkeys(stages))
+    blocks = sorted((int(s.split(".")[1]), s) for s in stages
+                    if s.startswith("features.") and s.split(".")[1].isdigit())
+    names = {s: s for s in stages} | ({"fc": "head (fc)"} if "fc" in stages else {})
+    for rank, (_, s) in enumerate(blocks, 1):
+        where = " (last conv)" if rank == len(blocks) else " (first conv)" if rank == 1 else ""
+        names[s] = f"block {rank}{where}"
+    return names
+
+
+def randomisation(summary, floor: float | None = None):
     """Similarity (|Spearman rho| and SSIM, mean over seeds, bars: sd over seeds) of the randomised network's
-    maps to the trained one's per stage, cascading (left) and independent (right), from
-    `explanation_scores.randomisation_summary` (figure 05-5)."""
+    maps to the trained one's per stage (named by `stage_names`), cascading (left) and independent (right),
+    from `explanation_scores.randomisation_summary` (figure 05-5). `floor`: the |Spearman rho| of the trained
+    CAM with maps blind to the network (`explanations.randomisation_floor`), drawn dashed where given."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), sharey=True)
+    names = stage_names(summary["stage"])
     for ax, mode in zip(axes, ("cascading", "independent")):
         g = summary[summary["mode"] == mode]
         for col, label in (("spearman_abs", "|Spearman ρ|"), ("ssim", "SSIM")):
             ax.errorbar(range(len(g)), g[col], yerr=g[col + "_sd_seeds"], fmt="o-", capsize=3, label=label)
-        ax.set_xticks(range(len(g)), g["stage"], rotation=45, ha="right", fontsize=7)
+        ax.set_xticks(range(len(g)), [names[s] for s in g["stage"]], rotation=30, ha="right", fontsize=8)
         ax.axhline(1, color="0.5", lw=0.8, ls=":")
         ax.axhline(0, color="0.5", lw=0.8)
+        if floor is not None:
+            ax.axhline(floor, color="tab:red", lw=1, ls="--",
+                       label=f"floor: maps blind to the network (|Spearman ρ| {floor:.2f})")
         how = " (head first, then down)" if mode == "cascading" else " (one layer at a time)"
-        ax.set(ylim=(-1.02, 1.05), title=f"{mode} randomisation{how}")
+        ax.set(ylim=(-1.02, 1.05), title=f"{mode} randomisation{how}", xlabel="randomised stage")
     axes[0].set_ylabel("similarity to the trained\nnetwork's CAM")
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     return fig
 
