@@ -183,3 +183,32 @@ def test_randomisation_figure_names_stages_readably_and_draws_the_floor(plt, arc
     assert any(t.get_text().startswith("floor: maps blind") for t in fig.axes[0].get_legend().get_texts())
     fig = explain_plots.randomisation(summary)  # no floor given: no line
     assert not any(ln.get_label().startswith("floor") for ax in fig.axes for ln in ax.get_lines())
+
+
+def _one_map_scale(fig, label: str):
+    """Every map overlaid (jet) is drawn on one colour scale, 0 to 1, holding values in [0, 1], and the figure
+    has one colour bar of that scale, labelled."""
+    bars = [ax for ax in fig.axes if getattr(ax, "_colorbar", None) is not None]
+    assert len(bars) == 1
+    bar = bars[0]._colorbar
+    assert bar.mappable.get_clim() == (0, 1) and bar.mappable.get_cmap().name == "jet"
+    assert bars[0].get_xlabel() == label
+    maps = [im for ax in fig.axes for im in ax.get_images() if im.get_cmap().name == "jet"]
+    assert maps and all(im.get_clim() == (0, 1) for im in maps)
+    assert all(0 <= im.get_array().min() and im.get_array().max() <= 1 for im in maps)
+    return maps
+
+
+def test_map_grids_share_one_colour_scale_with_one_colour_bar(plt, net):
+    from utils.chapters import explain_plots
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 32, 32)
+    member = torch.rand(3, 2, 32, 32) * torch.tensor([1.0, 10.0, 100.0])[:, None, None, None]  # scales differ
+    fig = explain_plots.member_cams(x, ["a", "b"], member, member.mean(0))
+    assert len(_one_map_scale(fig, "CAM, each map min-max normalised to [0, 1]")) == 2 * 4
+    aggs = {"ensemble": explain.aggregate(member)}
+    fig = explain_plots.aggregated_cams(x, ["a", "b"], aggs, "aggregates")
+    assert len(_one_map_scale(fig, "aggregate map, each map min-max normalised to [0, 1]")) == 2 * 4
+    fig = explain_plots.rotated_members([net, net], x, [0, 1], ["elbow", "hand", "wrist", "other"], angle=30)
+    assert len(_one_map_scale(fig, "CAM, each map min-max normalised to [0, 1]")) == 2 * 2

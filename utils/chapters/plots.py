@@ -23,25 +23,48 @@ def image_grid(images, titles=None, ncols: int = 4, size: float = 2.4, cmap: str
     return fig
 
 
-def overlay_grid(images, titles, maps_by_col: dict, title: str, size: float = 1.6):
-    """Rows of images (2D, in [0, 1]), each followed by the maps of every column overlaid (normalised per map,
-    jet colours); returns the figure."""
+MAP_SCALE = "each map min-max normalised to [0, 1]"
+
+
+def map_colorbar(fig, mappable, label: str, space_in: float = 0.8):
+    """Lay `fig` out (tight) above a strip `space_in` inches high and put one horizontal colour bar of
+    `mappable`, labelled `label`, in that strip: the one colour scale of a grid of maps; returns the bar."""
+    b = min(0.35, space_in / fig.get_figheight())
+    fig.tight_layout(rect=(0, b, 1, 1))
+    h = min(0.12 / fig.get_figheight(), 0.25 * b)
+    cax = fig.add_axes((0.3, 0.6 * b, 0.4, h))
+    bar = fig.colorbar(mappable, cax=cax, orientation="horizontal")
+    bar.set_label(label, fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    return bar
+
+
+def overlay_grid(images, titles, maps_by_col: dict, title: str, size: float = 1.6,
+                 cbar_label: str = f"map value, {MAP_SCALE}"):
+    """Rows of images (2D, in [0, 1]), each followed by the maps of every column overlaid (each map min-max
+    normalised to [0, 1] on its own, jet colours), all on one colour scale, 0 to 1, with one colour bar
+    (`cbar_label`) below; returns the figure."""
     cols = list(maps_by_col)
     n = len(images)
     fig, axes = plt.subplots(n, len(cols) + 1, figsize=(size * (len(cols) + 1), (size + 0.05) * n), squeeze=False)
+    shown = None
     for i in range(n):
         axes[i, 0].imshow(images[i], cmap="gray")
         axes[i, 0].set_title(titles[i], fontsize=8)
         for j, c in enumerate(cols):
             m = np.asarray(maps_by_col[c][i], float)
             axes[i, j + 1].imshow(images[i], cmap="gray")
-            axes[i, j + 1].imshow((m - m.min()) / (m.max() - m.min() + 1e-12), cmap="jet", alpha=0.45)
+            shown = axes[i, j + 1].imshow((m - m.min()) / (m.max() - m.min() + 1e-12), cmap="jet", alpha=0.45,
+                                          vmin=0, vmax=1)
             if i == 0:
                 axes[i, j + 1].set_title(c, fontsize=8)
     for ax in axes.ravel():
         ax.axis("off")
     fig.suptitle(title, y=1.0)
-    fig.tight_layout()
+    if shown is not None:
+        map_colorbar(fig, shown, cbar_label)
+    else:
+        fig.tight_layout()
     return fig
 
 
