@@ -77,3 +77,50 @@ def test_member_table_has_a_row_per_member():
              for m in range(3)]
     t = ensembles.member_table(metas)
     assert list(t.index) == [0, 1, 2] and t.val_nll.tolist() == [0.5] * 3
+
+
+def test_size_curve_figure_has_one_kind_of_bar_the_sd_over_subsets_and_none_at_the_full_ensemble():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.container import ErrorbarContainer
+
+    mp, y = _members()
+    curve = ensembles.size_curve(mp, y)
+    fig = ensembles.plot_size_curve(curve)
+    fig.canvas.draw()
+    nll_ax = fig.axes[1]
+    bars = [c for c in nll_ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 1
+    segments = bars[0].lines[2][0].get_segments()
+    half = {round(float(s[0, 0])): (s[1, 1] - s[0, 1]) / 2 for s in segments}
+    assert set(half) == {1, 2, 3, 4}  # a bar wherever there is more than one subset, none at k = M = 5
+    single = [metrics.nll(p, y) for p in mp]
+    assert half[1] == pytest.approx(np.std(single, ddof=1))  # SD over the subsets, not the SE of the old figure
+    sd = ensembles.subset_sd(curve, "nll")
+    for k in (2, 3, 4):
+        assert half[k] == pytest.approx(sd[curve.k == k].item())
+    words = " ".join([t.get_text() for t in fig.legends[0].get_texts()] + [a.get_title() for a in fig.axes])
+    assert "SD over the k-member subsets" in words and "no bar" in words and "standard error" not in words
+    plt.close(fig)
+
+
+def test_size_curve_figure_y_labels_clear_the_panel_to_their_left():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nan = np.nan
+    curve = pd.DataFrame(dict(  # the scale of the report's curve, whose NLL label ran into the accuracy panel
+        k=[1, 2, 3, 4, 5], subsets=[5, 2, 10, 5, 1], accuracy=[0.8862, 0.8926, 0.8911, 0.8935, 0.892],
+        nll=[0.3435, 0.3254, 0.3239, 0.3216, 0.3201], ece=[0.0345, 0.0492, 0.0504, 0.0509, 0.0542],
+        se_accuracy=[0.001, 0.003, nan, nan, nan], sd_accuracy=[nan, nan, 0.0047, 0.0036, nan],
+        se_nll=[0.0059, 0.0011, nan, nan, nan], sd_nll=[nan, nan, 0.004, 0.0026, nan],
+        se_ece=[0.0015, 0.0005, nan, nan, nan], sd_ece=[nan, nan, 0.0047, 0.0031, nan]))
+    fig = ensembles.plot_size_curve(curve)
+    fig.canvas.draw()
+    for left, ax in zip(fig.axes[:2], fig.axes[1:3]):
+        assert not ax.yaxis.label.get_window_extent().overlaps(left.get_window_extent())
+    plt.close(fig)

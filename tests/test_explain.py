@@ -145,3 +145,70 @@ def test_mc_dropout_heads_are_dropout_on_the_pooled_features(net):
     assert explain.dropout_rate(net) == 0.0 and explain.dropout_rate(build_model("small", 4, dropout=0.3)) == 0.3
     with pytest.raises(ValueError, match="dropout rate"):
         posteriors.mc_dropout_heads(W, 1.0, 2)
+
+
+# --------------------------------------------------------------------------- the chapter's figures (explain_plots)
+
+
+@pytest.fixture
+def plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    yield plt
+    plt.close("all")
+
+
+@pytest.mark.parametrize("arch,blocks", [("small", 5), ("resnet18", 5)])
+def test_randomisation_figure_names_stages_readably_and_draws_the_floor(plt, arch, blocks):
+    import pandas as pd
+
+    from utils.chapters import explain_plots
+
+    stages = [name for name, _ in explanation_scores.randomisation_stages(build_model(arch, 3))]
+    names = explain_plots.stage_names(stages)
+    assert names["fc"] == "head (fc)" and len(stages) == 1 + blocks
+    assert names[stages[1]] == f"block {blocks} (last conv)" and names[stages[-1]] == "block 1 (first conv)"
+    summary = pd.DataFrame([dict(mode=m, step=i, stage=s, spearman_abs=0.5, ssim=0.1, spearman_abs_sd_seeds=0.05,
+                                 ssim_sd_seeds=0.05) for m in ("cascading", "independent") for i, s in enumerate(stages)])
+    fig = explain_plots.randomisation(summary, floor=0.71)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        ticks = [t.get_text() for t in ax.get_xticklabels()]
+        assert ticks == [names[s] for s in stages] and not any("features." in t for t in ticks)
+        floors = [ln for ln in ax.get_lines() if ln.get_label().startswith("floor: maps blind to the network")]
+        assert len(floors) == 1 and list(floors[0].get_ydata()) == [0.71, 0.71] and floors[0].get_linestyle() == "--"
+    assert any(t.get_text().startswith("floor: maps blind") for t in fig.axes[0].get_legend().get_texts())
+    fig = explain_plots.randomisation(summary)  # no floor given: no line
+    assert not any(ln.get_label().startswith("floor") for ax in fig.axes for ln in ax.get_lines())
+
+
+def _one_map_scale(fig, label: str):
+    """Every map overlaid (jet) is drawn on one colour scale, 0 to 1, holding values in [0, 1], and the figure
+    has one colour bar of that scale, labelled."""
+    bars = [ax for ax in fig.axes if getattr(ax, "_colorbar", None) is not None]
+    assert len(bars) == 1
+    bar = bars[0]._colorbar
+    assert bar.mappable.get_clim() == (0, 1) and bar.mappable.get_cmap().name == "jet"
+    assert bars[0].get_xlabel() == label
+    maps = [im for ax in fig.axes for im in ax.get_images() if im.get_cmap().name == "jet"]
+    assert maps and all(im.get_clim() == (0, 1) for im in maps)
+    assert all(0 <= im.get_array().min() and im.get_array().max() <= 1 for im in maps)
+    return maps
+
+
+def test_map_grids_share_one_colour_scale_with_one_colour_bar(plt, net):
+    from utils.chapters import explain_plots
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 32, 32)
+    member = torch.rand(3, 2, 32, 32) * torch.tensor([1.0, 10.0, 100.0])[:, None, None, None]  # scales differ
+    fig = explain_plots.member_cams(x, ["a", "b"], member, member.mean(0))
+    assert len(_one_map_scale(fig, "CAM, each map min-max normalised to [0, 1]")) == 2 * 4
+    aggs = {"ensemble": explain.aggregate(member)}
+    fig = explain_plots.aggregated_cams(x, ["a", "b"], aggs, "aggregates")
+    assert len(_one_map_scale(fig, "aggregate map, each map min-max normalised to [0, 1]")) == 2 * 4
+    fig = explain_plots.rotated_members([net, net], x, [0, 1], ["elbow", "hand", "wrist", "other"], angle=30)
+    assert len(_one_map_scale(fig, "CAM, each map min-max normalised to [0, 1]")) == 2 * 2

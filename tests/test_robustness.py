@@ -377,3 +377,68 @@ def test_conformal_under_shift_summary_reading_and_figure(shift_case):
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------- the chapter's figures
+
+METHODS = ["MAP", "temperature scaling", "Laplace, kron", "deep ensemble"]
+
+
+@pytest.fixture
+def plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    yield plt
+    plt.close("all")
+
+
+def _every_point_inside(fig):
+    """Every finite point of every line (curves, markers, error-bar caps) lies within its axes' y-limits."""
+    for ax in fig.axes:
+        lo, hi = sorted(ax.get_ylim())
+        for line in ax.get_lines():
+            y = np.asarray(line.get_ydata(), float)
+            y = y[np.isfinite(y)]
+            if line.get_transform() == ax.transData and len(y):  # not the axhline/axvline kind
+                assert lo <= y.min() and y.max() <= hi, (ax.get_title(), line.get_label(), lo, hi, y.min(), y.max())
+
+
+def test_rotation_figure_legend_covers_no_panel(plt):
+    angles = np.arange(-180, 181, 30)
+    sweep = pd.DataFrame([dict(method=m, angle=a, accuracy=0.65 + 0.24 * np.exp(-(a / 40) ** 2), ece=0.05,
+                               nll=1 - 0.6 * np.exp(-(a / 40) ** 2), entropy=0.7) for m in METHODS for a in angles])
+    fig = robustness.rotation_figure(sweep)
+    fig.canvas.draw()
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    box = fig.legends[0].get_window_extent()
+    assert all(not box.overlaps(ax.get_window_extent()) for ax in fig.axes)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == METHODS
+    _every_point_inside(fig)
+
+
+def test_corruption_figure_shows_every_curve_whole(plt):
+    kinds = ["noise", "low exposure", "blank"]
+    corr = pd.DataFrame([dict(corruption=k, method=m, severity=s, accuracy=0.57 + 0.004 * i * s,
+                              **{"AUROC by entropy": (0.12 if k == "blank" and s == 1 else 0.2 if k == "low exposure"
+                                                      else 0.6) + 0.05 * i})
+                         for k in kinds for i, m in enumerate(METHODS) for s in (1, 2, 3)])
+    fig = robustness.corruption_figure(corr)
+    fig.canvas.draw()
+    _every_point_inside(fig)  # the fixed AUROC axis (0.3 to 1.02) cut the curves below 0.3 off
+    lo, hi = fig.axes[len(kinds)].get_ylim()  # a margin, not a wide fixed range
+    assert 0.05 < lo < 0.12 and 0.35 < hi < 0.8
+    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)
+    box = fig.legends[0].get_window_extent()
+    assert all(not box.overlaps(ax.get_window_extent()) for ax in fig.axes)
+
+
+def test_stability_figure_shows_every_correlation_and_error_bar(plt):
+    angles = np.arange(-180, 181, 30)
+    stab = pd.DataFrame([dict(method=m, angle=a, correlation=0.8 * np.cos(np.radians(a)), se=0.05)
+                         for m in METHODS[:2] for a in angles])
+    fig = robustness.stability_figure(stab)
+    fig.canvas.draw()
+    _every_point_inside(fig)  # the fixed axis (-0.2 to 1.02) cut the anti-correlated angles off

@@ -83,15 +83,39 @@ def member_table(metas: list[dict]) -> pd.DataFrame:
                          for m in metas]).set_index("member")
 
 
+def subset_sd(curve: pd.DataFrame, c: str) -> pd.Series:
+    """The standard deviation of score `c` over the k-member subsets of each row of a `size_curve`: its `sd_*`
+    where the subsets overlap, and `se_* x sqrt(subsets)` (the SD the standard error was made from) where they
+    are disjoint; NaN where there is one subset (k = M, the full ensemble)."""
+    sd = curve[f"se_{c}"] * np.sqrt(curve["subsets"].astype(float))
+    return sd.fillna(curve[f"sd_{c}"]).where(curve["subsets"] > 1)
+
+
 def plot_size_curve(curve: pd.DataFrame):
-    """Accuracy, NLL and ECE against ensemble size, with the subsets' standard error (or spread) as error bars."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    """Accuracy, NLL and ECE against ensemble size k: the mean over the k-member subsets, with one kind of
+    error bar at every k, the standard deviation of the score over those subsets (`subset_sd`); where there is
+    one subset (k = M, the full ensemble) the point has no bar, and the legend says so."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.9))
     for ax, c, label in zip(axes, ["accuracy", "nll", "ece"], ["accuracy (%)", "NLL (nats per image)", "ECE (%)"]):
         scale = 100 if c in ("accuracy", "ece") else 1
-        err = curve[f"se_{c}"].fillna(curve[f"sd_{c}"]).fillna(0) * scale
-        ax.errorbar(curve.k, curve[c] * scale, yerr=err, fmt="o-", capsize=3)
-        ax.set(xlabel="ensemble size k", ylabel=label, title=f"{label.split(' (')[0]} against ensemble size")
+        sd = subset_sd(curve, c) * scale
+        many = sd.notna().to_numpy()
+        ax.plot(curve.k, curve[c] * scale, "-", color="tab:blue")
+        ax.errorbar(curve.k[many], curve[c][many] * scale, yerr=sd[many], fmt="o", color="tab:blue", capsize=3,
+                    label="mean over the k-member subsets, bar: SD over the k-member subsets")
+        if (~many).any():
+            ks = ", ".join(f"{k:g}" for k in curve.k[~many])
+            ax.plot(curve.k[~many], curve[c][~many] * scale, "D", color="tab:blue", mfc="white",
+                    label=f"k = {ks}: one subset (the full ensemble), no bar")
+        ax.set(xlabel="ensemble size k", ylabel=label,
+               title=f"{label.split(' (')[0]} against ensemble size\n(bars: SD over the k-member subsets)")
+        ax.title.set_fontsize(10)
         ax.set_xticks(curve.k)
+    handles, labels = axes[0].get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: not labels[i].startswith("mean"))  # the bars' entry first
+    fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="lower center", ncol=2, fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
 

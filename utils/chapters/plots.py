@@ -23,40 +23,67 @@ def image_grid(images, titles=None, ncols: int = 4, size: float = 2.4, cmap: str
     return fig
 
 
-def overlay_grid(images, titles, maps_by_col: dict, title: str, size: float = 1.6):
-    """Rows of images (2D, in [0, 1]), each followed by the maps of every column overlaid (normalised per map,
-    jet colours); returns the figure."""
+MAP_SCALE = "each map min-max normalised to [0, 1]"
+
+
+def map_colorbar(fig, mappable, label: str, space_in: float = 0.8):
+    """Lay `fig` out (tight) above a strip `space_in` inches high and put one horizontal colour bar of
+    `mappable`, labelled `label`, in that strip: the one colour scale of a grid of maps; returns the bar."""
+    b = min(0.35, space_in / fig.get_figheight())
+    fig.tight_layout(rect=(0, b, 1, 1))
+    h = min(0.12 / fig.get_figheight(), 0.25 * b)
+    cax = fig.add_axes((0.3, 0.6 * b, 0.4, h))
+    bar = fig.colorbar(mappable, cax=cax, orientation="horizontal")
+    bar.set_label(label, fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    return bar
+
+
+def overlay_grid(images, titles, maps_by_col: dict, title: str, size: float = 1.6,
+                 cbar_label: str = f"map value, {MAP_SCALE}"):
+    """Rows of images (2D, in [0, 1]), each followed by the maps of every column overlaid (each map min-max
+    normalised to [0, 1] on its own, jet colours), all on one colour scale, 0 to 1, with one colour bar
+    (`cbar_label`) below; returns the figure."""
     cols = list(maps_by_col)
     n = len(images)
     fig, axes = plt.subplots(n, len(cols) + 1, figsize=(size * (len(cols) + 1), (size + 0.05) * n), squeeze=False)
+    shown = None
     for i in range(n):
         axes[i, 0].imshow(images[i], cmap="gray")
         axes[i, 0].set_title(titles[i], fontsize=8)
         for j, c in enumerate(cols):
             m = np.asarray(maps_by_col[c][i], float)
             axes[i, j + 1].imshow(images[i], cmap="gray")
-            axes[i, j + 1].imshow((m - m.min()) / (m.max() - m.min() + 1e-12), cmap="jet", alpha=0.45)
+            shown = axes[i, j + 1].imshow((m - m.min()) / (m.max() - m.min() + 1e-12), cmap="jet", alpha=0.45,
+                                          vmin=0, vmax=1)
             if i == 0:
                 axes[i, j + 1].set_title(c, fontsize=8)
     for ax in axes.ravel():
         ax.axis("off")
     fig.suptitle(title, y=1.0)
-    fig.tight_layout()
+    if shown is not None:
+        map_colorbar(fig, shown, cbar_label)
+    else:
+        fig.tight_layout()
     return fig
 
 
 def plot_prior_search(ax_lml, ax_nll, grid, lml, val_nll, marglik_delta: float, training_delta: float | None = None,
-                      grid_delta: float | None = None, grid_bracketed: bool = True, title: str = ""):
+                      grid_delta: float | None = None, grid_bracketed: bool = True, title: str = "",
+                      min_span: float = 0.01, min_rel_span: float = 1e-3):
     """The prior-precision search of one fit, readable: top, how far the log marginal likelihood lies below
-    its maximum (nats, a symmetric-log axis, linear below 1 nat, so the optimum, the flat top and the collapse
-    at large δ all show); bottom, the
-    validation NLL of the predictive. Both against δ on a log axis, with the marginal-likelihood optimum
-    (red, dashed), the grid search's choice (green, dash-dot; 'edge' when the search did not bracket an
-    optimum) and the prior the training implied (grey, dotted)."""
+    its maximum over the grid (nats, never negative: an axis from 0, linear below 1 nat and logarithmic above,
+    so the optimum itself (0), the flat top and the collapse at large δ all show); bottom, the
+    validation NLL of the predictive, on a linear axis without an offset that spans at least `min_span` nats
+    and `min_rel_span` of its level, so a negligible change does not fill the panel. Both against δ (> 0) on
+    a log axis, with the marginal-likelihood optimum (red, dashed), the grid search's choice (green,
+    dash-dot; 'edge' when the search did not bracket an optimum) and the prior the training implied (grey,
+    dotted)."""
     grid, lml, val_nll = (np.asarray(a, float) for a in (grid, lml, val_nll))
+    pos = grid > 0  # a precision: only positive values have a place on the log axis
     below = lml.max() - lml
-    ax_lml.plot(grid, below, "-", color="tab:blue")
-    ax_nll.plot(grid, val_nll, "-", color="tab:green")
+    ax_lml.plot(grid[pos], below[pos], "-", color="tab:blue")
+    ax_nll.plot(grid[pos], val_nll[pos], "-", color="tab:green")
     for ax in (ax_lml, ax_nll):
         ax.axvline(marglik_delta, color="tab:red", ls="--", label=f"marginal likelihood: δ = {marglik_delta:.3g}")
         if grid_delta is not None:
@@ -65,8 +92,20 @@ def plot_prior_search(ax_lml, ax_nll, grid, lml, val_nll, marglik_delta: float, 
         if training_delta:
             ax.axvline(training_delta, color="0.5", ls=":", label=f"training prior Nλ = {training_delta:.3g}")
         ax.set_xscale("log")
-    ax_lml.set_yscale("symlog", linthresh=1.0)  # linear below 1 nat, so the maximum itself (0) shows
-    ax_lml.set(ylabel="nats below the maximum\nof the log marginal likelihood", title=title)
+    # Linear below 1 nat, so the maximum itself (0) shows; the axis starts at 0, as the quantity does (left to
+    # itself, a symmetric-log axis pads below 0 with decades of impossible negative values).
+    ax_lml.set_yscale("symlog", linthresh=1.0)
+    peak = float(np.nanmax(below[pos], initial=0.0))
+    ax_lml.set_ylim(0, 3 * peak if peak > 1 else 1.5)  # set, not left to autoscaling, which cut the collapse off
+    ax_lml.set(ylabel="nats below the maximum\nof the log marginal likelihood\n(linear below 1, log above)", title=title)
+    ax_nll.ticklabel_format(axis="y", useOffset=False, style="plain")
+    v = val_nll[pos][np.isfinite(val_nll[pos])]
+    if len(v):
+        lo, hi = float(v.min()), float(v.max())
+        span = max(min_span, min_rel_span * abs((lo + hi) / 2))
+        if hi - lo < span:  # pad a negligible change to `span`, centred, so it looks as small as it is
+            mid = (lo + hi) / 2
+            ax_nll.set_ylim(mid - span / 2, mid + span / 2)
     ax_nll.set(xlabel="prior precision δ", ylabel="validation NLL (nats)")
     ax_lml.legend(fontsize=7, loc="upper left")
 
@@ -115,10 +154,12 @@ def confusion(y, pred, classes):
     k = len(classes)
     cm = confusion_matrix(y, pred, labels=range(k))
     fig, ax = plt.subplots(figsize=(6, 5))
-    im = ax.imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
-        for j in range(k):
-            ax.text(j, i, cm[i, j], ha="center", va="center", fontsize=8, color="white" if i == j else "black")
+        for j in range(k):  # white on cells darker than mid-grey (luminance of the cell's colour), else black
+            lum = float(np.dot(im.cmap(im.norm(share[i, j]))[:3], (0.2126, 0.7152, 0.0722)))
+            ax.text(j, i, cm[i, j], ha="center", va="center", fontsize=8, color="white" if lum < 0.5 else "black")
     ax.set_xticks(range(k), [c.lower() for c in classes], rotation=45, ha="right")
     ax.set_yticks(range(k), [c.lower() for c in classes])
     ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix, test split (colour: share of the true class)")

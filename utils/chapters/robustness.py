@@ -410,16 +410,37 @@ def referral_table(curves: dict[str, dict]) -> dict[str, dict]:
 # --------------------------------------------------------------------------- figures
 
 
+def _limits_from_data(ax, low, high=None, margin: float = 0.06) -> None:
+    """Set the y-limits of `ax` to hold every finite value of `low` and `high` (all curves and error bars
+    drawn there), with `margin` of their range (or of their level, where all are equal) either side."""
+    v = np.concatenate([np.ravel(np.asarray(a, float)) for a in (low, high) if a is not None])
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return
+    lo, hi = float(v.min()), float(v.max())
+    pad = margin * ((hi - lo) or max(abs(hi), 1.0))
+    ax.set_ylim(lo - pad, hi + pad)
+
+
+def _legend_below(fig, ax, ncol: int = 5) -> None:
+    """One legend for the figure (the entries of `ax`), below the panels, where it covers no curve."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(ncol, len(labels)), fontsize=8, frameon=False)
+    rows = 1 + (len(labels) - 1) // ncol
+    fig.tight_layout(rect=(0, min(0.4, (0.1 + 0.22 * rows) / fig.get_figheight()), 1, 1))
+
+
 def rotation_figure(sweep: pd.DataFrame):
-    """Figure 06-1: accuracy, ECE, NLL and mean entropy of each method against the rotation angle."""
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    """Figure 06-1: accuracy, ECE, NLL and mean entropy of each method against the rotation angle (the
+    legend below the panels)."""
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.9))
     for ax, (c, label) in zip(axes, [("accuracy", "accuracy (%)"), ("ece", "ECE (%)"), ("nll", "NLL (nats)"),
                                       ("entropy", "mean predictive entropy (nats)")]):
         for name, g in sweep.groupby("method", sort=False):
             ax.plot(g.angle, g[c] * (100 if c in ("accuracy", "ece") else 1), "o-", ms=3, label=name)
         ax.set(xlabel="rotation (degrees)", ylabel=label, title=label.split(" (")[0] + " against rotation")
         ax.set_xticks(range(-180, 181, 90))
-    axes[0].legend(fontsize=7)
+    _legend_below(fig, axes[0])
     return fig
 
 
@@ -429,26 +450,29 @@ def stability_figure(stab: pd.DataFrame):
     for name, g in stab.groupby("method", sort=False):
         ax.errorbar(g.angle, g.correlation, yerr=g.se, fmt="o-", ms=3, capsize=2, label=name)
     ax.set(xlabel="rotation (degrees)", ylabel="correlation with the unrotated CAM",
-           title="Do explanations rotate with the image?", ylim=(-0.2, 1.02))
+           title="Do explanations rotate with the image?")
+    _limits_from_data(ax, stab.correlation - stab.se.fillna(0), stab.correlation + stab.se.fillna(0))
     ax.set_xticks(range(-180, 181, 90))
     ax.legend(fontsize=8)
     return fig
 
 
 def corruption_figure(corr: pd.DataFrame):
-    """Figure 06-3: accuracy (top) and the AUROC against clean images by entropy (bottom) per corruption."""
+    """Figure 06-3: accuracy (top) and the AUROC against clean images by entropy (bottom) per corruption, each
+    row's y-axis spanning every curve of it (the legend below the panels)."""
     n = corr.corruption.nunique()
-    fig, axes = plt.subplots(2, n, figsize=(3 * n, 5.6), sharey="row", squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(3 * n, 6.0), sharey="row", squeeze=False)
     for j, (kind, g) in enumerate(corr.groupby("corruption", sort=False)):
         for name, gm in g.groupby("method", sort=False):
             axes[0, j].plot(gm.severity, 100 * gm.accuracy, "o-", ms=3, label=name)
             axes[1, j].plot(gm.severity, gm["AUROC by entropy"], "o-", ms=3, label=name)
         axes[0, j].set(title=kind, xticks=[1, 2, 3])
-        axes[1, j].set(xlabel="severity", xticks=[1, 2, 3], ylim=(0.3, 1.02))
+        axes[1, j].set(xlabel="severity", xticks=[1, 2, 3])
+    _limits_from_data(axes[0, 0], 100 * corr.accuracy)  # the rows share y: these set every panel of the row
+    _limits_from_data(axes[1, 0], corr["AUROC by entropy"])
     axes[0, 0].set_ylabel("accuracy (%)")
     axes[1, 0].set_ylabel("AUROC vs clean,\nby entropy")
-    axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
+    _legend_below(fig, axes[0, 0])
     return fig
 
 
