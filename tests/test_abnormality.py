@@ -97,7 +97,10 @@ def test_the_reference_table_cites_every_row():
 def test_a_sweep_size_gets_its_own_artifacts_and_the_profiles_keep_theirs():
     p = config.get_profile("cpu", task="abnormality")
     assert train.run_name(p, ["WRIST"]) == "cpu/abnormality-WRIST/small"
-    assert train.run_name(p.replace(image_size=128), ["WRIST"]) == "cpu/abnormality-WRIST/small-128px"
+    assert train.run_name(abnormality.sweep_profile(p, 128), ["WRIST"]) == "cpu/abnormality-WRIST/small-128px"
+    assert abnormality.sweep_profile(p, 64) == p  # the profile's own size: its own members
+    with pytest.raises(TypeError, match="get_profile"):  # below Run, a Profile, never a name to look up again
+        train.load_member("cpu", 0, None)
     assert train.run_name(config.get_profile("cpu")) == "cpu/bodypart/small"
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from utils import data
+from utils import config, data
 from utils.config import BODY_PARTS
 from utils.data import sources
 
@@ -314,7 +314,7 @@ def test_prepare_refuses_degenerate_data_before_building_the_cache(tmp_path):
     root = make_mura_tree(tmp_path / "dl", _spec({"SHOULDER": 14}, {"SHOULDER": 3}))
     paths = get_paths(tmp_path / "out")
     with pytest.raises(data.DegenerateData, match="one body part only: SHOULDER"):
-        data.prepare("smoke", str(root), paths, progress=False)
+        data.prepare(config.get_profile("smoke"), str(root), paths, progress=False)
     assert not list(paths.cache.glob("*.npy"))  # nothing cached
     _, index, cache = data.prepare(get_profile("smoke", task="abnormality"), str(root), paths, progress=False)
     assert len(cache.index) == len(index)  # the abnormality task runs on the same tree

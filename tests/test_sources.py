@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from utils import data
+from utils.config import get_profile
 from utils.data import sources
 
 from .conftest import SPEC, make_mura_tree
@@ -115,6 +116,6 @@ def test_validation_split_is_by_patient_and_deterministic(small_phantom):
 def test_resolve_data_prefers_the_users_mura_tree(mura_tree, tmp_path):
     from utils.config import get_paths
 
-    src = sources.resolve_data("smoke", str(mura_tree.parent), get_paths(tmp_path))
+    src = sources.resolve_data(get_profile("smoke"), str(mura_tree.parent), get_paths(tmp_path))
     assert src == dict(source="mura", root=mura_tree.resolve())
     assert not (tmp_path / "data").exists()  # no phantom generated

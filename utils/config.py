@@ -80,6 +80,7 @@ class Profile:
     counterfactual_studies: int = 30  # phantom studies re-rendered without their findings (notebook 07)
     # image sizes of notebook 07's resolution sweep (one fresh member per size); empty: the profile's image_size
     resolution_sizes: tuple[int, ...] = ()
+    run_tag: str = ""  # names a variant of the profile (e.g. "96px"): its artifacts go beside the profile's own
 
     def replace(self, **overrides) -> "Profile":
         known = {f.name for f in dataclasses.fields(self)}
@@ -154,6 +155,15 @@ def get_profile(name: str = "cpu", **overrides) -> Profile:
         )
     profile = PROFILES[name]
     return profile.replace(**overrides) if overrides else profile
+
+
+def require_profile(profile) -> Profile:
+    """`profile` itself, checked: below `run.Run` every function takes the `Profile` the run resolved once (with
+    its overrides), never a name to look up again (`get_profile` is for the entry points: Run, the commands)."""
+    if not isinstance(profile, Profile):
+        raise TypeError(f"expected a config.Profile, got {profile!r}: resolve a name once with "
+                        "config.get_profile(name) and pass the Profile on")
+    return profile
 
 
 @dataclass(frozen=True)

@@ -266,6 +266,13 @@ def sweep_parts(index: pd.DataFrame, parts=None) -> list[str] | None:
     return list(parts) if parts else None
 
 
+def sweep_profile(profile: Profile, size: int) -> Profile:
+    """The profile at image size `size`, tagged "<size>px" where that differs from its own, so that a sweep
+    member's artifacts go beside the profile's and the profile's own size reuses its members."""
+    size = int(size)
+    return profile.replace(image_size=size, run_tag="" if size == profile.image_size else f"{size}px")
+
+
 def resolution_sweep(profile: Profile, data_root: str, out_root: str, parts, sizes=None, n_boot: int = 2000,
                      seed: int = 0) -> pd.DataFrame:
     """Study AUROC and kappa of one MAP member on `parts` (`sweep_parts`; None: all) at each image size, with the
@@ -276,7 +283,7 @@ def resolution_sweep(profile: Profile, data_root: str, out_root: str, parts, siz
     rows = []
     for size in sizes or profile.resolution_sizes or (profile.image_size,):
         t = time.perf_counter()
-        run = Run(profile.replace(image_size=int(size)), data_root, out_root, task="abnormality", parts=parts,
+        run = Run(sweep_profile(profile, size), data_root, out_root, task="abnormality", parts=parts,
                   members=1)
         run.cache
         cache_s = time.perf_counter() - t

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from utils.config import BODY_PARTS, display_path, get_paths, get_profile
+from utils.config import BODY_PARTS, display_path, get_paths, require_profile
 from utils.data import phantom
 from utils.data.images import MIN_TRAIN_IMAGES, MURA_REL_PATH, DataError, DegenerateData, build_cache, check_task_data
 
@@ -33,7 +33,7 @@ from utils.data.images import MIN_TRAIN_IMAGES, MURA_REL_PATH, DataError, Degene
 def prepare_unfamiliar(profile, paths=None, progress: bool = False):
     """Index and cache of the profile's unfamiliar-parts phantom (knees, feet, chests; generated if missing).
     It is a separate tree, read with `extra_parts`, so it never enters a training index."""
-    profile, paths = get_profile(profile), paths or get_paths()
+    profile, paths = require_profile(profile), paths or get_paths()
     src = resolve_unfamiliar(profile, paths, progress)
     index = load_index(src["root"], extra_parts=src["extra_parts"])
     return index, build_cache(index, profile.image_size, paths.cache, progress=progress)
@@ -46,7 +46,7 @@ def prepare(profile, data_root: str | os.PathLike | None = "", paths=None, progr
     score the profile's task (on `parts`) are refused with DegenerateData before the cache is built, and
     again after it if unreadable images leave a class too few.
     """
-    profile = get_profile(profile)
+    profile = require_profile(profile)
     paths = paths or get_paths()
     src = resolve_data(profile, data_root, paths, progress)
     index = carve_validation(load_index(src["root"]), profile.val_fraction, profile.seed)
@@ -248,7 +248,7 @@ def resolve_data(profile, data_root: str | os.PathLike | None = "", paths=None, 
 
     Returns dict(source="mura" | "phantom", root=<MURA-v1.1 folder>).
     """
-    profile = get_profile(profile)
+    profile = require_profile(profile)
     paths = paths or get_paths()
     if data_root:
         return dict(source="mura", root=find_mura_root(data_root))
@@ -264,7 +264,7 @@ def resolve_unfamiliar(profile, paths=None, progress: bool = False) -> dict:
     Returns dict(source="phantom", root=<MURA-v1.1 folder>, extra_parts=<its study types>): a separate tree,
     read with `load_index(root, extra_parts)`, so it never enters a training index.
     """
-    profile, paths = get_profile(profile), paths or get_paths()
+    profile, paths = require_profile(profile), paths or get_paths()
     ph = profile.phantom
     root = phantom.ensure(paths.ood_root(profile), 0, ph.ood_patients, ph.seed + 1, ph.max_side, ood=True,
                           progress=progress)

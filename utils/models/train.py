@@ -41,7 +41,7 @@ from torch import nn
 from tqdm import tqdm
 
 from utils import data
-from utils.config import PROFILES, DeviceUnavailable, Paths, Profile, get_device, get_paths, get_profile
+from utils.config import DeviceUnavailable, Paths, Profile, get_device, get_paths, get_profile, require_profile
 from utils.models.networks import build_model
 
 CKPT_VERSION = 1
@@ -59,12 +59,10 @@ def member_seed(profile: Profile, member: int) -> int:
 
 
 def run_name(profile: Profile, parts=None) -> str:
-    """`<profile>/<task>[-<PARTS>]/<arch>[-<size>px]`: the image size only where it differs from the named
-    profile's (e.g. the resolution sweep), so that the profiles' own artifacts keep their paths."""
+    """`<profile>/<task>[-<PARTS>]/<arch>[-<run_tag>]`: the profile's `run_tag` names a variant whose artifacts must
+    not mix with the profile's own (e.g. "96px" in the resolution sweep), so the profiles' own keep their paths."""
     task = profile.task + ("-" + "+".join(sorted(p.upper() for p in parts)) if parts else "")
-    base = PROFILES.get(profile.name)
-    size = f"-{profile.image_size}px" if base is not None and profile.image_size != base.image_size else ""
-    return f"{profile.name}/{task}/{profile.arch}{size}"
+    return f"{profile.name}/{task}/{profile.arch}" + (f"-{profile.run_tag}" if profile.run_tag else "")
 
 
 def member_dir(paths: Paths, profile: Profile, member: int, parts=None) -> Path:
@@ -278,7 +276,7 @@ def datasets(profile: Profile, cache: data.ImageCache, parts=None):
 def train_member(profile, member: int, cache: data.ImageCache, paths: Paths | None = None, device=None,
                  parts=None, force: bool = False, progress: bool = True, on_epoch_end=None) -> dict:
     """Train member `member` of the profile's ensemble, or reuse it if already trained; returns its metadata."""
-    profile, paths, device = get_profile(profile), paths or get_paths(), device or get_device()
+    profile, paths, device = require_profile(profile), paths or get_paths(), device or get_device()
     tr, va, _ = datasets(profile, cache, parts)
     meta = expected_meta(profile, member, tr, va)
     d = member_dir(paths, profile, member, parts)
@@ -299,7 +297,7 @@ def train_member(profile, member: int, cache: data.ImageCache, paths: Paths | No
 def load_member(profile, member: int, cache: data.ImageCache, paths: Paths | None = None, device="cpu",
                 parts=None):
     """(model, meta) of a trained member, checked against the data and settings of this run."""
-    profile, paths = get_profile(profile), paths or get_paths()
+    profile, paths = require_profile(profile), paths or get_paths()
     tr, va, _ = datasets(profile, cache, parts)
     return load_checkpoint(member_dir(paths, profile, member, parts) / "best.pt",
                            expected_meta(profile, member, tr, va), device)
@@ -308,7 +306,7 @@ def load_member(profile, member: int, cache: data.ImageCache, paths: Paths | Non
 def member_logits(profile, member: int, cache: data.ImageCache, subset: str, paths: Paths | None = None,
                   device=None, parts=None) -> np.ndarray:
     """Logits of a trained member on a subset (train without augmentation, val, test), cached beside it."""
-    profile, paths, device = get_profile(profile), paths or get_paths(), device or get_device()
+    profile, paths, device = require_profile(profile), paths or get_paths(), device or get_device()
     f = member_dir(paths, profile, member, parts) / f"logits_{subset}.npy"
     model, meta = load_member(profile, member, cache, paths, device, parts)
     if f.is_file():
@@ -323,7 +321,7 @@ def member_logits(profile, member: int, cache: data.ImageCache, subset: str, pat
 
 def history(profile, member: int, paths: Paths | None = None, parts=None):
     """Per-epoch history of a trained member as a DataFrame."""
-    profile, paths = get_profile(profile), paths or get_paths()
+    profile, paths = require_profile(profile), paths or get_paths()
     return pd.read_json(member_dir(paths, profile, member, parts) / "history.json")
 
 
@@ -360,7 +358,7 @@ def fit_sentence(fit: dict) -> str:
 def ensemble_logits(profile, cache: data.ImageCache, subset: str, paths: Paths | None = None, device=None,
                     parts=None, members=None) -> np.ndarray:
     """Logits of every member (M x N x C) on a subset; members must be trained."""
-    profile = get_profile(profile)
+    profile = require_profile(profile)
     members = range(profile.members) if members is None else members
     return np.stack([member_logits(profile, m, cache, subset, paths, device, parts) for m in members])
 

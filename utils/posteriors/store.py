@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from utils import data
-from utils.config import Paths, get_device, get_paths, get_profile
+from utils.config import Paths, get_device, get_paths, require_profile
 from utils.models.train import datasets, load_member, member_dir
 
 # all weights); 2: they record the prior search (bracketed, ...); 3: and what the posterior holds (parameters,
@@ -54,7 +54,7 @@ def member_features(profile, member: int, cache: data.ImageCache, paths: Paths |
     it was computed from. Features whose checkpoint has since changed (retrained, replaced), or without a
     sidecar, are recomputed from the checkpoint there now; training need not know this cache exists.
     """
-    profile, paths, device = get_profile(profile), paths or get_paths(), device or get_device()
+    profile, paths, device = require_profile(profile), paths or get_paths(), device or get_device()
     d = member_dir(paths, profile, member, parts)
     ckpt = d / "best.pt"
     source = checkpoint_sha256(ckpt) if ckpt.is_file() else None  # None: load_member says what is missing
