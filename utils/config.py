@@ -34,7 +34,7 @@ BODY_PARTS = ("ELBOW", "FINGER", "FOREARM", "HAND", "HUMERUS", "SHOULDER", "WRIS
 
 @dataclass(frozen=True)
 class PhantomSpec:
-    """Size of a generated phantom data set (see `utils.phantom`)."""
+    """Size of a generated phantom data set (see `utils.data.phantom`)."""
 
     train_patients: int
     valid_patients: int

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from IPython import get_ipython
+from IPython.display import Image as Shown
+from IPython.display import display
 from PIL import Image
 
 DPI = 110  # figures are sized for the web: a 10-inch-wide figure is 1100 px
@@ -31,10 +34,6 @@ def savefig(fig, name: str, figures_dir: str | Path, show: bool = True) -> Path:
     Image.open(buf).convert("RGB").quantize(256, dither=Image.Dither.NONE).save(out, optimize=True)
     if show:
         try:
-            from IPython import get_ipython
-            from IPython.display import Image as Shown
-            from IPython.display import display
-
             if get_ipython() is not None:
                 display(Shown(filename=str(out)))
         except ImportError:

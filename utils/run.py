@@ -47,6 +47,7 @@ from functools import cached_property
 
 import numpy as np
 import torch
+from IPython.display import Markdown
 
 from utils import config, data, posteriors
 from utils.data.sources import source_note
@@ -190,9 +191,7 @@ class Run:
         return self.profile.n_boot
 
     def note(self):
-        """Markdown saying where the images came from (`explore.source_note`)."""
-        from IPython.display import Markdown
-
+        """Markdown saying where the images came from (`sources.source_note`)."""
 
         note = source_note(self.source, self.index)
         if self.paths.variant:

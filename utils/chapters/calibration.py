@@ -372,7 +372,7 @@ members; 95 % intervals from the study bootstrap).
 def conformal_table(val: dict[str, dict], test: dict[str, dict], y_val, y_test, groups, by=None, class_names=None,
                     alphas=(0.1, 0.05), scores=("lac", "aps", "raps"), n_boot: int = 2000, seed: int = 0
                     ) -> pd.DataFrame:
-    """Split-conformal prediction sets over each method's probabilities (`utils.conformal`), calibrated on the
+    """Split-conformal prediction sets over each method's probabilities (`utils.evaluation.conformal`), calibrated on the
     validation split and applied to the test split: coverage and mean set size with study-bootstrap intervals,
     overall, and as point values per true class and per level of `by` (e.g. body part), for every method, score
     function (LAC, APS, RAPS with `conformal`'s fixed k_reg and lam) and alpha. `val` / `test`: {label: Predictions}

@@ -1,6 +1,6 @@
 """Figures of the explanation chapter (notebook 05): maps overlaid on test images, each member's prediction and
 CAM on rotated images, the randomisation check and the images whose explanations disagree most. Each function
-returns a matplotlib figure; the maps come from `explain`, the scores from `explanation_scores`."""
+returns a matplotlib figure; the maps come from `explain`, the scores from `explain.scores`."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def rotated_members(models, x: torch.Tensor, y, classes, angle: float = 45.0):
 
 
 def stage_names(stages) -> dict[str, str]:
-    """Readable names of `explanation_scores.randomisation_stages`' code names: `fc` is the head, and the blocks
+    """Readable names of `explain.scores.randomisation_stages`' code names: `fc` is the head, and the blocks
     `features.<i>` are numbered from the image up, "block 1 (first conv)" to "block n (last conv)"; any other
     name is kept."""
     stages = list(dict.fromkeys(stages))
@@ -92,7 +92,7 @@ def stage_names(stages) -> dict[str, str]:
 def randomisation(summary, floor: float | None = None):
     """Similarity (|Spearman rho| and SSIM, mean over seeds, bars: sd over seeds) of the randomised network's
     maps to the trained one's per stage (named by `stage_names`), cascading (left) and independent (right),
-    from `explanation_scores.randomisation_summary` (figure 05-5). `floor`: the |Spearman rho| of the trained
+    from `explain.scores.randomisation_summary` (figure 05-5). `floor`: the |Spearman rho| of the trained
     CAM with maps blind to the network (`explanations.randomisation_floor`), drawn dashed where given."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), sharey=True)
     names = stage_names(summary["stage"])

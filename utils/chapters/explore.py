@@ -6,6 +6,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 
 from utils import data
@@ -46,9 +48,6 @@ def trivial_cues(index: pd.DataFrame, seed: int = 0, task: str = "bodypart", par
     Trained on the train subset, scored on the test subset, for the task's classes (`data.task_targets`: the
     body part, or normal/abnormal, on `parts`); the majority class is the floor.
     """
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.metrics import accuracy_score, f1_score
-
     df, _ = data.task_targets(index, task, parts)
     df = df.assign(aspect=df.height / df.width)
     tr, te = df[df.subset == "train"], df[df.subset == "test"]
@@ -69,8 +68,6 @@ def cnn_probe(cache: data.ImageCache, epochs: int = 6, seed: int = 0, batch_size
     This is a probe of the data (can a CNN see the class where trivial cues cannot?), a few
     epochs with a one-cycle schedule; notebook 01 trains the study's model properly.
     """
-    from sklearn.metrics import f1_score
-
     torch.manual_seed(seed)
     tr = data.CachedImages(cache, "train", task=task, parts=parts)
     te = data.CachedImages(cache, "test", task=task, parts=parts)

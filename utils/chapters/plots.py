@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import matplotlib.pyplot as plt
 import numpy as np
+from sklearn.metrics import confusion_matrix
 
 from utils import data
 
@@ -149,8 +150,6 @@ def learning_curves(h, best_epoch: int):
 
 def confusion(y, pred, classes):
     """Confusion matrix with counts, coloured by the share of the true class."""
-    from sklearn.metrics import confusion_matrix
-
     k = len(classes)
     cm = confusion_matrix(y, pred, labels=range(k))
     fig, ax = plt.subplots(figsize=(6, 5))
@@ -183,7 +182,7 @@ def confident_mistakes(probs, y, index, classes, n: int = 8, ncols: int = 4):
 
 def probit_vs_mc(conf: dict[str, dict[str, np.ndarray]]):
     """Confidence of each probit predictive against Monte Carlo's, one panel per Hessian structure
-    (conf: structure -> predictive name -> confidences, as `bayes.probit_vs_mc` returns them)."""
+    (conf: structure -> predictive name -> confidences, as `chapters.laplace.probit_vs_mc` returns them)."""
     fig, axes = plt.subplots(1, len(conf), figsize=(5 * len(conf), 4.2), squeeze=False)
     for ax, (s, c) in zip(axes[0], conf.items()):
         mc = next(v for k, v in c.items() if k.startswith("MC"))

@@ -5,7 +5,7 @@ the posteriors registered with robustness=True, member 0's for single-model meth
 combination), which returns probabilities, and per-sample probabilities where the method has samples (for the
 mutual information). The chapter's figures (`*_figure`), small tables and its Reading (`reading`) are here too.
 
-`conformal_under_shift` asks what becomes of split-conformal prediction sets (`utils.conformal`) when the test
+`conformal_under_shift` asks what becomes of split-conformal prediction sets (`utils.evaluation.conformal`) when the test
 images are rotated or corrupted: the threshold is calibrated once on the clean validation split and kept, as a
 deployed model would keep it, so the exchangeability the coverage guarantee rests on no longer holds.
 """
@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
 from torchvision.transforms.v2 import functional as TF
 
 from utils import explain
@@ -103,8 +104,6 @@ def scores(pred: Predictions, labels: np.ndarray) -> dict:
 
 def ood_auroc(score_in: np.ndarray, score_out: np.ndarray) -> float:
     """AUROC of telling unfamiliar inputs (positives) from the test set by a score (higher = more unfamiliar)."""
-    from sklearn.metrics import roc_auc_score
-
     y = np.r_[np.zeros(len(score_in)), np.ones(len(score_out))]
     return float(roc_auc_score(y, np.r_[score_in, score_out]))
 
@@ -238,7 +237,7 @@ def conformal_under_shift(val: dict[str, Predictions], y_val, shifted: dict[tupl
     shifted : {(shift, level): {method: Predictions}} on the test images, one entry per condition, e.g.
         ("clean", 0), ("rotation", 90), ("noise", 3) (`rotation_sweep` / `corruption_sweep` fill it via `keep`).
     y_test, groups : (N,) test labels and study ids (the bootstrap resamples studies).
-    alpha, scores : miscoverage level and score functions of `utils.conformal` (RAPS with its fixed k_reg, lam).
+    alpha, scores : miscoverage level and score functions of `utils.evaluation.conformal` (RAPS with its fixed k_reg, lam).
     n_boot, seed, level : the study bootstrap of `conformal.coverage_table` (one set of replicates for every
         condition, `evidence.mean_intervals`); `seed` also seeds the APS / RAPS randomisation.
 

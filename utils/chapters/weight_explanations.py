@@ -7,8 +7,8 @@ samples, each against member 0's MAP CAM of the same class:
   the CAM of the mean head (`explain`, "An identity, not a finding"), so its shift from the MAP CAM is
   sampling noise only: the control;
 - **all-weights Laplace**: S networks drawn from member 0's K-FAC Laplace over all weights
-  (`posteriors.LaplaceAllWeights`, `weight_laplace.sample_cams`), whose feature maps move with the weights;
-  also its Grad-CAM at the block before the last convolution (`weight_laplace.sample_gradcams`) against the
+  (`posteriors.LaplaceAllWeights`, `explain.sampled.sample_cams`), whose feature maps move with the weights;
+  also its Grad-CAM at the block before the last convolution (`explain.sampled.sample_gradcams`) against the
   MAP network's Grad-CAM there;
 - **other ensemble members**: the CAMs of the same class by members 1 to M - 1 (different modes; member 0,
   whose map is the reference, is left out so that it does not pull their mean towards itself).

@@ -481,7 +481,7 @@ def _seed_worker(worker_id: int):
 
 LESION_BITS = {"fracture": 1, "hardware": 2, "cast": 4, "degenerative": 8}
 """What each bit of a lesion mask (`imageJ_lesion.png`, uint8) marks: part of the mask file format that
-`utils.phantom` writes and `read_masks` reads. The bits are OR-ed: a pixel may carry several. Bit 8
+`utils.data.phantom` writes and `read_masks` reads. The bits are OR-ed: a pixel may carry several. Bit 8
 (degenerative joint change: sclerosis, narrowing, osteophytes) came with phantom generator 2.0; new kinds
 take the next bit, so existing bits keep their meaning."""
 LESION_FRACTURE, LESION_HARDWARE, LESION_CAST = LESION_BITS["fracture"], LESION_BITS["hardware"], LESION_BITS["cast"]

@@ -37,6 +37,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy.special import ndtr, ndtri
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from utils.evaluation.metrics import EPS, bin_index
 
@@ -438,8 +442,6 @@ def paired_auroc_delta(score_a, score_b, is_error, groups, n_boot: int = 2000, s
 
 def _study_folds(is_error, groups, n_splits: int = 5, seed: int = 0) -> np.ndarray:
     """Fold index per image; all images of a study share a fold (StratifiedGroupKFold, shuffled)."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
     y = np.asarray(is_error).astype(int)
     inv, _ = group_codes(groups, len(y))
     fold = np.full(len(y), -1)
@@ -456,10 +458,6 @@ def cv_logistic_score(features, is_error, groups, n_splits: int = 5, seed: int =
     the combined score is judged on studies its weights never saw. features: N x F (or N).
     Returns (N,) out-of-fold predicted probabilities of error.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     X = np.asarray(features, np.float64)
     X = X[:, None] if X.ndim == 1 else X
     y = np.asarray(is_error).astype(int)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import cohen_kappa_score, f1_score, precision_recall_fscore_support, roc_auc_score
 
 EPS = 1e-12
 
@@ -33,8 +34,6 @@ def accuracy(probs, labels) -> float:
 
 def macro_f1(probs, labels, num_classes: int | None = None) -> float:
     """Unweighted mean of the per-class F1 scores over all classes (scikit-learn's definition)."""
-    from sklearn.metrics import f1_score
-
     probs, labels = _check(probs, labels)
     c = num_classes or probs.shape[1]
     return float(f1_score(labels, probs.argmax(1), average="macro", labels=np.arange(c), zero_division=0))
@@ -142,16 +141,12 @@ def selective(probs, labels, score=None) -> dict:
 
 def binary_auroc(probs, labels) -> float:
     """AUROC of the positive class (column 1) for a binary task."""
-    from sklearn.metrics import roc_auc_score
-
     probs, labels = _check(probs, labels)
     return float(roc_auc_score(labels, probs[:, 1]))
 
 
 def cohen_kappa(probs, labels) -> float:
     """Cohen's kappa of the predicted class against the label (MURA's metric)."""
-    from sklearn.metrics import cohen_kappa_score
-
     probs, labels = _check(probs, labels)
     return float(cohen_kappa_score(labels, probs.argmax(1)))
 
@@ -176,8 +171,6 @@ def summary(probs, labels) -> dict:
 
 def per_class(labels, pred, classes):
     """Precision, recall, F1 and support per class (scikit-learn), one row per class (lower-case names)."""
-    from sklearn.metrics import precision_recall_fscore_support
-
     prec, rec, f1, support = precision_recall_fscore_support(labels, pred, labels=range(len(classes)),
                                                             zero_division=0)
     return pd.DataFrame({"precision": prec, "recall": rec, "F1": f1, "test images": support},

@@ -24,7 +24,7 @@ every finite S; as the sample mean tends to W_MAP (Laplace, whose mean is W_MAP;
 scaling) it tends to the MAP CAM, and antithetic draws W_MAP +- E give the MAP CAM exactly. The same holds
 for last-layer Grad-CAM before its ReLU. So "the Laplace mean CAM looks like the MAP CAM" says nothing about
 the posterior; what a head posterior does change is the per-pixel spread (std, and the min / max aggregates),
-which `explanation_scores.spread_scores` measures. Ensembles differ in their features too, so their mean is
+which `explain.scores.spread_scores` measures. Ensembles differ in their features too, so their mean is
 not an identity.
 
 **No labels.** A deployed model does not know the true class, so everything here explains the *predicted*
@@ -40,7 +40,7 @@ Aggregation over samples or members (`aggregate`): mean, intersection (pixel-wis
 max), standard deviation and coefficient of variation; normalise after aggregating, not before.
 
 Scoring the maps (against masks, deletion / insertion, baselines, randomisation check, spread over samples)
-is in `explanation_scores`, which imports from here (never the other way round).
+is in `explain.scores`, which imports from here (never the other way round).
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from captum.attr import IntegratedGradients as IG
+from captum.attr import NoiseTunnel, Saliency
 
 from utils.data.images import PIXEL_MEAN, PIXEL_STD
 
@@ -161,8 +163,6 @@ class Gradient(_Captum):
     kwargs: dict = {}
 
     def make(self):
-        from captum.attr import Saliency
-
         return Saliency(self.model)
 
 
@@ -175,8 +175,6 @@ class SmoothGrad(_Captum):
         self.seed = seed
 
     def make(self):
-        from captum.attr import NoiseTunnel, Saliency
-
         torch.manual_seed(self.seed)
         return NoiseTunnel(Saliency(self.model))
 
@@ -189,8 +187,6 @@ class IntegratedGradients(_Captum):
         self.kwargs = dict(baselines=BLACK, n_steps=steps)
 
     def make(self):
-        from captum.attr import IntegratedGradients as IG
-
         return IG(self.model)
 
 

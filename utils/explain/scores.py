@@ -13,7 +13,7 @@ through.
 
 Spread over samples (`spread_scores`, `explanation_spread`): per image, the mean over pixels of the std over
 samples, and the relative spread (that over the mean |mean map|), for ensemble members, Laplace head samples
-and MC-dropout head samples (`explain.mc_dropout_heads`).
+and MC-dropout head samples (`posteriors.mc_dropout_heads`).
 
 Notebook 05's own steps: its example images (`example_images`), the Laplace identity checked on them
 (`laplace_identity`), the randomisation check's floor (`randomisation_floor`), the displayed score tables

@@ -34,6 +34,7 @@ import time
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from utils import data
@@ -108,8 +109,6 @@ def _fit_arrays(profile, x_tr: torch.Tensor, y_tr: torch.Tensor, seed: int, devi
 def _scores(model: nn.Module, x: torch.Tensor, y: np.ndarray, device, groups=None) -> dict:
     """Accuracy and AUROC of the abnormal probability; with `groups` (study ids) also the study AUROC of the
     mean probability of each study's images."""
-    from sklearn.metrics import roc_auc_score
-
     with torch.no_grad():
         p = torch.cat([model(x[i:i + 256].to(device)).softmax(1)[:, 1].cpu() for i in range(0, len(x), 256)]).numpy()
     out = dict(acc=float(((p > 0.5) == y).mean()), auroc=float(roc_auc_score(y, p)) if len(set(y)) == 2 else None)

@@ -156,7 +156,7 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
 def predict_logits(model: nn.Module, ds, device, batch_size: int = 256) -> np.ndarray:
     """Logits (N x C) of a dataset, in order, in eval mode, in full precision (never under training's bf16
     autocast: MAP and temperature scaling read these logits, Laplace and MC dropout the float32 features of the
-    same network, `bayes.member_features`, and the two must agree)."""
+    same network, `store.member_features`, and the two must agree)."""
     model.eval()
     out = []
     for x, _ in data.make_loader(ds, batch_size):

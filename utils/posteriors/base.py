@@ -2,7 +2,7 @@
 
 A trained member is a network f(x) = W phi(x) + b with penultimate features phi(x). Every single-model method
 but the last of the table treats only the head theta = (W, b), so each one is a small class bound to one member
-that works on the member's features (cached per split by `bayes.member_features`) or its logits; the last
+that works on the member's features (cached per split by `store.member_features`) or its logits; the last
 reaches every weight of the network and works on images:
 
 =====================================  ==========================================================================
@@ -18,7 +18,7 @@ Laplace, <diag|kron|full>              E_{f ~ N(f_MAP, J P^-1 J^T)}[softmax(f)],
 Laplace, kron, layer-wise prior        the same with one prior precision per parameter tensor: K-FAC blocks
                                        for W and for b, P_W = GGN_W + delta_W I, P_b = GGN_b + delta_b I, both
                                        maximising the marginal likelihood (`prior_structure="layerwise"`)
-Laplace, kron, all weights             K-FAC Laplace over every convolutional and linear weight (`weight_laplace`),
+Laplace, kron, all weights             K-FAC Laplace over every convolutional and linear weight (`all_weights`),
                                        delta by the marginal likelihood; GLM predictive: projected probit with
                                        the logits' covariance estimated from draws of the linearised logits
                                        f(x) + J(x)(theta_s - theta_MAP), one Jacobian-vector product per draw;

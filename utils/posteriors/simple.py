@@ -72,7 +72,7 @@ class MCDropout(Posterior):
         return s.mean(0), s, dict(predict_s=time.perf_counter() - t)
 
     def head_samples(self, n: int, seed: int = 0) -> torch.Tensor:
-        """Dropout masks folded into the head: W_s = W diag(m_s) / (1 - p), S x C x K (`explain.mc_dropout_heads`)."""
+        """Dropout masks folded into the head: W_s = W diag(m_s) / (1 - p), S x C x K (`posteriors.mc_dropout_heads`)."""
 
         return mc_dropout_heads(self.head.weight.detach(), self.rate, n, seed=seed)
 
