@@ -146,8 +146,8 @@ def test_reading_states_the_numbers_and_chooses_the_words():
     assert f"(best single: *{vb.loc['accuracy', 'best_single']}*)" in text
     tv = calibration.tv_from_map(preds)
     assert f"{tv['Laplace, kron']:.3f} (kron) and {tv['Laplace, kron, layer-wise prior']:.3f} (kron, layer-wise prior)" in text
-    assert "kron δ = 3.5 to 3.5, bracketed for every member" in text
-    assert "kron, layer-wise prior δ_W = 4 to 4, δ_b = 0.2 to 0.2" in text
+    assert "kron δ = 3.5, bracketed for every member" in text  # one value where every member rounds the same
+    assert "kron, layer-wise prior δ_W = 4, δ_b = 0.2" in text
     # the words follow the paired intervals: hand-made verdicts and temperature-scaling deltas
     t = tab.copy()
     ts = t.method == "temperature scaling"
@@ -193,3 +193,22 @@ def test_conformal_table_covers_exchangeable_data_and_summarises_it():
     assert s["lowest part coverage"].str.contains(r"\((HAND|WRIST)\)").all()
     sel = calibration.selective_scores({"m": p[600:]}, y[600:]).iloc[0]
     assert sel["ECE (15 bins)"] == pytest.approx(metrics.ece(p[600:], y[600:])) and sel["AUGRC"] > 0
+
+
+def test_spans_conformal_alphas_and_selective_axes_are_written_for_a_reader():
+    assert calibration._span([19.51, 19.49]) == "19.5" and calibration._span([3.53, 3.72]) == "3.53 to 3.72"
+    preds, y, groups = _preds()
+    show = calibration.shown_probs(preds)
+    fig = calibration.plot_selective(show, y)
+    ax = fig.axes[0]
+    lo, hi = ax.get_ylim()
+    for line in ax.get_lines():
+        x, v = line.get_data()
+        inside = np.asarray(x) >= ax.get_xlim()[0]
+        assert lo <= np.min(np.asarray(v)[inside]) and np.max(np.asarray(v)[inside]) <= hi
+    assert ax.get_xlim() == (10.0, 100.0) and hi - lo < 100  # spans the data, not 0-100
+    val = {"m": Predictions("m", show["MAP"][None, :120])}
+    test = {"m": Predictions("m", show["MAP"][None, 120:])}
+    conf = calibration.conformal_table(val, test, y[:120], y[120:], groups[120:], n_boot=50)
+    summary = calibration.conformal_summary(conf)
+    assert set(summary.alpha) == {"0.05", "0.1"} and set(summary["target coverage"]) == {"0.95", "0.9"}

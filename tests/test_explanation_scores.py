@@ -502,3 +502,12 @@ def test_the_abnormality_task_explains_the_abnormal_class_whatever_the_predictio
     per = explanation_scores.score_test_set(models, W, _ds(x, y), masks=(np.ones((10, 32, 32), bool), None),
                                             n_deletion=0, batch=4, target=2)
     assert "MAP CAM (member 0)" in set(per.method) and (per.target == 2).all()
+
+
+def test_the_scores_caption_and_reading_name_the_task_s_masks_and_class():
+    body, abn = explanations.scores_caption("bodypart", 120), explanations.scores_caption("abnormality", 40)
+    assert "bone masks" in body and "predicted class" in body and "over 120 test images" in body
+    assert "bone" not in abn and "findings" not in abn.split("Against")[0] and "abnormal class" in abn
+    assert "fracture, hardware, cast" in abn and "over 40 test images" in abn
+    assert explanations.signed(-0.001) == "0.00" and explanations.signed(-0.012) == "-0.01"
+    assert explanations.signed(0.2) == "+0.20"

@@ -90,3 +90,28 @@ def test_confusion_counts_contrast_with_their_cells(plt):
         j, i = (round(v) for v in t.get_position())
         cell = im.cmap(im.norm(im.get_array()[i, j]))
         assert abs(luminance(t.get_color()) - luminance(cell)) > 0.45, (i, j, t.get_text())
+
+
+def test_captions_and_reading_are_written_for_the_task_and_from_its_numbers():
+    import numpy as np
+    import pandas as pd
+
+    from utils.chapters import explore, plots
+
+    idx = pd.DataFrame(dict(study_id=list("aabbccdd"), label=[1, 1, 0, 0, 1, 1, 0, 0],
+                            body_part=["WRIST"] * 4 + ["HAND"] * 2 + ["FINGER"] * 2))
+    flat = pd.DataFrame(dict(cues=["majority class", "all trivial cues", "CNN probe (pixels)"],
+                             accuracy=[0.569, 0.544, 0.575]))
+    text = explore.reading(idx, flat, "abnormality")
+    assert "56.9%" in text and "57.5%" in text and "Neither the cues nor the probe" in text
+    assert "in the image content" not in text and "body part at" not in text
+    sharp = flat.assign(accuracy=[0.285, 0.442, 0.865])
+    text = explore.reading(idx, sharp, "bodypart")
+    assert "The pixels carry far more of the body part" in text and "50% of studies are abnormal" in text
+    assert "normal / abnormal" in explore.cue_caption("abnormality") and "body-part" in explore.cue_caption("bodypart")
+    y, pred = np.array([0, 0, 0, 1, 1, 2]), np.array([1, 1, 0, 1, 0, 2])
+    cap = plots.confusion_caption(y, pred, ["HAND", "FINGER", "WRIST"])
+    assert "hand said finger: 2 (67% of hand); finger said hand: 1 (50% of finger)" in cap and "wrist said" not in cap
+    probs = np.eye(3)[pred] * 0.9 + 0.1 / 3
+    cap = plots.mistakes_caption(probs, y, ["NORMAL", "ABNORMAL", "X"])
+    assert "The 3 most confidently" in cap and "true normal, said abnormal (2)" in cap

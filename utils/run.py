@@ -196,9 +196,7 @@ class Run:
         note = source_note(self.source, self.index)
         if self.paths.variant:
             note += (f" **This report runs the {self.profile.task} task" + (f" on {', '.join(self.parts)}" if self.parts
-                     else "") + ".** The notebooks' fixed captions were written for the body-part report: where they "
-                     "speak of body parts and bones, read the task's classes and, for masks, the findings; the "
-                     "computed tables, figures and Readings are this task's.")
+                     else "") + ".**")
         return Markdown(note)
 
     # members ---------------------------------------------------------------------------------------------------

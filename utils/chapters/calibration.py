@@ -238,16 +238,24 @@ def plot_reliability_grid(show: dict[str, np.ndarray], labels, ncols: int = 4, n
     return fig
 
 
-def plot_selective(show: dict[str, np.ndarray], labels):
+def plot_selective(show: dict[str, np.ndarray], labels, min_coverage: float = 0.1):
     """Accuracy on the kept images against coverage, the least confident referred first, one curve per shown
-    predictive with its AURC in the legend; x from 50 %. Returns the figure."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    predictive with its AURC in the legend (beside the axes), from `min_coverage` (below it a handful of images
+    make the accuracy jump) to 100 %; the y-axis spans the curves' values there. Returns the figure."""
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    lo, hi = np.inf, -np.inf
     for name, pr in show.items():
         s = metrics.selective(pr, labels)
-        ax.plot(100 * s["coverage"], 100 * s["accuracy"], label=f"{name} (AURC {s['aurc']:.4f})")
+        cov, acc = 100 * np.asarray(s["coverage"]), 100 * np.asarray(s["accuracy"])
+        ax.plot(cov, acc, label=f"{name} (AURC {s['aurc']:.4f})")
+        keep = cov >= 100 * min_coverage
+        lo, hi = min(lo, acc[keep].min()), max(hi, acc[keep].max())
+    pad = max(0.5, 0.05 * (hi - lo))
     ax.set(xlabel="coverage: share of test images the model keeps (%)", ylabel="accuracy on kept images (%)",
-           title="Accuracy against coverage, least confident referred first", xlim=(50, 100))
-    ax.legend(fontsize=7)
+           title="Accuracy against coverage, least confident referred first", xlim=(100 * min_coverage, 100),
+           ylim=(lo - pad, min(100 + pad, hi + pad)))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
     return fig
 
 
@@ -290,7 +298,9 @@ def _iv_delta(r, c: str, scale: float = 1) -> str:
 
 
 def _span(values, fmt: str = ".3g") -> str:
-    return f"{min(values):{fmt}} to {max(values):{fmt}}"
+    """'3.53 to 3.72', or the one value where every member's rounds the same ('19.5', not '19.5 to 19.5')."""
+    lo, hi = f"{min(values):{fmt}}", f"{max(values):{fmt}}"
+    return lo if lo == hi else f"{lo} to {hi}"
 
 
 def prior_words(label: str, info: list[dict]) -> str:
@@ -399,7 +409,7 @@ def conformal_summary(conf: pd.DataFrame) -> pd.DataFrame:
     for (m, s, a), g in conf.groupby(["method", "score", "alpha"], sort=False):
         r = g[g.subset == "all"].iloc[0]
         cls, other = g[g.subset.str.startswith("class=")], g[~g.subset.str.startswith("class=") & (g.subset != "all")]
-        rows.append({"method": m, "score": s.upper(), "alpha": a, "target coverage": 1 - a,
+        rows.append({"method": m, "score": s.upper(), "alpha": f"{a:g}", "target coverage": f"{1 - a:g}",
                      "coverage": fmt_interval(dict(estimate=r.coverage, low=r.coverage_low, high=r.coverage_high), 1, 3),
                      "mean set size": fmt_interval(dict(estimate=r["size"], low=r.size_low, high=r.size_high), 1, 2),
                      "lowest class coverage": f"{cls.coverage.min():.3f} ({cls.loc[cls.coverage.idxmin(), 'subset'][6:]})"

@@ -68,6 +68,38 @@ def floor_line(floor: dict) -> str:
             "{image intensity:.2f}".format(**floor))
 
 
+def scores_caption(task: str, deletion_images: int) -> str:
+    """Table 05-1's caption for the run's task: which class the maps explain and what the masks are."""
+    if task == "bodypart":
+        target = "Every map explains its predictor's predicted class."
+        masks = ("the bone masks that define the image's body part (phantom only): **pointing** is the share of "
+                 "images whose map peaks on those bones; **mass** the share of positive relevance on them; **iou** "
+                 "the overlap of the top 10 % of pixels with them")
+        prior = "the mean bone mask of the predicted class over the training split: where that class's bones usually are"
+        content = "Bones are bright and central in these films, so content and centre are strong baselines for mask scores."
+    else:
+        target = ("Every map explains the abnormal class, whatever the prediction: where is the evidence for "
+                  "abnormality?")
+        masks = ("the masks of what makes an abnormal image abnormal (fracture, hardware, cast, degenerative change; "
+                 "phantom only), on the abnormal test images that have one: **pointing** is the share of those "
+                 "images whose map peaks on the finding; **mass** the share of positive relevance on it; **iou** the "
+                 "overlap of the top 10 % of pixels with it")
+        prior = "the mean finding mask of the abnormal training images: where findings usually are"
+        content = ("Hardware and casts are bright, so the image's intensity is a strong baseline for mask scores on "
+                   "this task.")
+    return (f"**Table 05-1.** Scores of each explanation over the test split, with 95 % intervals (bootstrap over "
+            "test studies), and below, each map's difference from the strongest baseline of that score, paired over "
+            "the same images and resamples (a map beats every baseline only where that interval excludes zero: above "
+            f"it for all scores but `deletion_auc`, below it there). {target} Against {masks}. Without masks: "
+            "**deletion_auc** (lower is better) and **insertion_auc** (higher is better) follow the explained class's "
+            "probability as the most relevant pixels are blacked out, or revealed on a black image, over "
+            f"{deletion_images} test images drawn at random (seeded); ensemble maps are scored with the ensemble's "
+            "predictive, the others and the baselines with member 0, so no paired difference is given for the "
+            "ensemble maps' deletion and insertion. **Baselines**, maps that know nothing of the network: a uniform "
+            f"random map; a *centre prior* (a centred Gaussian, σ = a sixth of the image); a *class-mask prior* ({prior}); "
+            f"and the image's own content, its *intensity* and its *edges* (Sobel). {content}")
+
+
 def shown_tables(table):
     """The two displayed pivots of an `interval_table` (method x metric): each score with its interval, and its
     paired difference from the reference ('–' where there is none)."""
@@ -155,8 +187,13 @@ def flag_line(flags, predictor: str, members: int | None = None) -> str:
             f"{c.delta_high:+.4f}]")
 
 
+def signed(x: float, digits: int = 2) -> str:
+    """`x` with its sign, but a value that rounds to zero as plain zero (not '-0.00')."""
+    return f"{0.0:.{digits}f}" if round(x, digits) == 0 else f"{x:+.{digits}f}"
+
+
 def reading(source: str, table, flags, identity: dict, laplace_spread: dict, randomisation, floor: dict,
-            members: int) -> str:
+            members: int, task: str = "bodypart") -> str:
     """The chapter's Reading (Markdown) from its results: the scores against the strongest baselines
     (`interval_table`), the Laplace identity (`laplace_identity`) and spread (`evidence.mean_interval` of the
     per-image Laplace spread), the randomisation check (`randomisation_check` frame, and its
@@ -172,15 +209,18 @@ def reading(source: str, table, flags, identity: dict, laplace_spread: dict, ran
     vs = partial(versus_baseline, table)
     mask_lines = ""
     if ((table.method == "MAP CAM (member 0)") & (table.metric == "pointing")).any():
+        what, where = (("the bone masks", "the bones: it may look where bones usually are") if task == "bodypart"
+                       else ("the findings' masks (abnormal images)", "the findings: it may look where findings "
+                             "usually are"))
         mask_lines = f"""
-- Against the bone masks, the MAP CAM's pointing game is {vs('MAP CAM (member 0)', 'pointing')}, and its
+- Against {what}, the MAP CAM's pointing game is {vs('MAP CAM (member 0)', 'pointing')}, and its
   relevance mass {vs('MAP CAM (member 0)', 'mass')}. The ensemble's mean CAM: pointing
   {vs('ensemble CAM, mean', 'pointing')}, mass {vs('ensemble CAM, mean', 'mass')}. A map that is not
-  better than its strongest baseline does not show that the network looks at the bones: it may look where bones
-  usually are, or at whatever is bright."""
+  better than its strongest baseline does not show that the network looks at {where}, or at whatever
+  is bright."""
     flag_lines = "\n".join(f"  - {flag_line(flags, p, members)}" for p in dict.fromkeys(flags.predictor))
     return f"""
-**Reading** (data: {source}; every map explains the predicted class; 95 % intervals over test studies).
+**Reading** (data: {source}; every map explains {"the predicted class" if task == "bodypart" else "the abnormal class"}; 95 % intervals over test studies).
 {mask_lines}
 - Deletion (lower is better): MAP CAM {vs('MAP CAM (member 0)', 'deletion_auc')};
   insertion: {vs('MAP CAM (member 0)', 'insertion_auc')}.
@@ -190,9 +230,9 @@ def reading(source: str, table, flags, identity: dict, laplace_spread: dict, ran
   samples' mean per-pixel standard deviation is
   {laplace_spread['estimate']:.2f} [{laplace_spread['low']:.2f}, {laplace_spread['high']:.2f}] of the mean map's magnitude.
 - Randomisation ({n_images} test images drawn at random, {n_seeds} seeds): re-initialising the head alone leaves
-  |ρ| = {rs.spearman_abs.iloc[0]:.2f} (signed ρ {rs.spearman.iloc[0]:+.2f} on average, {head_signs}) and SSIM
-  {rs.ssim.iloc[0]:+.2f}; with every layer re-initialised |ρ| = {last.spearman_abs:.2f}
-  (seed-to-seed sd {last.spearman_abs_sd_seeds:.2f}) and SSIM = {last.ssim:.2f}; re-initialising one feature layer
+  |ρ| = {rs.spearman_abs.iloc[0]:.2f} (signed ρ {signed(rs.spearman.iloc[0])} on average, {head_signs}) and SSIM
+  {signed(rs.ssim.iloc[0])}; with every layer re-initialised |ρ| = {last.spearman_abs:.2f}
+  (seed-to-seed sd {last.spearman_abs_sd_seeds:.2f}) and SSIM = {signed(last.ssim)}; re-initialising one feature layer
   alone leaves |ρ| between {indep.spearman_abs.iloc[1:].min():.2f} and {indep.spearman_abs.iloc[1:].max():.2f}. For
   scale, the trained CAM's |ρ| with a centred Gaussian is {floor['centre prior']:.2f} and with the image's intensity
   {floor['image intensity']:.2f}. The map's layout comes mostly from the features rather than the class weights,

@@ -194,3 +194,48 @@ def mura_comparison(index: pd.DataFrame) -> pd.DataFrame:
                         "abnormal here %": 100 * here.abnormal,
                         "abnormal in MURA %": 100 * mura.abnormal / mura.sum(1)})
     return out.reindex(here.index).round(1)
+
+
+# --------------------------------------------------------------------------- captions and Reading, per task
+
+
+def task_words(task: str) -> str:
+    """The task in words, for captions."""
+    return "body-part task (7 classes)" if task == "bodypart" else "normal / abnormal task"
+
+
+def cue_caption(task: str) -> str:
+    """Figure 00-4's caption for the run's task."""
+    return (f"**Figure 00-4.** Test accuracy on the {task_words(task)} from trivial cues alone (grey) and from a "
+            "small CNN probe trained on the pixels (blue); the majority class is the floor. The probe is a quick "
+            "check of the data, not the study's model; notebook 01 trains that.")
+
+
+def reading(index: pd.DataFrame, table: pd.DataFrame, task: str) -> str:
+    """Notebook 00's Reading from its numbers: the splits, the trivial cues and the probe against the majority
+    class, and what the masks are, worded for the task."""
+    acc = table.set_index("cues").accuracy
+    floor, probe = float(acc["majority class"]), float(acc["CNN probe (pixels)"])
+    cues = acc.drop(["majority class", "CNN probe (pixels)"])
+    best = cues.idxmax()
+    studies = index.drop_duplicates("study_id")
+    abnormal = float(studies.label.mean())
+    share = studies.body_part.value_counts(normalize=True)
+    lines = ["## Reading", "",
+             f"- The splits are patient-disjoint. Studies per part: {share.index[0].lower()} "
+             f"{share.iloc[0]:.0%} to {share.index[-1].lower()} {share.iloc[-1]:.0%}; {abnormal:.0%} of studies "
+             "are abnormal (MURA v1.1: about 41 %)."]
+    what = "the body part" if task == "bodypart" else "the abnormal label"
+    lines.append(f"- Trivial cues predict {what} at {cues.max():.1%} test accuracy at best ({best}), against "
+                 f"{floor:.1%} for always guessing the majority class; the CNN probe, after a few epochs on the "
+                 f"pixels, reaches {probe:.1%}.")
+    if probe - floor >= 0.10:
+        lines.append(f"  The pixels carry far more of {what} than the cues do: the class is in the image content.")
+    else:
+        lines.append(f"  Neither the cues nor the probe is clearly above the majority class "
+                     f"({probe - floor:+.1%} for the probe, one run, no interval): a short probe at this image size "
+                     f"does not find {what} in these images; notebook 01 trains the study's model for longer.")
+    lines.append("- On the phantom every abnormal image comes with masks of what makes it abnormal (fracture, "
+                 "hardware, cast, degenerative change), which later notebooks use to check whether explanations "
+                 "point at the right place.")
+    return "\n".join(lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from sklearn.metrics import confusion_matrix
 
 from utils import data
@@ -175,6 +176,36 @@ def confident_mistakes(probs, y, index, classes, n: int = 8, ncols: int = 4):
     return image_grid([overlay(data.read_image(p), data.read_masks(p)) for p in rows.path],
                       [f"true {classes[y[i]].lower()}, said {classes[pred[i]].lower()} ({conf[i]:.0%})"
                        for i in worst], ncols=ncols)
+
+
+def top_confusions(y, pred, classes, n: int = 3) -> list[tuple[str, str, int, float]]:
+    """The `n` most frequent (true, predicted) confusions off the diagonal: (true, predicted, count, share of
+    the true class's test images)."""
+    k = len(classes)
+    cm = confusion_matrix(y, pred, labels=range(k))
+    off = [(cm[i, j], i, j) for i in range(k) for j in range(k) if i != j and cm[i, j] > 0]
+    return [(classes[i].lower(), classes[j].lower(), int(c), c / max(cm[i].sum(), 1))
+            for c, i, j in sorted(off, reverse=True)[:n]]
+
+
+def confusion_caption(y, pred, classes) -> str:
+    """Figure 01-2's caption, from the matrix it shows."""
+    top = top_confusions(y, pred, classes)
+    said = "; ".join(f"{t} said {p}: {c} ({s:.0%} of {t})" for t, p, c, s in top) or "none"
+    return ("**Figure 01-2.** Confusion matrix of the MAP network (member 0) on the test split: counts in the "
+            f"cells, colour the share of each true class. The most frequent confusions: {said}.")
+
+
+def mistakes_caption(probs, y, classes, n: int = 8) -> str:
+    """Figure 01-3's caption, from the images it shows (`confident_mistakes`)."""
+    conf, pred = probs.max(1), probs.argmax(1)
+    wrong = np.flatnonzero(pred != y)
+    worst = wrong[np.argsort(-conf[wrong])][:n]
+    pairs = pd.Series([f"true {classes[y[i]].lower()}, said {classes[pred[i]].lower()}" for i in worst])
+    counts = "; ".join(f"{k} ({v})" for k, v in pairs.value_counts().items())
+    return (f"**Figure 01-3.** The {len(worst)} most confidently misclassified test images, with the true class, "
+            f"the predicted class and the predicted probability (phantom masks outlined as in notebook 00): "
+            f"{counts}; confidence {conf[worst].min():.0%} to {conf[worst].max():.0%}.")
 
 
 # --------------------------------------------------------------------------- notebook 02
