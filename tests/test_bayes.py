@@ -253,7 +253,7 @@ def test_log_marglik_leaves_the_fits_prior_and_predictions_as_they_were(tiny):
     assert float(fit.la.prior_precision) == 2.0 and fit.prior_precision == 2.0
     np.testing.assert_array_equal(bayes.predict(fit, phi), before)
     assert bayes.log_marglik(fit, [2.0])[0] == pytest.approx(float(fit.la.log_marginal_likelihood()))
-    value, _ = bayes._maximise_marglik(fit)  # the private search, too, leaves the fit as it was
+    value, _ = bayes.maximise_marglik(fit)  # the private search, too, leaves the fit as it was
     assert value != 2.0 and float(fit.la.prior_precision) == 2.0
 
 

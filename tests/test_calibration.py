@@ -196,7 +196,7 @@ def test_conformal_table_covers_exchangeable_data_and_summarises_it():
 
 
 def test_spans_conformal_alphas_and_selective_axes_are_written_for_a_reader():
-    assert calibration._span([19.51, 19.49]) == "19.5" and calibration._span([3.53, 3.72]) == "3.53 to 3.72"
+    assert calibration.span_text([19.51, 19.49]) == "19.5" and calibration.span_text([3.53, 3.72]) == "3.53 to 3.72"
     preds, y, groups = _preds()
     show = calibration.shown_probs(preds)
     fig = calibration.plot_selective(show, y)

@@ -279,7 +279,7 @@ def test_sets_match_crepes(score):
     rng = np.random.default_rng(5)
     p, y = _draw(rng, 1300, c=4)
     s_cal = conformal.label_scores(p[:300], y[:300], score, seed=4)
-    u = conformal._uniforms(1000, 4, conformal._TEST_STREAM) if score in conformal.RANDOMISED else None
+    u = conformal.uniforms(1000, 4, conformal.TEST_STREAM) if score in conformal.RANDOMISED else None
     s_test = conformal.all_scores(p[300:], score, u)
     cc = crepes.ConformalClassifier().fit(s_cal)
     for alpha in (0.1, 0.05, 0.2):

@@ -229,7 +229,7 @@ def test_area_matched_baseline_is_the_area_fraction_for_a_uniform_map(cast_pairs
     assert df.mass_m0[~ok].isna().all()
     # and in expectation for random (i.i.d.) maps; the translated masks keep their area inside the picture
     masks = cf.prepare_masks([m for p in cast_pairs for m in p.mask], 32)
-    pics = np.stack([cf._picture(o.shape, 32) for p in cast_pairs for o in p.original])
+    pics = np.stack([cf.picture_mask(o.shape, 32) for p in cast_pairs for o in p.original])
     shifted = cf.shifted_masks(masks, pics, n_shifts=8, seed=0)
     assert torch.equal(shifted.flatten(2).sum(2), masks.flatten(1).sum(1).expand(8, -1))
     fits = [b for b in range(len(masks)) if masks[b].any() and (masks[b] & ~torch.from_numpy(pics[b])).sum() == 0]

@@ -2,8 +2,6 @@
 coverage, the calibration reference, AUROC against scikit-learn, and leak-free cross-validation."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -109,15 +107,13 @@ def test_auroc_replicates_without_both_classes_are_dropped():
     assert 200 < d["n_boot"] < 330 and d["estimate"] == 1.0 and d["low"] == d["high"] == 1.0
 
 
-def test_flag_auroc_estimate_is_sklearn_and_is_fast():
+def test_flag_auroc_estimate_is_sklearn():
     rng = np.random.default_rng(1)
     n = 821
     is_err = rng.random(n) < 0.2
     score = rng.normal(size=n) + is_err
     g = rng.integers(0, 330, n).astype(str)
-    t = time.perf_counter()
     d = ev.flag_auroc(score, is_err, g, n_boot=2000, seed=0)
-    assert time.perf_counter() - t < 2.0
     assert d["estimate"] == pytest.approx(roc_auc_score(is_err, score), abs=1e-12)
     assert d["low"] < d["estimate"] < d["high"] and d["n_boot"] == 2000
     # paired difference with a noisier version of the same score
@@ -127,12 +123,10 @@ def test_flag_auroc_estimate_is_sklearn_and_is_fast():
     assert dd["excludes_zero"] and dd["low"] > 0
 
 
-def test_ece_interval_is_fast():
+def test_ece_interval_is_the_plug_in_ece_with_an_interval_around_it():
     p, y = _random(n=821, c=2, seed=0)
     g = np.arange(821) // 3
-    t = time.perf_counter()
     d = ev.interval("ece", p, y, g, n_boot=2000, seed=0)
-    assert time.perf_counter() - t < 1.0  # ~0.1 s; loose for a shared machine
     assert d["estimate"] == pytest.approx(metrics.ece(p, y), abs=1e-12)
     assert d["low"] < d["estimate"] < d["high"] and d["se"] > 0
 
@@ -275,7 +269,7 @@ def test_cv_folds_never_split_a_study():
     rng = np.random.default_rng(0)
     g = rng.integers(0, 300, 1200).astype(str)
     y = rng.random(1200) < 0.25
-    fold = ev._study_folds(y, g, n_splits=5, seed=0)
+    fold = ev.study_folds(y, g, n_splits=5, seed=0)
     assert set(fold) == set(range(5))
     for s in np.unique(g):
         assert len(set(fold[g == s])) == 1
@@ -373,12 +367,12 @@ def test_the_ece_interval_surrounds_its_estimate_despite_the_resampling_bias():
     mp = metrics.softmax(logits[None] + rng.normal(0, 0.5, (5, 821, 7)))
     groups = np.repeat(np.arange(330), 3)[:821]
     d = evidence.member_interval("ece", mp, y, groups, n_boot=1000, seed=0)
-    plain_percentiles = evidence._percentiles
+    plain_percentiles = evidence.percentile_interval
     try:  # the plain percentile interval, as before the fix, misses the estimate
-        evidence._percentiles = lambda reps, level, estimate=None: plain_percentiles(reps, level)
+        evidence.percentile_interval = lambda reps, level, estimate=None: plain_percentiles(reps, level)
         plain = evidence.member_interval("ece", mp, y, groups, n_boot=1000, seed=0)
     finally:
-        evidence._percentiles = plain_percentiles
+        evidence.percentile_interval = plain_percentiles
     assert plain["low"] > plain["estimate"]
     assert d["low"] < d["estimate"] < d["high"]
     assert d["high"] - d["low"] == pytest.approx(2 * 1.96 * d["se"], rel=0.3)

@@ -128,7 +128,7 @@ def test_members_train_with_workers_under_bf16_autocast_and_write_checkpoints(tr
     fitting = [d for d in loaders if d["shuffle"]]
     assert len(fitting) == 2  # one epoch for each of the two members
     for d in fitting:
-        assert d["num_workers"] == WORKERS and d["persistent"] and d["init"] is data_images._seed_worker
+        assert d["num_workers"] == WORKERS and d["persistent"] and d["init"] is data_images.seed_worker
         assert d["batch_size"] == 16 and d["drop_last"]
         assert d["pin_memory"] == torch.cuda.is_available()
     assert {dt for training, dt in outputs if training} == {torch.bfloat16}  # the autocast branch ran

@@ -105,7 +105,7 @@ def test_debiased_ece_of_simulated_networks():
     plug, deb = plug.mean(0), deb.mean(0)  # about (0.024, 0.036) and (0.015, 0.021)
     assert (plug > 0.02).all() and (0.45 * plug < deb).all() and (deb < 0.75 * plug).all()  # not centred on 0
     assert plug[1] - plug[0] > 0.008 and deb[1] - deb[0] < 0.6 * (plug[1] - plug[0])
-    truth = simulation._sim_truth("ece")
+    truth = simulation.sim_truth("ece")
     plug, deb = [], []
     for i in range(100):
         d = simulation.simulated_predictions("noisy", (9, i))
@@ -124,13 +124,13 @@ def test_bca_agrees_with_scipy():
     x = rng.exponential(size=40) ** 2  # skewed: BCa moves well away from the percentile interval
     W = ev.study_weights(np.arange(40), 40_000, seed=1)
     jack = (x.sum() - x) / 39
-    lo, hi = ev._rule_interval("bca", x.mean(), W @ x / W.sum(1), 0.95, jack)
+    lo, hi = ev.rule_interval("bca", x.mean(), W @ x / W.sum(1), 0.95, jack)
     want = stats.bootstrap((x,), np.mean, method="BCa", n_resamples=40_000, random_state=2).confidence_interval
     assert lo == pytest.approx(want.low, rel=0.03) and hi == pytest.approx(want.high, rel=0.06)
-    plo, phi = ev._rule_interval("percentile", x.mean(), W @ x / W.sum(1), 0.95)
+    plo, phi = ev.rule_interval("percentile", x.mean(), W @ x / W.sum(1), 0.95)
     assert lo > plo * 1.1 and hi > phi * 1.1
     with pytest.raises(ValueError, match="jackknife"):
-        ev._rule_interval("bca", x.mean(), W @ x / W.sum(1), 0.95)
+        ev.rule_interval("bca", x.mean(), W @ x / W.sum(1), 0.95)
 
 
 def test_the_simulation_scores_with_the_public_functions():
@@ -175,13 +175,13 @@ def test_false_verdict_rate_of_paired_differences(null_deltas, design):
 
 def test_a_too_narrow_rule_fails_the_false_verdict_check(monkeypatch):
     """The check has power: intervals of half the width (the same rule at ~70 % level) fail it."""
-    rule = ev._rule_interval
+    rule = ev.rule_interval
 
     def half_width(name, estimate, reps, level, jack=None):
         lo, hi = rule(name, estimate, reps, level, jack)
         return estimate - (estimate - lo) / 2, estimate + (hi - estimate) / 2
 
-    monkeypatch.setattr(ev, "_rule_interval", half_width)
+    monkeypatch.setattr(ev, "rule_interval", half_width)
     res = simulation.null_simulation("delta", "swap", metrics=("accuracy", "nll", "brier"), rules=(ev.DELTA_RULE,),
                              n_sims=100, n_boot=N_BOOT)
     for m, rate in res["rate"].items():
@@ -207,7 +207,7 @@ def test_debiased_ece_compares_calibrated_methods_of_different_sharpness():
 
 
 def test_coverage_of_single_score_intervals():
-    """Known population values (`_sim_truth`): the interval of a single score holds it in at least 93 % of
+    """Known population values (`sim_truth`): the interval of a single score holds it in at least 93 % of
     test sets, for every metric but the plug-in ECE, whose upward bias the interval does not remove."""
     res = simulation.null_simulation("coverage", "noisy", rules=(ev.INTERVAL_RULE, "percentile"), n_sims=N_SIMS,
                              n_boot=N_BOOT)

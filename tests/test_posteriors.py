@@ -7,47 +7,13 @@ import torch
 
 from utils import posteriors
 from utils.evaluation import metrics
-from utils.models.networks import build_model
 from utils.posteriors import bayes, store
 
 
-class FakeMember:
-    """A member without training: a small random network (weights scaled so that it is confident) on random
-    16 px images; features and logits per split as `run.Member` gives them."""
-
-    def __init__(self, folder, index: int = 0, classes: int = 3, seed: int = 0):
-        torch.manual_seed(seed)
-        self.index, self.predictions_dir = index, folder
-        self.model = build_model("small", classes, dropout=0.3).eval()
-        with torch.no_grad():
-            self.model.fc.weight.mul_(30)
-        g = torch.Generator().manual_seed(seed + 1)
-        self._x = {s: torch.randn(n, 1, 16, 16, generator=g) for s, n in (("train", 90), ("val", 40), ("test", 50))}
-        with torch.no_grad():
-            self._phi = {s: self.model.embed(x).numpy() for s, x in self._x.items()}
-            logits = {s: self.model.fc(torch.as_tensor(p)) for s, p in self._phi.items()}
-        # labels that mostly follow the network, so that the posterior is informed
-        self._y = {s: np.where(np.random.default_rng(seed).random(len(z)) < 0.8, z.argmax(1).numpy(),
-                               np.random.default_rng(seed + 2).integers(0, classes, len(z))).astype(np.int64)
-                   for s, z in logits.items()}
-        self.meta = dict(prior_precision=1.0)
-        self.fits = 0
-
-    def features(self, subset):
-        return self._phi[subset], self._y[subset]
-
-    def logits(self, subset):
-        with torch.no_grad():
-            return self.model.fc(torch.as_tensor(self._phi[subset])).numpy()
-
-    def images(self, subset):
-        return self._x[subset]
-
-    def loader(self, subset):
-        ds = torch.utils.data.TensorDataset(self._x[subset], torch.as_tensor(self._y[subset]))
-        return torch.utils.data.DataLoader(ds, batch_size=32)
-
-    device = torch.device("cpu")
+def FakeMember(folder, index: int = 0, classes: int = 3, seed: int = 0):
+    """A member without training (`posteriors.ArrayMember.random`): a small random network made confident, on
+    random 16 px images."""
+    return posteriors.ArrayMember.random(folder, index=index, classes=classes, seed=seed)
 
 
 SINGLE = posteriors.labels(single=True)
@@ -129,7 +95,7 @@ def test_saved_predictions_are_reloaded_without_refitting(tmp_path, label):
     first = posteriors.make(label, FakeMember(tmp_path)).predict("test")
     again = posteriors.make(label, FakeMember(tmp_path))
     hit = again.predict("test")
-    assert not again._fitted  # read from artifacts/predictions, not recomputed
+    assert not again.fitted  # read from artifacts/predictions, not recomputed
     np.testing.assert_array_equal(first["probs"], hit["probs"])
     assert {k: v for k, v in first.items() if k not in ("probs", "samples")} == \
            {k: v for k, v in hit.items() if k not in ("probs", "samples")}
@@ -145,12 +111,12 @@ def test_saved_predictions_of_another_checkpoint_are_recomputed(tmp_path, label)
     same.checkpoint = "aaaa"
     post = posteriors.make(label, same)
     post.predict("test")
-    assert not post._fitted
+    assert not post.fitted
     new = FakeMember(tmp_path, seed=5)
     new.checkpoint = "bbbb"
     post = posteriors.make(label, new)
     hit = post.predict("test")
-    assert post._fitted and hit["checkpoint"] == "bbbb"
+    assert post.fitted and hit["checkpoint"] == "bbbb"
     np.testing.assert_allclose(hit["probs"], post.probs(post.inputs_of("test")), atol=1e-5)
 
 
@@ -290,12 +256,12 @@ def test_the_all_weights_posterior_does_not_reuse_a_file_of_another_version(memb
         store.save_predictions(member.predictions_dir, old, stale, version=bayes.LAPLACE_VERSION)
     assert post.file_name("test") != old
     r = post.predict("test")
-    assert post._fitted and r["version"] == bayes.LAPLACE_VERSION and r["prior"] == "marglik"
+    assert post.fitted and r["version"] == bayes.LAPLACE_VERSION and r["prior"] == "marglik"
     assert not np.allclose(r["probs"], stale)
     assert (member.predictions_dir / f"{post.file_name('test')}.npz").is_file()
     again = posteriors.make("Laplace, kron, all weights", FakeMember(member.predictions_dir))
     np.testing.assert_array_equal(again.predict("test")["probs"], r["probs"])  # its own version is reused
-    assert not again._fitted
+    assert not again.fitted
 
 
 def test_refit_with_a_grid_search_leaves_the_posterior_as_it_was(member):

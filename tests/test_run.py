@@ -61,7 +61,7 @@ def test_a_new_run_on_the_same_outputs_reloads_without_refitting(run, smoke_tree
     preds, before = again.predictions(), run.predictions()
     for label in preds:
         np.testing.assert_array_equal(preds[label].members, before[label].members)
-    fitted = [p._fitted for key, p in again.posteriors._built.items() if isinstance(p, posteriors.Posterior)]
+    fitted = [p.fitted for key, p in again.posteriors.built.items() if isinstance(p, posteriors.Posterior)]
     assert fitted and not any(fitted)
 
 

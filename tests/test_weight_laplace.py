@@ -9,15 +9,15 @@ import torch
 from utils import explain
 from utils.chapters import calibration
 from utils.explain import sampled
-from utils.models.networks import XrayNet, _conv_bn
+from utils.models.networks import XrayNet, conv_bn
 from utils.posteriors import Predictions
 from utils.posteriors import all_weights as wl
 
 
 def tiny_net(classes: int = 4) -> XrayNet:
     """The small network's layout (conv-BN-ReLU, a max-pool, pooled linear head) with a few hundred weights."""
-    feats = torch.nn.Sequential(*_conv_bn(1, 4, k=5, stride=2), *_conv_bn(4, 6), torch.nn.MaxPool2d(2),
-                                *_conv_bn(6, 8))
+    feats = torch.nn.Sequential(*conv_bn(1, 4, k=5, stride=2), *conv_bn(4, 6), torch.nn.MaxPool2d(2),
+                                *conv_bn(6, 8))
     return XrayNet(feats, 8, classes)
 
 
@@ -165,16 +165,10 @@ def test_the_posteriors_probit_predictive_matches_laplace_torchs_moments(tmp_pat
 
     torch.manual_seed(0)
 
-    class Member:
-        index, predictions_dir, device = 0, tmp_path, torch.device("cpu")
-        model = tiny_net().eval()
-        meta = dict(prior_precision=1.0)
-        x, y = torch.randn(48, 1, 24, 24), torch.randint(0, 4, (48,))
-
-        def loader(self, subset):
-            return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(self.x, self.y), batch_size=16)
-
-    post = posteriors.make("Laplace, kron, all weights", Member()).fit()
+    net = tiny_net()
+    x, y = torch.randn(48, 1, 24, 24), torch.randint(0, 4, (48,))
+    member = posteriors.ArrayMember(net, {"train": x}, {"train": y}, tmp_path, batch_size=16)
+    post = posteriors.make("Laplace, kron, all weights", member).fit()
     x = torch.randn(6, 1, 24, 24)
     post.n_samples = 4000
     ours = post.probs(x)
@@ -198,14 +192,9 @@ def confident_allweights(tmp_path_factory):
     with torch.no_grad():
         y = torch.where(torch.rand(48) < 0.7, net(x).argmax(1), torch.randint(0, 4, (48,)))
 
-    class Member:
-        index, predictions_dir, device = 0, tmp_path_factory.mktemp("allweights"), torch.device("cpu")
-        model, meta = net, dict(prior_precision=1.0)
-
-        def loader(self, subset):
-            return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
-
-    return posteriors.make("Laplace, kron, all weights", Member()).fit()
+    member = posteriors.ArrayMember(net, {"train": x}, {"train": y}, tmp_path_factory.mktemp("allweights"),
+                                    batch_size=16)
+    return posteriors.make("Laplace, kron, all weights", member).fit()
 
 
 def test_the_all_weights_probit_stays_close_to_monte_carlo_over_its_linearised_draws(confident_allweights):

@@ -33,6 +33,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import zmq
+from ipykernel.kernelspec import install
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from jupyter_client.manager import KernelManager
+from traitlets.config import Config
+
 from utils import data, site
 from utils.config import ROOT, DeviceUnavailable, display_path, get_device, get_paths, get_profile, parse_parts
 from utils.data import sources
@@ -71,15 +77,12 @@ def find_notebooks(nb_dir: Path = NOTEBOOKS, only: list[str] | None = None, task
 
 def ensure_kernel(name: str = KERNEL_NAME) -> str:
     """Register this interpreter as the Jupyter kernel `name` (inside its prefix) if it is not yet."""
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
     try:
         spec = KernelSpecManager().get_kernel_spec(name)
         if Path(spec.argv[0]).exists():
             return name
     except NoSuchKernel:
         pass
-    from ipykernel.kernelspec import install
 
     install(kernel_name=name, display_name=f"Python ({name})", prefix=sys.prefix)
     return name
@@ -95,11 +98,6 @@ def kernel_config(name: str = KERNEL_NAME):
     `metadata.supported_encryption: ["curve"]` (ipykernel >= 7 writes that) when libzmq has CurveZMQ;
     otherwise, on POSIX, the kernel listens on IPC (Unix) sockets beside its connection file.
     """
-    import zmq
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-    from jupyter_client.manager import KernelManager
-    from traitlets.config import Config
-
     try:
         supported = KernelSpecManager().get_kernel_spec(name).metadata.get("supported_encryption") or []
     except NoSuchKernel:  # papermill says so when it starts the kernel

@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 
 import mistune  # nbconvert's Markdown renderer (a dependency of nbconvert): tables inside <details> as GitHub
+from traitlets.config import Config
 
 from utils import findings
 from utils.config import ROOT
@@ -53,7 +54,6 @@ def render_html(nb_path: Path) -> Path:
     out)."""
     import nbformat
     from nbconvert import HTMLExporter
-    from traitlets.config import Config
 
     config = Config({"TagRemovePreprocessor": dict(enabled=True, **HIDE_TAGS)})
     nb = for_reading(nbformat.read(str(nb_path), as_version=4))

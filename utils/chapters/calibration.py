@@ -297,7 +297,7 @@ def _iv_delta(r, c: str, scale: float = 1) -> str:
     return f"{scale * r[f'delta_{c}']:+.3f} [{scale * r[f'delta_{c}_low']:+.3f}, {scale * r[f'delta_{c}_high']:+.3f}]"
 
 
-def _span(values, fmt: str = ".3g") -> str:
+def span_text(values, fmt: str = ".3g") -> str:
     """'3.53 to 3.72', or the one value where every member's rounds the same ('19.5', not '19.5 to 19.5')."""
     lo, hi = f"{min(values):{fmt}}", f"{max(values):{fmt}}"
     return lo if lo == hi else f"{lo} to {hi}"
@@ -309,7 +309,7 @@ def prior_words(label: str, info: list[dict]) -> str:
     deltas = [float(i.get("prior_precision", np.nan)) for i in info]
     bias = [float(i["prior_precision_bias"]) for i in info if "prior_precision_bias" in i]
     unbracketed = sum(not bool(i.get("bracketed", True)) for i in info)
-    words = f"{short} δ_W = {_span(deltas)}, δ_b = {_span(bias)}" if bias else f"{short} δ = {_span(deltas)}"
+    words = f"{short} δ_W = {span_text(deltas)}, δ_b = {span_text(bias)}" if bias else f"{short} δ = {span_text(deltas)}"
     return words + (f", not bracketed for {unbracketed} member(s)" if unbracketed else ", bracketed for every member")
 
 

@@ -175,7 +175,7 @@ def prepare_masks(masks, size: int) -> torch.Tensor:
                                       for m in masks]))
 
 
-def _picture(shape, size: int) -> np.ndarray:
+def picture_mask(shape, size: int) -> np.ndarray:
     """Where the picture lies in its letterboxed square (without the black padding)."""
     return data.letterbox(np.ones(shape, np.uint8), size, nearest=True) > 0
 
@@ -262,7 +262,7 @@ def measure(models, records: list[Pair], size: int, target_class: int = 1, n_shi
             origs.append(o)
             cfs.append(c)
             masks.append(m)
-            pics.append(_picture(p.shape[v] if p.shape else o.shape, size))
+            pics.append(picture_mask(p.shape[v] if p.shape else o.shape, size))
     df = pd.DataFrame(rows)
     if not rows:
         return df

@@ -122,8 +122,7 @@ def spread_heads(run, n: int, seed: int = 0) -> dict:
     """The sources of `explain.scores.explanation_spread` for every method registered with `spread=True` that
     the run has: a combination's members (None), or `n` draws of member 0's head from the method's
     `head_samples(n, seed)` (Laplace, MC dropout)."""
-    return {label: None if REGISTRY[label].combination else run.posterior(label).head_samples(n, seed=seed)
-            for label in run.labels(spread=True)}
+    return {label: run.posterior(label).head_samples(n, seed=seed) for label in run.labels(spread=True)}
 
 
 def flagging_inputs(predictions: dict, spread) -> dict[str, tuple]:

@@ -466,11 +466,11 @@ def make_loader(dataset, batch_size: int = 64, shuffle: bool = False, seed: int 
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, generator=g, num_workers=num_workers,
         drop_last=drop_last, pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
-        worker_init_fn=_seed_worker if num_workers else None,
+        worker_init_fn=seed_worker if num_workers else None,
     )
 
 
-def _seed_worker(worker_id: int):
+def seed_worker(worker_id: int):
     s = torch.initial_seed() % 2**32
     np.random.seed(s)
     random.seed(s)

@@ -34,7 +34,7 @@ from utils.data.images import MIN_TRAIN_IMAGES, MURA_REL_PATH, DataError, Degene
 def prepare_unfamiliar(profile, paths=None, progress: bool = False):
     """Index and cache of the profile's unfamiliar-parts phantom (knees, feet, chests; generated if missing).
     It is a separate tree, read with `extra_parts`, so it never enters a training index."""
-    profile, paths = require_profile(profile), paths or get_paths()
+    profile, paths = require_profile(profile), paths or get_paths(task=profile.task)
     src = resolve_unfamiliar(profile, paths, progress)
     index = load_index(src["root"], extra_parts=src["extra_parts"])
     return index, build_cache(index, profile.image_size, paths.cache, progress=progress)
@@ -48,7 +48,7 @@ def prepare(profile, data_root: str | os.PathLike | None = "", paths=None, progr
     again after it if unreadable images leave a class too few.
     """
     profile = require_profile(profile)
-    paths = paths or get_paths()
+    paths = paths or get_paths(task=profile.task, parts=parts)
     src = resolve_data(profile, data_root, paths, progress)
     index = carve_validation(load_index(src["root"]), profile.val_fraction, profile.seed)
     check_task_data(index, profile.task, parts)
@@ -248,7 +248,7 @@ def resolve_data(profile, data_root: str | os.PathLike | None = "", paths=None, 
     Returns dict(source="mura" | "phantom", root=<MURA-v1.1 folder>).
     """
     profile = require_profile(profile)
-    paths = paths or get_paths()
+    paths = paths or get_paths(task=profile.task)
     if data_root:
         return dict(source="mura", root=find_mura_root(data_root))
     ph = profile.phantom
@@ -263,7 +263,7 @@ def resolve_unfamiliar(profile, paths=None, progress: bool = False) -> dict:
     Returns dict(source="phantom", root=<MURA-v1.1 folder>, extra_parts=<its study types>): a separate tree,
     read with `load_index(root, extra_parts)`, so it never enters a training index.
     """
-    profile, paths = require_profile(profile), paths or get_paths()
+    profile, paths = require_profile(profile), paths or get_paths(task=profile.task)
     ph = profile.phantom
     root = phantom.ensure(paths.ood_root(profile), 0, ph.ood_patients, ph.seed + 1, ph.max_side, ood=True,
                           progress=progress)

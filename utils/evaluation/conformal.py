@@ -49,7 +49,7 @@ from utils.evaluation import evidence
 SCORES = ("lac", "aps", "raps")
 RANDOMISED = ("aps", "raps")  # the scores that draw one U per image
 RAPS_K_REG, RAPS_LAMBDA = 1, 0.1  # fixed RAPS regularisation (module docstring: not tuned)
-_CAL_STREAM, _TEST_STREAM = 0, 1
+_CAL_STREAM, TEST_STREAM = 0, 1
 
 
 def _probs(probs) -> np.ndarray:
@@ -59,7 +59,7 @@ def _probs(probs) -> np.ndarray:
     return p
 
 
-def _uniforms(n: int, seed: int, stream: int) -> np.ndarray:
+def uniforms(n: int, seed: int, stream: int) -> np.ndarray:
     return np.random.default_rng([int(seed), stream]).uniform(size=n)
 
 
@@ -104,7 +104,7 @@ def label_scores(probs, labels, score: str = "lac", seed: int = 0, *, lam: float
     y = np.asarray(labels).astype(int)
     if y.shape != (len(p),):
         raise ValueError(f"expected {len(p)} labels, got shape {y.shape}")
-    u = _uniforms(len(p), seed, _CAL_STREAM) if score in RANDOMISED else None
+    u = uniforms(len(p), seed, _CAL_STREAM) if score in RANDOMISED else None
     return all_scores(p, score, u, lam=lam, k_reg=k_reg)[np.arange(len(p)), y]
 
 
@@ -146,7 +146,7 @@ def predict_sets(probs, qhat: float, score: str = "lac", seed: int = 0, *, lam: 
     """Boolean N x C prediction sets {y : s(x, y) <= qhat} (APS, RAPS: randomised with the test stream of
     `seed`; a fixed seed gives sets nested in qhat, i.e. in alpha)."""
     p = _probs(probs)
-    u = _uniforms(len(p), seed, _TEST_STREAM) if score in RANDOMISED else None
+    u = uniforms(len(p), seed, TEST_STREAM) if score in RANDOMISED else None
     return all_scores(p, score, u, lam=lam, k_reg=k_reg) <= qhat
 
 

@@ -15,7 +15,7 @@ vectorised over its rows, so
   all drawn members of that replicate (a two-stage bootstrap).
 
 A single score's interval is the percentile interval of the replicates re-centred on the estimate
-(`_percentiles`: the bootstrap's median bias removed, which matters for the ECE; `INTERVAL_RULE`); a paired
+(`percentile_interval`: the bootstrap's median bias removed, which matters for the ECE; `INTERVAL_RULE`); a paired
 difference's is the hull of that and the plain percentile interval (`DELTA_RULE`), not clipped. The estimate is
 the metric on the full data (all weights 1). With unit weights the weighted metrics equal those of
 `utils.metrics` (accuracy, NLL, Brier, 15-bin right-closed top-label ECE, AUROC); "ece_debiased" is Kumar et
@@ -224,7 +224,7 @@ def weighted_metric(name: str, probs, labels, W) -> np.ndarray:
 # intervals
 
 
-def _percentiles(reps: np.ndarray, level: float, estimate: float | None = None) -> tuple[float, float]:
+def percentile_interval(reps: np.ndarray, level: float, estimate: float | None = None) -> tuple[float, float]:
     """Percentile interval of the replicates, re-centred on the estimate when it is given.
 
     A statistic the resampling biases, like the ECE (a replicate repeats studies and so bins fewer distinct
@@ -261,14 +261,14 @@ def _bca(estimate: float, reps: np.ndarray, level: float, jack: np.ndarray) -> t
     return float(lo), float(hi)
 
 
-def _rule_interval(rule: str, estimate: float, reps: np.ndarray, level: float, jack=None) -> tuple[float, float]:
+def rule_interval(rule: str, estimate: float, reps: np.ndarray, level: float, jack=None) -> tuple[float, float]:
     """The interval of finite replicates `reps` around `estimate` by one of `RULES`."""
     if rule == "percentile":
-        return _percentiles(reps, level)
+        return percentile_interval(reps, level)
     if rule == "recentred":
-        return _percentiles(reps, level, estimate)
+        return percentile_interval(reps, level, estimate)
     if rule == "hull":
-        (rlo, rhi), (plo, phi) = _percentiles(reps, level, estimate), _percentiles(reps, level)
+        (rlo, rhi), (plo, phi) = percentile_interval(reps, level, estimate), percentile_interval(reps, level)
         return min(rlo, plo), max(rhi, phi)
     if rule == "bca":
         if jack is None:
@@ -280,7 +280,7 @@ def _rule_interval(rule: str, estimate: float, reps: np.ndarray, level: float, j
 
 RULES = ("percentile", "recentred", "hull", "bca")
 """Interval rules `null_simulation` compares: the plain percentile interval; the percentile interval re-centred
-on the estimate (`_percentiles`); the hull of the two; Efron's BCa with the acceleration from a jackknife over
+on the estimate (`percentile_interval`); the hull of the two; Efron's BCa with the acceleration from a jackknife over
 studies (`_bca`)."""
 
 INTERVAL_RULE = "recentred"
@@ -308,7 +308,7 @@ the percentile interval (the debiased ECE: 2.0 % and 2.2 %). The hull is kept fo
 def interval_summary(estimate: float, reps: np.ndarray, level: float, key: str = "estimate", bounds=None,
              rule: str | None = None, jack=None) -> dict:
     reps = reps[np.isfinite(reps)]
-    lo, hi = _rule_interval(rule or INTERVAL_RULE, estimate, reps, level, jack) if len(reps) else (np.nan, np.nan)
+    lo, hi = rule_interval(rule or INTERVAL_RULE, estimate, reps, level, jack) if len(reps) else (np.nan, np.nan)
     if bounds is not None and len(reps):
         lo, hi = float(np.clip(lo, *bounds)), float(np.clip(hi, *bounds))
     return {key: float(estimate), "low": lo, "high": hi,
@@ -440,7 +440,7 @@ def paired_auroc_delta(score_a, score_b, is_error, groups, n_boot: int = 2000, s
                         np.asarray(is_error).astype(int), groups, n_boot, seed, level)
 
 
-def _study_folds(is_error, groups, n_splits: int = 5, seed: int = 0) -> np.ndarray:
+def study_folds(is_error, groups, n_splits: int = 5, seed: int = 0) -> np.ndarray:
     """Fold index per image; all images of a study share a fold (StratifiedGroupKFold, shuffled)."""
     y = np.asarray(is_error).astype(int)
     inv, _ = group_codes(groups, len(y))
@@ -461,7 +461,7 @@ def cv_logistic_score(features, is_error, groups, n_splits: int = 5, seed: int =
     X = np.asarray(features, np.float64)
     X = X[:, None] if X.ndim == 1 else X
     y = np.asarray(is_error).astype(int)
-    fold = _study_folds(y, groups, n_splits, seed)
+    fold = study_folds(y, groups, n_splits, seed)
     out = np.empty(len(y))
     for k in range(n_splits):
         test = fold == k
@@ -488,7 +488,7 @@ def ece_reference(probs, n_boot: int = 1000, seed: int = 0, n_bins: int = 15, le
     u = np.random.default_rng(seed).random((n_boot, len(conf)))
     correct = (u < conf).astype(np.float64)
     reps = _weighted_ece(conf, correct, None, n_bins)
-    lo, hi = _percentiles(reps, level)
+    lo, hi = percentile_interval(reps, level)
     return {"mean": float(reps.mean()), "low": lo, "high": hi}
 
 

@@ -105,7 +105,7 @@ def simulated_predictions(design: str = "noisy", seed=0, n_studies: int = 332, n
     return {"a": a, "b": b, "labels": y, "groups": groups}
 
 
-def _sim_truth(metric: str, n_classes: int = 7, signal: float = 2.7, n: int = 500_000, seed: int = 12345) -> float:
+def sim_truth(metric: str, n_classes: int = 7, signal: float = 2.7, n: int = 500_000, seed: int = 12345) -> float:
     """Population value of `metric` for the network of `simulated_predictions` (design "noisy", method A):
     the expected metric given each image's known label probabilities q = softmax(signal x), averaged over
     `n` simulated images (the study grouping leaves each image's distribution unchanged). The ECE's is
@@ -154,7 +154,7 @@ def null_simulation(check: str = "delta", design: str = "noisy", metrics=SIM_MET
     * check "member_delta": the same for `paired_member_delta` of M = `members` members of A and B
       (design "noisy"; the BCa rule is left out: no jackknife over members);
     * check "coverage": the interval of method A's metric (`interval`, clipped to the metric's range); the
-      outcome is that it covers the population value (`_sim_truth`, design "noisy" only).
+      outcome is that it covers the population value (`sim_truth`, design "noisy" only).
 
     Rules are those of `RULES`; BCa's acceleration is a jackknife over studies. `DELTA_RULE` and
     `INTERVAL_RULE` are what the public functions use.
@@ -172,7 +172,7 @@ def null_simulation(check: str = "delta", design: str = "noisy", metrics=SIM_MET
         raise ValueError("coverage is simulated for the 'noisy' design (its population values are known)")
 
     with threadpool_limits(1, user_api="blas"):  # small products: BLAS threads only contend
-        truth = {m: _sim_truth(m, n_classes) for m in metrics} if check == "coverage" else {}
+        truth = {m: sim_truth(m, n_classes) for m in metrics} if check == "coverage" else {}
         out, ivs = _null_loop(check, design, metrics, rules, truth, n_sims, n_studies, n_boot, level, seed, members,
                               n_classes)
     return {"check": check, "design": design, "n_sims": n_sims, "level": level, "truth": truth,

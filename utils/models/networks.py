@@ -47,15 +47,15 @@ class XrayNet(nn.Module):
         return self.fc(self.dropout(self.embed(x)))
 
 
-def _conv_bn(i: int, o: int, k: int = 3, stride: int = 1) -> list[nn.Module]:
+def conv_bn(i: int, o: int, k: int = 3, stride: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(i, o, k, stride=stride, padding=k // 2, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
 
 
 def _vgg(widths: tuple[int, ...], pools: tuple[bool, ...]) -> nn.Sequential:
     """A strided 5x5 stem, then 3x3 conv-BN-ReLU layers, max-pooling after those flagged."""
-    layers = _conv_bn(1, widths[0], k=5, stride=2)
+    layers = conv_bn(1, widths[0], k=5, stride=2)
     for i, o, pool in zip(widths[:-1], widths[1:], pools):
-        layers += _conv_bn(i, o)
+        layers += conv_bn(i, o)
         if pool:
             layers.append(nn.MaxPool2d(2))
     return nn.Sequential(*layers)

@@ -276,7 +276,7 @@ def datasets(profile: Profile, cache: data.ImageCache, parts=None):
 def train_member(profile, member: int, cache: data.ImageCache, paths: Paths | None = None, device=None,
                  parts=None, force: bool = False, progress: bool = True, on_epoch_end=None) -> dict:
     """Train member `member` of the profile's ensemble, or reuse it if already trained; returns its metadata."""
-    profile, paths, device = require_profile(profile), paths or get_paths(), device or get_device()
+    profile, paths, device = require_profile(profile), paths or get_paths(task=profile.task, parts=parts), device or get_device()
     tr, va, _ = datasets(profile, cache, parts)
     meta = expected_meta(profile, member, tr, va)
     d = member_dir(paths, profile, member, parts)
@@ -297,7 +297,7 @@ def train_member(profile, member: int, cache: data.ImageCache, paths: Paths | No
 def load_member(profile, member: int, cache: data.ImageCache, paths: Paths | None = None, device="cpu",
                 parts=None):
     """(model, meta) of a trained member, checked against the data and settings of this run."""
-    profile, paths = require_profile(profile), paths or get_paths()
+    profile, paths = require_profile(profile), paths or get_paths(task=profile.task, parts=parts)
     tr, va, _ = datasets(profile, cache, parts)
     return load_checkpoint(member_dir(paths, profile, member, parts) / "best.pt",
                            expected_meta(profile, member, tr, va), device)
@@ -306,7 +306,7 @@ def load_member(profile, member: int, cache: data.ImageCache, paths: Paths | Non
 def member_logits(profile, member: int, cache: data.ImageCache, subset: str, paths: Paths | None = None,
                   device=None, parts=None) -> np.ndarray:
     """Logits of a trained member on a subset (train without augmentation, val, test), cached beside it."""
-    profile, paths, device = require_profile(profile), paths or get_paths(), device or get_device()
+    profile, paths, device = require_profile(profile), paths or get_paths(task=profile.task, parts=parts), device or get_device()
     f = member_dir(paths, profile, member, parts) / f"logits_{subset}.npy"
     model, meta = load_member(profile, member, cache, paths, device, parts)
     if f.is_file():
@@ -321,7 +321,7 @@ def member_logits(profile, member: int, cache: data.ImageCache, subset: str, pat
 
 def history(profile, member: int, paths: Paths | None = None, parts=None):
     """Per-epoch history of a trained member as a DataFrame."""
-    profile, paths = require_profile(profile), paths or get_paths()
+    profile, paths = require_profile(profile), paths or get_paths(task=profile.task, parts=parts)
     return pd.read_json(member_dir(paths, profile, member, parts) / "history.json")
 
 

@@ -15,6 +15,7 @@ module                                 what it holds
 `registry`                             labels, flags, `register(...)`, `make`, `combine`, `labels`
 `bayes`                                the Laplace maths: fit, prior search, probit, samples; temperature
 `store`                                the member's cached features and the saved predictions on disk
+`standalone`                           `ArrayMember`: a member held in memory, without a Run (tests, networks from elsewhere)
 =====================================  ==========================================================================
 
 Adding a method is one class in a file of its own and one `register(...)` line in `registry`; every table and figure
@@ -26,3 +27,4 @@ from .combinations import Combination
 from .laplace import Laplace, LaplaceDiag, LaplaceFull, LaplaceKron, LaplaceKronLayerwise
 from .registry import REGISTRY, Entry, Posteriors, combine, labels, make, register
 from .simple import MAP, MCDropout, Temperature, mc_dropout_heads
+from .standalone import ArrayMember

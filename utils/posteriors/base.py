@@ -159,6 +159,11 @@ class Posterior:
             self._fitted = True
         return self
 
+    @property
+    def fitted(self) -> bool:
+        """Whether this posterior has been fitted (a `predict` that finds its saved predictions does not fit)."""
+        return self._fitted
+
     def _fit(self) -> None:
         pass
 

@@ -191,7 +191,7 @@ def optimize_prior(fit: LaplaceFit, method: str = "marglik", val: tuple | None =
     for k in ("bracketed", "searched", "edge", "reason", "grid", "marglik", "failed"):  # a previous search's
         fit.log.pop(k, None)
     if method == "marglik":
-        value, info = _maximise_marglik(fit)
+        value, info = maximise_marglik(fit)
         fit.prior_precision = value
         fit.la.prior_precision = value
         fit.log["marglik"] = info["marglik"]
@@ -248,7 +248,7 @@ def head_jacobians(head: nn.Module, phi: torch.Tensor) -> tuple[torch.Tensor, to
     return torch.cat([jw, eye.expand(len(phi), c, c)], -1), lin(phi)
 
 
-def _maximise_marglik(fit: LaplaceFit, lo: float = 1e-4, hi: float = 1e6, max_widen: int = 3
+def maximise_marglik(fit: LaplaceFit, lo: float = 1e-4, hi: float = 1e6, max_widen: int = 3
                       ) -> tuple[float, dict]:
     """The scalar prior precision maximising laplace-torch's Laplace log marginal likelihood: a log grid
     brackets the maximum (widened while it sits on an edge), Brent's method refines it between the best

@@ -39,6 +39,11 @@ class Combination:
         """M x N x C: the members' predictives (the combination's samples; `n` and `seed` are not used)."""
         return np.stack([p.probs(x) for p, x in zip(self.posteriors, xs)])
 
+    def head_samples(self, n: int | None = None, seed: int = 0) -> None:
+        """None: a combination has no distribution over one head; its samples are its members (their CAMs are
+        what `explain.scores.explanation_spread` takes for it)."""
+        return None
+
     def probs_and_samples(self, xs, n: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         s = self.sample_probs(xs)
         return s.mean(0), s

@@ -117,16 +117,16 @@ class Posteriors:
 
     def __init__(self, member: Callable[[int], MemberLike], n_members: int):
         self.member, self.n_members = member, int(n_members)
-        self._built: dict = {}
+        self.built: dict = {}  # (label, member) -> the posterior built for it
 
     def __call__(self, label: str, member: int = 0) -> Posterior | Combination:
         """The posterior `label` of member `member`, or the combination `label` over all members."""
         key = (label, member)
-        if key not in self._built:
+        if key not in self.built:
             if label not in REGISTRY:
                 raise KeyError(f"unknown posterior {label!r}; registered: {', '.join(REGISTRY)}")
             if REGISTRY[label].combination:
-                self._built[key] = combine(label, [self.member(m) for m in range(self.n_members)])
+                self.built[key] = combine(label, [self.member(m) for m in range(self.n_members)])
             else:
-                self._built[key] = make(label, self.member(member))
-        return self._built[key]
+                self.built[key] = make(label, self.member(member))
+        return self.built[key]

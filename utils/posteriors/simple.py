@@ -24,8 +24,8 @@ class MAP(Posterior):
         return bayes.softmax_t(self.member.logits(subset)), None, {}
 
     def head_samples(self, n: int = 1, seed: int = 0) -> torch.Tensor:
-        """The MAP head, once (a point mass): 1 x C x K."""
-        return self.head.weight.detach()[None]
+        """The MAP head n times (a point mass): n x C x K."""
+        return self.head.weight.detach().expand(n, *self.head.weight.shape).clone()
 
 
 class Temperature(Posterior):

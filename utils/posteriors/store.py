@@ -54,7 +54,7 @@ def member_features(profile, member: int, cache: data.ImageCache, paths: Paths |
     it was computed from. Features whose checkpoint has since changed (retrained, replaced), or without a
     sidecar, are recomputed from the checkpoint there now; training need not know this cache exists.
     """
-    profile, paths, device = require_profile(profile), paths or get_paths(), device or get_device()
+    profile, paths, device = require_profile(profile), paths or get_paths(task=profile.task, parts=parts), device or get_device()
     d = member_dir(paths, profile, member, parts)
     ckpt = d / "best.pt"
     source = checkpoint_sha256(ckpt) if ckpt.is_file() else None  # None: load_member says what is missing
