@@ -18,7 +18,10 @@ BODYPART = report.find_notebooks(task="bodypart")  # what a body-part report run
 def test_there_are_notebooks_and_they_are_stored_without_outputs():
     assert NOTEBOOKS and NOTEBOOKS[0].name.startswith("00_")
     for nb_path in NOTEBOOKS:
+        raw = json.loads(nb_path.read_text())
+        assert all("id" in c for c in raw["cells"]), f"{nb_path.name}: a cell without an id (nbformat 4.5 needs them)"
         nb = nbformat.read(nb_path, as_version=4)
+        nbformat.validate(nb)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert not any(c.outputs for c in code), f"{nb_path.name} has outputs: strip them"
         params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
