@@ -3,6 +3,7 @@ their scores are tested in test_explanation_scores.py."""
 from __future__ import annotations
 
 import pytest
+import numpy as np
 import torch
 
 from utils import explain, posteriors
@@ -212,3 +213,22 @@ def test_map_grids_share_one_colour_scale_with_one_colour_bar(plt, net):
     assert len(_one_map_scale(fig, "aggregate map, each map min-max normalised to [0, 1]")) == 2 * 4
     fig = explain_plots.rotated_members([net, net], x, [0, 1], ["elbow", "hand", "wrist", "other"], angle=30)
     assert len(_one_map_scale(fig, "CAM, each map min-max normalised to [0, 1]")) == 2 * 2
+
+
+def test_the_uncertain_explanations_figure_shows_the_members_cams_of_the_most_disputed_images(plt):
+    from utils.chapters import explain_plots
+
+    torch.manual_seed(0)
+    models = [build_model("small", 3, dropout=0.0).eval() for _ in range(3)]
+    x = torch.randn(10, 1, 32, 32)
+    dataset = [(x[i], 0) for i in range(10)]
+    spread = np.linspace(0, 1, 10)
+    probs = np.full((10, 3), 1 / 3)
+    probs[:, 1] += 0.1
+    fig = explain_plots.uncertain_explanations(models, dataset, np.zeros(10, int), probs, spread, ["A", "B", "C"], n=4)
+    rows = [ax for ax in fig.axes if ax.get_title().startswith("a → b")]
+    assert len(rows) == 4 and rows[0].get_title().endswith("spread 1.00")  # the largest spread first
+    heads = {ax.get_title() for ax in fig.axes}
+    assert {"member 0", "member 1", "member 2", "mean", "std over members"} <= heads
+    overlays = [im for ax in fig.axes for im in ax.get_images() if im.get_alpha() == 0.45]
+    assert len(overlays) == 4 * 5 and {im.get_clim() for im in overlays} == {(0, 1)}  # CAMs, one colour scale

@@ -8,11 +8,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from utils.chapters.plots import MAP_SCALE, image_grid, map_colorbar, overlay_grid
-from utils.chapters.plots import overlay as outlined
+from utils.chapters.plots import MAP_SCALE, map_colorbar, overlay_grid
 from utils.chapters.robustness import rotate
-from utils.data.images import PIXEL_MEAN, PIXEL_STD, read_image, read_masks
-from utils.explain.methods import member_maps, normalize
+from utils.data.images import PIXEL_MEAN, PIXEL_STD
+from utils.explain.methods import aggregate, member_maps, normalize
 
 
 def images(x: torch.Tensor) -> np.ndarray:
@@ -114,13 +113,18 @@ def randomisation(summary, floor: float | None = None):
     return fig
 
 
-def uncertain_explanations(paths, y, probs, spread, classes, n: int = 8, ncols: int = 4):
-    """The `n` test images with the largest explanation `spread` (per image), with the phantom's masks
-    outlined where it has them, titled with the true class, the prediction (argmax of `probs`, N x C), whether
-    it was right, and the spread (figure 05-6)."""
+def uncertain_explanations(models, dataset, y, probs, spread, classes, n: int = 6):
+    """The `n` test images of `dataset` with the largest explanation `spread` (per image), one row each: the
+    image titled with the true class, the ensemble's prediction (argmax of `probs`, N x C), whether it was right
+    and the spread, then each member's CAM of the ensemble's predicted class, their mean and their per-pixel
+    standard deviation (one colour scale and bar; figure 05-6)."""
     spread, pred, y = np.asarray(spread), np.asarray(probs).argmax(1), np.asarray(y)
     top = np.argsort(-spread)[:n]
-    paths = np.asarray(paths)
-    return image_grid([outlined(read_image(p), read_masks(p)) for p in paths[top]],
-                      [f"{classes[y[i]]} → {classes[pred[i]]} ({'right' if pred[i] == y[i] else 'WRONG'}), "
-                       f"spread {spread[i]:.2f}" for i in top], ncols=ncols)
+    x = torch.stack([dataset[int(i)][0] for i in top])
+    target = torch.as_tensor(pred[top])
+    member = member_maps(models, x, target)
+    agg = aggregate(member)
+    cols = {**{f"member {m}": member[m] for m in range(len(member))}, "mean": agg["mean"], "std over members": agg["std"]}
+    titles = [f"{classes[y[i]].lower()} → {classes[pred[i]].lower()} ({'right' if pred[i] == y[i] else 'WRONG'}), "
+              f"spread {spread[i]:.2f}" for i in top]
+    return overlay(x, titles, cols, f"The {n} test images whose members' CAMs disagree most")
