@@ -411,8 +411,8 @@ def test_notebook_02_reading_states_its_tables_numbers():
     cost = pd.DataFrame([dict(structure="kron", ratio=33.4, ratio_with_extraction=2.3, prior_features=4.3167,
                               prior_network=4.3167)])
     text = laplace_chapter.reading(fits, prior, pm, cost, "phantom")
-    assert "kron: NLL -0.010, ECE -1.0 points, accuracy +0.0 points" in text  # means over the two members
+    assert "kron: NLL -0.010, ECE -1.0 points, accuracy 0.0 points" in text  # means over the two members; no -0.0
     assert "(NLL 0.290, ECE 3.2 %, accuracy 89.0 %)" in text
     assert "all-weights Laplace (1 member): NLL 0.840 and ECE 42.0 %" in text
-    assert "kron 17.6; every search bracketed an optimum" in text and "ran off its last edge for kron" in text
+    assert "kron 17.6; every marginal-likelihood search bracketed" in text and "ran off its last edge for kron" in text
     assert "kron: 0.0031 projected, 0.0220 without" in text and "33x faster" in text

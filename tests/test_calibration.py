@@ -212,3 +212,12 @@ def test_spans_conformal_alphas_and_selective_axes_are_written_for_a_reader():
     conf = calibration.conformal_table(val, test, y[:120], y[120:], groups[120:], n_boot=50)
     summary = calibration.conformal_summary(conf)
     assert set(summary.alpha) == {"0.05", "0.1"} and set(summary["target coverage"]) == {"0.95", "0.9"}
+
+
+def test_selective_curves_are_told_apart_by_colour_or_line_style():
+    preds, y, _ = _preds()
+    for k in range(6):
+        preds[f"extra {k}"] = Predictions(f"extra {k}", preds["MAP"].members)
+    fig = calibration.plot_selective(calibration.shown_probs(preds), y)
+    looks = [(line.get_color(), line.get_linestyle()) for line in fig.axes[0].get_lines()]
+    assert len(looks) == len(set(looks)) >= 11

@@ -124,3 +124,18 @@ def test_size_curve_figure_y_labels_clear_the_panel_to_their_left():
     for left, ax in zip(fig.axes[:2], fig.axes[1:3]):
         assert not ax.yaxis.label.get_window_extent().overlaps(left.get_window_extent())
     plt.close(fig)
+
+
+def test_size_curve_axes_span_at_least_a_few_points_so_a_small_change_does_not_fill_the_panel():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mp, y = _members()
+    fig = ensembles.plot_size_curve(ensembles.size_curve(mp, y))
+    for ax, c in zip(fig.axes[:3], ("accuracy", "nll", "ece")):
+        lo, hi = ax.get_ylim()
+        scale = 1 if c == "nll" else 100
+        assert hi - lo >= ensembles.MIN_SPAN[c] * scale - 1e-9
+    plt.close(fig)

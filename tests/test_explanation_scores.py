@@ -327,7 +327,8 @@ def test_laplace_identity_holds_to_rounding_on_a_tiny_random_model(net):
     W = w + 0.3 * torch.randn(6, *w.shape)
     ident = explanations.laplace_identity(net, x, W, target)
     assert set(ident) == {"mean_cam_minus_cam_of_mean_head", "cam_of_mean_head_minus_map_cam",
-                          "per_pixel_spread_over_map"}
+                          "per_pixel_spread_over_map", "images"} and ident["images"] == 3
+    assert "on these 3 example images" in explanations.identity_line(ident, 6)  # not the test split's number
     assert ident["mean_cam_minus_cam_of_mean_head"] < 1e-5  # an identity: float32 rounding only
     assert ident["cam_of_mean_head_minus_map_cam"] > 1e-3  # 6 samples: their mean head is not the MAP head
     assert ident["per_pixel_spread_over_map"] > 0

@@ -244,10 +244,12 @@ def plot_selective(show: dict[str, np.ndarray], labels, min_coverage: float = 0.
     make the accuracy jump) to 100 %; the y-axis spans the curves' values there. Returns the figure."""
     fig, ax = plt.subplots(figsize=(9, 4.2))
     lo, hi = np.inf, -np.inf
-    for name, pr in show.items():
+    styles = ("-", "--", "-.", ":")
+    for k, (name, pr) in enumerate(show.items()):
         s = metrics.selective(pr, labels)
         cov, acc = 100 * np.asarray(s["coverage"]), 100 * np.asarray(s["accuracy"])
-        ax.plot(cov, acc, label=f"{name} (AURC {s['aurc']:.4f})")
+        ax.plot(cov, acc, color=plt.get_cmap("tab10")(k % 10), ls=styles[(k // 10 + k) % len(styles)],
+                label=f"{name} (AURC {s['aurc']:.4f})")
         keep = cov >= 100 * min_coverage
         lo, hi = min(lo, acc[keep].min()), max(hi, acc[keep].max())
     pad = max(0.5, 0.05 * (hi - lo))
@@ -354,7 +356,9 @@ members; 95 % intervals from the study bootstrap).
   on the test set temperature scaling changes the NLL by {_iv_delta(ts, 'nll')} and the ECE by
   {_iv_delta(ts, 'ece', 100)} points, {ts_effect}.
 - Compared with the ECE a calibrated predictor with the same confidences would show, the methods whose ECE lies
-  above that range are: {_names(k for k, r in t.iterrows() if r.ece > r.ece_reference_high)}.
+  more than 0.5 points above that range are: {_names(k for k, r in t.iterrows() if r.ece > r.ece_reference_high + 0.005)};
+  at its upper edge (within 0.5 points; a point estimate against an interval, not a test):
+  {_names(k for k, r in t.iterrows() if r.ece_reference_high < r.ece <= r.ece_reference_high + 0.005)}.
 - Against the MAP network, paired: **NLL** better for {listing('nll', 'better')}; worse for
   {listing('nll', 'worse')}; no difference shown for {listing('nll', 'no difference shown')}.
   **ECE** better for {listing('ece', 'better')}; worse for {listing('ece', 'worse')}; no difference shown for

@@ -91,6 +91,9 @@ def subset_sd(curve: pd.DataFrame, c: str) -> pd.Series:
     return sd.fillna(curve[f"sd_{c}"]).where(curve["subsets"] > 1)
 
 
+MIN_SPAN = {"accuracy": 0.03, "nll": 0.03, "ece": 0.02}  # the y-axis spans at least this much of each metric
+
+
 def plot_size_curve(curve: pd.DataFrame):
     """Accuracy, NLL and ECE against ensemble size k: the mean over the k-member subsets, with one kind of
     error bar at every k, the standard deviation of the score over those subsets (`subset_sd`); where there is
@@ -109,6 +112,10 @@ def plot_size_curve(curve: pd.DataFrame):
                     label=f"k = {ks}: one subset (the full ensemble), no bar")
         ax.set(xlabel="ensemble size k", ylabel=label,
                title=f"{label.split(' (')[0]} against ensemble size\n(bars: SD over the k-member subsets)")
+        lo, hi = ax.get_ylim()  # at least MIN_SPAN of the metric, so that a small change does not fill the panel
+        if hi - lo < MIN_SPAN[c] * scale:
+            mid = (lo + hi) / 2
+            ax.set_ylim(mid - MIN_SPAN[c] * scale / 2, mid + MIN_SPAN[c] * scale / 2)
         ax.title.set_fontsize(10)
         ax.set_xticks(curve.k)
     handles, labels = axes[0].get_legend_handles_labels()

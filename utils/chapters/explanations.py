@@ -41,7 +41,7 @@ def laplace_identity(model, x: torch.Tensor, W: torch.Tensor, target) -> dict[st
     scale = of_map.abs().amax()
     return dict(mean_cam_minus_cam_of_mean_head=float((samples.mean(0) - of_mean_head).abs().amax() / scale),
                 cam_of_mean_head_minus_map_cam=float((of_mean_head - of_map).abs().amax() / scale),
-                per_pixel_spread_over_map=float(samples.std(0).mean() / of_map.abs().mean()))
+                per_pixel_spread_over_map=float(samples.std(0).mean() / of_map.abs().mean()), images=len(x))
 
 
 def identity_line(identity: dict, n_samples: int) -> str:
@@ -49,8 +49,9 @@ def identity_line(identity: dict, n_samples: int) -> str:
     return ("largest difference, relative to the MAP CAM's largest value: mean CAM over samples vs CAM of the mean "
             f"head {identity['mean_cam_minus_cam_of_mean_head']:.1e} (an identity: rounding only); CAM of the mean "
             f"head vs MAP CAM {identity['cam_of_mean_head_minus_map_cam']:.3f} ({n_samples} samples: sampling "
-            "noise); mean per-pixel spread over the Laplace samples / mean |MAP CAM|: "
-            f"{identity['per_pixel_spread_over_map']:.2f}")
+            "noise); mean per-pixel spread over the Laplace samples / mean |MAP CAM|, on these "
+            f"{identity.get('images', 'example')} example images: {identity['per_pixel_spread_over_map']:.2f} (over "
+            "the whole test split: the Reading)")
 
 
 def randomisation_floor(model, x: torch.Tensor) -> dict[str, float]:

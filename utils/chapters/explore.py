@@ -199,6 +199,9 @@ def mura_comparison(index: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- captions and Reading, per task
 
 
+MURA_ABNORMAL_SHARE = sum(v[1] for v in MURA_STUDIES.values()) / sum(sum(v) for v in MURA_STUDIES.values())
+
+
 def task_words(task: str) -> str:
     """The task in words, for captions."""
     return "body-part task (7 classes)" if task == "bodypart" else "normal / abnormal task"
@@ -224,7 +227,7 @@ def reading(index: pd.DataFrame, table: pd.DataFrame, task: str) -> str:
     lines = ["## Reading", "",
              f"- The splits are patient-disjoint. Studies per part: {share.index[0].lower()} "
              f"{share.iloc[0]:.0%} to {share.index[-1].lower()} {share.iloc[-1]:.0%}; {abnormal:.0%} of studies "
-             "are abnormal (MURA v1.1: about 41 %)."]
+             f"are abnormal (MURA v1.1: {MURA_ABNORMAL_SHARE:.1%}, Table 00-0's source)."]
     what = "the body part" if task == "bodypart" else "the abnormal label"
     lines.append(f"- Trivial cues predict {what} at {cues.max():.1%} test accuracy at best ({best}), against "
                  f"{floor:.1%} for always guessing the majority class; the CNN probe, after a few epochs on the "

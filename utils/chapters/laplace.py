@@ -112,6 +112,10 @@ def fit_table(preds: dict[str, Predictions], labels) -> pd.DataFrame:
 # --------------------------------------------------------------------------- the Reading
 
 
+def _signed(x: float, digits: int) -> str:
+    return f"{0.0:.{digits}f}" if round(x, digits) == 0 else f"{x:+.{digits}f}"
+
+
 def reading(fits: pd.DataFrame, prior_search: pd.DataFrame, probit_mc: pd.DataFrame, cost: pd.DataFrame,
             source: str) -> str:
     """Notebook 02's Reading from its tables: each last-layer Laplace against the MAP members (means over the
@@ -123,9 +127,9 @@ def reading(fits: pd.DataFrame, prior_search: pd.DataFrame, probit_mc: pd.DataFr
     lines = [f"**Reading** (data: {source}; test split; means over the members each method was fitted on; "
              "differences here are descriptive, notebook 04 gives them intervals)."]
     laplaces = [m for m in mean.index if m.startswith("Laplace") and "all weights" not in m]
-    parts = [f"{m.removeprefix('Laplace, ')}: NLL {mean.loc[m, 'nll'] - base.nll:+.3f}, ECE "
-             f"{100 * (mean.loc[m, 'ece'] - base.ece):+.1f} points, accuracy "
-             f"{100 * (mean.loc[m, 'accuracy'] - base.accuracy):+.1f} points" for m in laplaces]
+    parts = [f"{m.removeprefix('Laplace, ')}: NLL {_signed(mean.loc[m, 'nll'] - base.nll, 3)}, ECE "
+             f"{_signed(100 * (mean.loc[m, 'ece'] - base.ece), 1)} points, accuracy "
+             f"{_signed(100 * (mean.loc[m, 'accuracy'] - base.accuracy), 1)} points" for m in laplaces]
     if parts:
         lines.append(f"- Against the MAP members (NLL {base.nll:.3f}, ECE {100 * base.ece:.1f} %, accuracy "
                      f"{100 * base.accuracy:.1f} %), the last-layer Laplace predictives change " + "; ".join(parts)
@@ -140,8 +144,9 @@ def reading(fits: pd.DataFrame, prior_search: pd.DataFrame, probit_mc: pd.DataFr
     ml = [f"{s} {r.marglik_delta:.3g}" for s, r in ps.iterrows()]
     unbr = [s for s, r in ps.iterrows() if not r.marglik_bracketed]
     gs_edge = [s for s, r in ps.iterrows() if not r.gridsearch_bracketed]
-    lines.append("- The marginal likelihood's prior precision δ: " + ", ".join(ml) + (
-        "; every search bracketed an optimum." if not unbr else f"; not bracketed for {', '.join(unbr)}.")
+    lines.append("- The marginal likelihood's prior precision δ of member 0 (Figure 02-1): " + ", ".join(ml) + (
+        "; every marginal-likelihood search bracketed an optimum." if not unbr else
+        f"; the marginal-likelihood search did not bracket an optimum for {', '.join(unbr)}.")
         + (f" The grid search on the validation NLL ran off its last edge for {', '.join(gs_edge)}: on validation "
            "images no Laplace predictive scored better than the MAP network's own probabilities." if gs_edge else
            " The grid search on the validation NLL bracketed an optimum too."))
