@@ -405,7 +405,9 @@ def test_notebook_02_reading_states_its_tables_numbers():
         ("MAP", [(0.88, 0.30, 0.03), (0.90, 0.28, 0.035)]), ("Laplace, kron", [(0.88, 0.29, 0.02), (0.90, 0.27, 0.025)]),
         ("Laplace, kron, all weights", [(0.86, 0.84, 0.42)])) for k, (a, n, e) in enumerate(vals)])
     prior = pd.DataFrame([dict(structure="kron", marglik_delta=17.6, marglik_bracketed=True, gridsearch_delta=1e12,
-                               gridsearch_bracketed=False)])
+                               gridsearch_bracketed=False, gridsearch_range=(0.01, 1e12)),
+                          dict(structure="diag", marglik_delta=13.0, marglik_bracketed=True, gridsearch_delta=1e-10,
+                               gridsearch_bracketed=False, gridsearch_range=(1e-10, 1e4))])
     pm = pd.DataFrame([dict(structure="kron", predictive=p, tv_distance_to_mc=t) for p, t in (
         ("MC, 2000 samples", 0.0), ("probit, as laplace-torch", 0.022), ("probit, null space projected", 0.0031))])
     cost = pd.DataFrame([dict(structure="kron", ratio=33.4, ratio_with_extraction=2.3, prior_features=4.3167,
@@ -413,6 +415,8 @@ def test_notebook_02_reading_states_its_tables_numbers():
     text = laplace_chapter.reading(fits, prior, pm, cost, "phantom")
     assert "kron: NLL -0.010, ECE -1.0 points, accuracy 0.0 points" in text  # means over the two members; no -0.0
     assert "(NLL 0.290, ECE 3.2 %, accuracy 89.0 %)" in text
-    assert "all-weights Laplace (1 member): NLL 0.840 and ECE 42.0 %" in text
-    assert "kron 17.6; every marginal-likelihood search bracketed" in text and "ran off its last edge for kron" in text
+    assert "all-weights Laplace (1 member): NLL 0.840 and ECE 42.0 %" in text and "far broader" in text
+    assert "kron 17.6, diag 13; every marginal-likelihood search bracketed" in text
+    assert "For kron the grid search on the validation NLL ran off its upper edge" in text
+    assert "For diag the grid search on the validation NLL ran off its lower edge (δ = 1e-10): a broader" in text
     assert "kron: 0.0031 projected, 0.0220 without" in text and "33x faster" in text

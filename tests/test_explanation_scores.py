@@ -473,6 +473,13 @@ def test_reading_states_the_numbers_and_the_right_words():
     assert "(64 test images drawn at random, 5 seeds)" in text and "negative for every seed" in text
     assert "centred Gaussian is 0.75" in text and "intensity\n  0.48" in text
     assert "  - deep ensemble (5 members, 57 errors)" in text and "  - Laplace, kron (member 0, 60 errors)" in text
+    # head alone 0.6 > floor 0.48? no: the floor is the higher of the two, 0.75: the map depends on the class weights
+    assert "already brings the map to or below the similarity of maps blind" in text and "at or below that floor" in text
+    low_floor = explanations.reading(
+        "phantom", _interval_rows(), _flags(), dict(mean_cam_minus_cam_of_mean_head=1e-7,
+        cam_of_mean_head_minus_map_cam=0.02, per_pixel_spread_over_map=0.2), dict(estimate=0.23, low=0.22, high=0.24),
+        rand, {"centre prior": 0.1, "image intensity": 0.05}, members=5)
+    assert "layout comes mostly from the features" in low_floor and "part of the layout survives" in low_floor
     no_masks = _interval_rows()
     no_masks = no_masks[~no_masks.metric.isin(["pointing", "mass"])]
     assert "bone masks" not in explanations.reading(

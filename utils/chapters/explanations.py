@@ -19,11 +19,15 @@ from utils.posteriors.registry import REGISTRY
 # --------------------------------------------------------------------------- notebook 05: examples and checks
 
 
-def example_images(dataset, n: int = 5, seed: int = 0) -> tuple[list[int], torch.Tensor, torch.Tensor]:
-    """(positions, images B x C x H x W, targets) of `n` normal test images of different body parts, drawn
-    with `seed` (`explore.sample_rows`): the examples every figure of notebook 05 shows."""
+def example_images(dataset, n: int = 5, seed: int = 0, task: str = "bodypart"
+                   ) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """(positions, images B x C x H x W, targets) of `n` test images of different body parts, drawn with `seed`
+    (`explore.sample_rows`): the examples every figure of notebook 05 shows. Normal images on the body-part
+    task (the class is the part, not a finding); abnormal ones on the abnormality task, whose maps are only
+    worth showing where there is a finding to point at."""
+    label = 1 if task == "abnormality" else 0
     pick = sample_rows(dataset.index.assign(subset="test"), per_cell=1, seed=seed)
-    pick = pick[pick.label == 0].groupby("body_part").head(1).head(n)
+    pick = pick[pick.label == label].groupby("body_part").head(1).head(n)
     rows = [int(np.flatnonzero(dataset.index.rel_path == r)[0]) for r in pick.rel_path]
     return rows, torch.stack([dataset[i][0] for i in rows]), torch.as_tensor(dataset.targets[rows])
 
@@ -207,6 +211,14 @@ def reading(source: str, table, flags, identity: dict, laplace_spread: dict, ran
     indep = rs[rs["mode"] == "independent"]
     n_images, n_seeds = int(randomisation["n"].max()), randomisation.seed.nunique()
     vs = partial(versus_baseline, table)
+    top = max(floor.values())
+    head_only = rs.spearman_abs.iloc[0]
+    layout = ("Re-initialising the head alone leaves the map more similar to the trained one than maps blind to the "
+              "network are: its layout comes mostly from the features rather than the class weights" if head_only > top
+              else "Re-initialising the head alone already brings the map to or below the similarity of maps blind "
+              "to the network: the map depends on the class weights")
+    layout += ("; with every layer re-initialised, part of the layout survives (above that floor)."
+               if last.spearman_abs > top else "; with every layer re-initialised it is at or below that floor.")
     mask_lines = ""
     if ((table.method == "MAP CAM (member 0)") & (table.metric == "pointing")).any():
         what, where = (("the bone masks", "the bones: it may look where bones usually are") if task == "bodypart"
@@ -235,8 +247,7 @@ def reading(source: str, table, flags, identity: dict, laplace_spread: dict, ran
   (seed-to-seed sd {last.spearman_abs_sd_seeds:.2f}) and SSIM = {signed(last.ssim)}; re-initialising one feature layer
   alone leaves |ρ| between {indep.spearman_abs.iloc[1:].min():.2f} and {indep.spearman_abs.iloc[1:].max():.2f}. For
   scale, the trained CAM's |ρ| with a centred Gaussian is {floor['centre prior']:.2f} and with the image's intensity
-  {floor['image intensity']:.2f}. The map's layout comes mostly from the features rather than the class weights,
-  and part of it survives any randomisation; Adebayo et al. give no pass mark, so read the curve.
+  {floor['image intensity']:.2f}. {layout} Adebayo et al. give no pass mark, so read the curve.
 - Flagging errors (AUROC; differences paired against the entropy of the same predictor; the single-model
   methods are member 0's):
 {flag_lines}

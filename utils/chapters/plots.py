@@ -191,7 +191,8 @@ def top_confusions(y, pred, classes, n: int = 3) -> list[tuple[str, str, int, fl
 def confusion_caption(y, pred, classes) -> str:
     """Figure 01-2's caption, from the matrix it shows."""
     top = top_confusions(y, pred, classes)
-    said = "; ".join(f"{t} said {p}: {c} ({s:.0%} of {t})" for t, p, c, s in top) or "none"
+    said = "; ".join(f"{t} said {p}: {c} ({s:.0%} of {t})" if s >= 0.01 else f"{t} said {p}: {c} ({s:.1%} of {t})"
+                     for t, p, c, s in top) or "none"
     return ("**Figure 01-2.** Confusion matrix of the MAP network (member 0) on the test split: counts in the "
             f"cells, colour the share of each true class. The most frequent confusions: {said}.")
 

@@ -164,6 +164,7 @@ def reading(table: pd.DataFrame, sweep: pd.DataFrame, cost: pd.DataFrame, flags,
             map_row: dict, n_samples: int) -> str:
     """The section's Reading, every number from the tables it is given (no claim beyond them)."""
     t = table.set_index("set")
+    agree1 = float(sweep.set_index("tau").samples_agree.get(1.0, np.nan)) if "samples_agree" in sweep else np.nan
     aw, ll, ens, gc = (t.loc[s] for s in ("all-weights Laplace", "last-layer Laplace", "other ensemble members",
                                           "all-weights Laplace, Grad-CAM"))
     lines = [
@@ -180,8 +181,11 @@ def reading(table: pd.DataFrame, sweep: pd.DataFrame, cost: pd.DataFrame, flags,
         f"A network drawn from the all-weights posterior classifies {_ci(aw, 'samples_right', 1, pct=True)} of "
         f"these images correctly (the MAP network: {map_row['accuracy'] * 100:.1f} % of the whole test split). "
         "Under this posterior (member 0, one scalar prior, BatchNorm statistics kept at the MAP's), the maps above "
-        "are those of networks that mostly do not classify the images as the MAP network does; whether a posterior "
-        "whose networks still classify would move the map is not settled by them.")
+        + ("are those of networks that mostly do not classify the images as the MAP network does (at τ = 1 below, "
+           f"{agree1:.0%} agree with its class); whether a posterior whose networks still classify would move the map "
+           "is not settled by them." if not agree1 >= 0.5 else
+           f"are those of networks that agree with the MAP network's class on {agree1:.0%} of the sweep's images "
+           "(τ = 1 below), so they still classify much as the MAP network does."))
     s = sweep.set_index("tau")
     glm = "glm_nll" in s
     lines.append(
