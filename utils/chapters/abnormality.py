@@ -348,7 +348,8 @@ def reading(source: str, table: pd.DataFrame, sweep: pd.DataFrame | None, cf_tab
     if PREVALENCE in set(table.method):
         b = table[(table.method == PREVALENCE) & (table.body_part == "all")].iloc[0]
         lines.append(f"""- A predictor that knows only the body part (its training share of abnormal images) reaches a study AUROC of
-  {_ci(b['study AUROC'], b['AUROC low'], b['AUROC high'])}: part of the networks' AUROC is which parts are more often abnormal.""")
+  {_ci(b['study AUROC'], b['AUROC low'], b['AUROC high'])}: the networks' AUROC is to be read against it (the table gives
+  no paired difference, so how much of theirs is the part alone is not measured here).""")
     if free is not None and len(free):
         e = free[free.method == ensemble].set_index("studies scored")
         f = e.loc["positives without hardware or cast"]
