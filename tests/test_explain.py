@@ -2,8 +2,8 @@
 their scores are tested in test_explanation_scores.py."""
 from __future__ import annotations
 
-import pytest
 import numpy as np
+import pytest
 import torch
 
 from utils import explain, posteriors

@@ -11,6 +11,7 @@ from torch import nn
 from utils import data, explain, posteriors
 from utils.chapters import explanations
 from utils.data import sources
+from utils.evaluation import evidence
 from utils.explain import scores as explanation_scores
 from utils.models.networks import build_model
 
@@ -517,5 +518,5 @@ def test_the_scores_caption_and_reading_name_the_task_s_masks_and_class():
     assert "bone masks" in body and "predicted class" in body and "over 120 test images" in body
     assert "bone" not in abn and "findings" not in abn.split("Against")[0] and "abnormal class" in abn
     assert "fracture, hardware, cast" in abn and "over 40 test images" in abn
-    assert explanations.signed(-0.001) == "0.00" and explanations.signed(-0.012) == "-0.01"
-    assert explanations.signed(0.2) == "+0.20"
+    assert evidence.fmt_signed(-0.001) == "0.00" and evidence.fmt_signed(-0.012) == "-0.01"
+    assert evidence.fmt_signed(0.2) == "+0.20" and evidence.fmt_signed(-0.04, 1) == "0.0"

@@ -11,7 +11,7 @@ import torch
 
 from utils.chapters.explore import sample_rows
 from utils.evaluation import evidence, metrics
-from utils.evaluation.evidence import fmt_delta, fmt_interval
+from utils.evaluation.evidence import fmt_delta, fmt_interval, fmt_signed
 from utils.explain.methods import CAM, forward_members, laplace_cams, predicted_classes
 from utils.explain.scores import centre_prior, intensity_map, map_similarity, randomisation_summary, spread_column
 from utils.posteriors.registry import REGISTRY
@@ -191,11 +191,6 @@ def flag_line(flags, predictor: str, members: int | None = None) -> str:
             f"{c.delta_high:+.4f}]")
 
 
-def signed(x: float, digits: int = 2) -> str:
-    """`x` with its sign, but a value that rounds to zero as plain zero (not '-0.00')."""
-    return f"{0.0:.{digits}f}" if round(x, digits) == 0 else f"{x:+.{digits}f}"
-
-
 def reading(source: str, table, flags, identity: dict, laplace_spread: dict, randomisation, floor: dict,
             members: int, task: str = "bodypart") -> str:
     """The chapter's Reading (Markdown) from its results: the scores against the strongest baselines
@@ -242,9 +237,9 @@ def reading(source: str, table, flags, identity: dict, laplace_spread: dict, ran
   samples' mean per-pixel standard deviation is
   {laplace_spread['estimate']:.2f} [{laplace_spread['low']:.2f}, {laplace_spread['high']:.2f}] of the mean map's magnitude.
 - Randomisation ({n_images} test images drawn at random, {n_seeds} seeds): re-initialising the head alone leaves
-  |ρ| = {rs.spearman_abs.iloc[0]:.2f} (signed ρ {signed(rs.spearman.iloc[0])} on average, {head_signs}) and SSIM
-  {signed(rs.ssim.iloc[0])}; with every layer re-initialised |ρ| = {last.spearman_abs:.2f}
-  (seed-to-seed sd {last.spearman_abs_sd_seeds:.2f}) and SSIM = {signed(last.ssim)}; re-initialising one feature layer
+  |ρ| = {rs.spearman_abs.iloc[0]:.2f} (signed ρ {fmt_signed(rs.spearman.iloc[0])} on average, {head_signs}) and SSIM
+  {fmt_signed(rs.ssim.iloc[0])}; with every layer re-initialised |ρ| = {last.spearman_abs:.2f}
+  (seed-to-seed sd {last.spearman_abs_sd_seeds:.2f}) and SSIM = {fmt_signed(last.ssim)}; re-initialising one feature layer
   alone leaves |ρ| between {indep.spearman_abs.iloc[1:].min():.2f} and {indep.spearman_abs.iloc[1:].max():.2f}. For
   scale, the trained CAM's |ρ| with a centred Gaussian is {floor['centre prior']:.2f} and with the image's intensity
   {floor['image intensity']:.2f}. {layout} Adebayo et al. give no pass mark, so read the curve.

@@ -12,6 +12,7 @@ import torch
 from utils import data
 from utils.config import get_device
 from utils.evaluation import metrics
+from utils.evaluation.evidence import fmt_signed
 from utils.posteriors import Predictions
 from utils.posteriors.bayes import (
     LaplaceFit,
@@ -124,10 +125,6 @@ def _edge_words(structure: str, r) -> str:
             "than any Laplace predictive.")
 
 
-def _signed(x: float, digits: int) -> str:
-    return f"{0.0:.{digits}f}" if round(x, digits) == 0 else f"{x:+.{digits}f}"
-
-
 def reading(fits: pd.DataFrame, prior_search: pd.DataFrame, probit_mc: pd.DataFrame, cost: pd.DataFrame,
             source: str) -> str:
     """Notebook 02's Reading from its tables: each last-layer Laplace against the MAP members (means over the
@@ -139,9 +136,9 @@ def reading(fits: pd.DataFrame, prior_search: pd.DataFrame, probit_mc: pd.DataFr
     lines = [f"**Reading** (data: {source}; test split; means over the members each method was fitted on; "
              "differences here are descriptive, notebook 04 gives them intervals)."]
     laplaces = [m for m in mean.index if m.startswith("Laplace") and "all weights" not in m]
-    parts = [f"{m.removeprefix('Laplace, ')}: NLL {_signed(mean.loc[m, 'nll'] - base.nll, 3)}, ECE "
-             f"{_signed(100 * (mean.loc[m, 'ece'] - base.ece), 1)} points, accuracy "
-             f"{_signed(100 * (mean.loc[m, 'accuracy'] - base.accuracy), 1)} points" for m in laplaces]
+    parts = [f"{m.removeprefix('Laplace, ')}: NLL {fmt_signed(mean.loc[m, 'nll'] - base.nll, 3)}, ECE "
+             f"{fmt_signed(100 * (mean.loc[m, 'ece'] - base.ece), 1)} points, accuracy "
+             f"{fmt_signed(100 * (mean.loc[m, 'accuracy'] - base.accuracy), 1)} points" for m in laplaces]
     if parts:
         lines.append(f"- Against the MAP members (NLL {base.nll:.3f}, ECE {100 * base.ece:.1f} %, accuracy "
                      f"{100 * base.accuracy:.1f} %), the last-layer Laplace predictives change " + "; ".join(parts)

@@ -512,6 +512,12 @@ def fmt_interval(d: dict, scale: float = 1.0, digits: int = 2) -> str:
            f"{_num(d['high'] * scale, digits, False)}]"
 
 
+def fmt_signed(x: float, digits: int = 2) -> str:
+    """`x` with its sign ('+0.20', '-0.01'), but a value that rounds to zero as plain zero ('0.00', not '-0.00'):
+    for a point value read without an interval."""
+    return f"{0.0:.{digits}f}" if round(x, digits) == 0 else f"{x:+.{digits}f}"
+
+
 def fmt_delta(d: dict, scale: float = 1.0, digits: int = 2) -> str:
     """'-0.47 [-0.90, -0.03]' from a dict with delta, low and high (ASCII signs, '+' shown)."""
     return f"{_num(d['delta'] * scale, digits, True)} [{_num(d['low'] * scale, digits, True)}, " \
