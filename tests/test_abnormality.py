@@ -114,6 +114,7 @@ def test_the_sweep_trains_on_the_part_with_most_test_studies_that_can_be_trained
         for k in range(n_test):
             rows.append(dict(body_part=part, study_id=f"{part}t{k}", subset="test", label=k % 2))
             rows.append(dict(body_part=part, study_id=f"{part}v{k}", subset="val", label=k % 2))
+            rows.append(dict(body_part=part, study_id=f"{part}c{k}", subset="cal", label=k % 2))
     idx = pd.DataFrame(rows)
     assert abnormality.sweep_parts(idx) == ["WRIST"]  # HAND has more test studies but 4 abnormal training images
     assert abnormality.sweep_parts(idx, ["ELBOW", "HAND"]) == ["ELBOW"]

@@ -237,12 +237,12 @@ def test_min_train_images_is_ten():
 def test_a_tree_of_one_body_part_is_refused_on_the_body_part_task(tmp_path):
     idx = _carved(tmp_path, {"HAND": 14}, {"HAND": 3})
     msg = (r"body-part task needs two or more body parts, but the data hold one body part only: HAND "
-           r"\(\d+ train, \d+ val, 9 test images\).*What to do: run the abnormality task \(`make report "
+           r"\(\d+ train, \d+ val, \d+ cal, 9 test images\).*What to do: run the abnormality task \(`make report "
            r"TASK=abnormality`, or task=\"abnormality\" in the profile.*or add studies of other body parts")
     with pytest.raises(data.DegenerateData, match=msg):
         data.check_task_data(idx, "bodypart")
     counts = data.check_task_data(idx, "abnormality")  # the same tree is fine for normal/abnormal
-    assert list(counts.index) == ["normal", "abnormal"] and list(counts.columns) == ["train", "val", "test"]
+    assert list(counts.index) == ["normal", "abnormal"] and list(counts.columns) == ["train", "val", "cal", "test"]
     assert counts.values.sum() == len(idx) and (counts.train >= data.MIN_TRAIN_IMAGES).all()
 
 
@@ -264,19 +264,19 @@ def test_a_class_with_too_few_training_images_is_refused_with_the_counts(tmp_pat
     assert msg.startswith("too few training images for the body-part task on parts ['ELBOW', 'HAND', 'WRIST']: "
                           "WRIST 2 (each class needs at least 10")
     counts = data.class_counts(idx, "bodypart", ["HAND", "ELBOW", "WRIST"])
-    assert "images per class, train/val/test: " + "; ".join(
-        f"{c} {r.train}/{r.val}/{r.test}" for c, r in counts.iterrows()) in msg
-    assert "WRIST 2/0/3" in msg and "add studies of WRIST to the train split, or leave them out (parts=" in msg
+    assert "images per class, train/val/cal/test: " + "; ".join(
+        f"{c} {r.train}/{r.val}/{r.cal}/{r.test}" for c, r in counts.iterrows()) in msg
+    assert "WRIST 2/0/0/3" in msg and "add studies of WRIST to the train split, or leave them out (parts=" in msg
     # all seven classes (the default): the five parts the tree lacks are listed with their zero counts
     with pytest.raises(data.DegenerateData, match=r"body-part task: FINGER 0, FOREARM 0, HUMERUS 0, SHOULDER 0, "
-                                                  r"WRIST 2 .*ELBOW \d+/\d+/6; FINGER 0/0/0"):
+                                                  r"WRIST 2 .*ELBOW \d+/\d+/\d+/6; FINGER 0/0/0/0"):
         data.check_task_data(idx, "bodypart")
 
 
 def test_a_task_class_with_too_few_training_images_is_refused_on_the_abnormality_task(tmp_path):
     idx = _carved(tmp_path, {"HAND": 8, "ELBOW": 8}, {"HAND": 2, "ELBOW": 2}, abnormal=(0,))
     with pytest.raises(data.DegenerateData, match=r"too few training images for the abnormality task: abnormal 0 "
-                                                  r"\(.*normal \d+/\d+/12; abnormal 0/0/0\. What to do: add "
+                                                  r"\(.*normal \d+/\d+/\d+/12; abnormal 0/0/0/0\. What to do: add "
                                                   r"abnormal studies"):
         data.check_task_data(idx, "abnormality")
     idx = _carved(tmp_path / "b", {"HAND": 12, "ELBOW": 1}, {"HAND": 2, "ELBOW": 1})
@@ -289,22 +289,26 @@ def test_a_split_left_empty_is_refused_with_the_counts(tmp_path):
     # one training patient: the carve by patient cannot leave patients in both train and val
     one = sources.load_index(make_mura_tree(tmp_path / "a", _spec({"HAND": 1}, {"HAND": 1}, studies=4)))
     with pytest.raises(data.DegenerateData, match=r"carved from MURA's train split by patient \(15% of the "
-                                                  r"patients\), but train holds 12 image\(s\) of 1 patient\(s\)"):
+                                                  r"patients, 50% of those for calibration\), but train holds 12 "
+                                                  r"image\(s\) of 1 patient\(s\)"):
         sources.carve_validation(one, 0.15, 0)
     # no MURA valid split: no test set
     tree = make_mura_tree(tmp_path / "b", _spec({"HAND": 8, "WRIST": 8}), csv=False)  # no valid/ folder
     idx = sources.carve_validation(sources.load_index(tree), 0.15, 0)
     with pytest.raises(data.DegenerateData, match=r"the test split is empty for the body-part task: images "
                                                   r"\(patients\) per split: train \d+ \(\d+\), val \d+ \(\d+\), "
-                                                  r"test 0 \(0\); images per class, train/val/test: ELBOW 0/0/0; "
-                                                  r"FINGER 0/0/0; FOREARM 0/0/0; HAND 18/6/0; .*What to do: the test "
+                                                  r"cal \d+ \(\d+\), test 0 \(0\); images per class, "
+                                                  r"train/val/cal/test: ELBOW 0/0/0/0; FINGER 0/0/0/0; FOREARM "
+                                                  r"0/0/0/0; HAND 18/\d+/\d+/0; .*What to do: the test "
                                                   r"set is MURA's valid split: add it"):
         data.check_task_data(idx, "bodypart")
     # a part whose patients all went to train: its val split is empty
     idx = _carved(tmp_path / "c", {"HAND": 12, "WRIST": 12, "ELBOW": 2}, {"ELBOW": 2}, studies=3)
-    assert (idx[idx.body_part == "ELBOW"].subset != "val").all()
-    with pytest.raises(data.DegenerateData, match=r"the val split is empty for the abnormality task on parts "
-                                                  r"\['ELBOW'\]: .*val 0 \(0\).*add patients to the train split"):
+    assert (~idx[idx.body_part == "ELBOW"].subset.isin(["val", "cal"])).all()
+    with pytest.raises(data.DegenerateData, match=r"the val and cal splits are empty for the abnormality task on "
+                                                  r"parts \['ELBOW'\]: .*val 0 \(0\), cal 0 \(0\).*calibration "
+                                                  r"splits are carved by patient from train: add patients to the "
+                                                  r"train split; or widen"):
         data.check_task_data(idx, "abnormality", parts=["ELBOW"])
 
 
@@ -335,7 +339,12 @@ def test_the_profiles_phantoms_pass_the_checks():
         rows = [dict(split=st.split, body_part=st.part, patient=f"patient{st.patient:05d}", label=st.label)
                 for st in phantom.plan_studies(ph.train_patients, ph.valid_patients, ph.seed)
                 for _ in range(st.n_views)]
-        idx = sources.carve_validation(pd.DataFrame(rows), p.val_fraction, p.seed)
+        idx = sources.carve_validation(pd.DataFrame(rows), p.val_fraction, p.seed, p.cal_fraction)
         for task in data.TASKS:
             counts = data.check_task_data(idx, task)
-            assert (counts.train >= data.MIN_TRAIN_IMAGES).all() and (counts > 0).all().all(), (name, task)
+            assert (counts.train >= data.MIN_TRAIN_IMAGES).all() and (counts.test > 0).all(), (name, task)
+            # every class in val and cal too, except the smoke profile's body parts (its 10 held-out patients
+            # cannot cover seven parts twice); its abnormality task has both labels in every split
+            if name == "cpu" or task == "abnormality":
+                assert (counts > 0).all().all(), (name, task)
+            assert (counts.sum() > 0).all(), (name, task)

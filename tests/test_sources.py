@@ -107,7 +107,15 @@ def test_validation_split_is_by_patient_and_deterministic(small_phantom):
     per_patient = a.groupby("patient").subset.nunique()
     assert per_patient.max() == 1
     assert set(a.subset[a.split == "valid"]) == {"test"}
-    assert set(a.subset[a.split == "train"]) == {"train", "val"}
+    assert set(a.subset[a.split == "train"]) == {"train", "val", "cal"}
+    # the held-out patients do not depend on how many of them calibrate; cal takes about cal_fraction of them
+    for f in (0.3, 0.7):
+        d = sources.carve_validation(idx, 0.3, seed=1, cal_fraction=f)
+        assert d.subset.isin(["val", "cal"]).tolist() == a.subset.isin(["val", "cal"]).tolist()
+        held = d[d.subset.isin(["val", "cal"])].groupby("patient").subset.first()
+        assert abs((held == "cal").mean() - f) <= 1 / len(held) + 1e-9
+    with pytest.raises(ValueError, match="cal_fraction"):
+        sources.carve_validation(idx, 0.3, seed=1, cal_fraction=1.0)
 
 
 # --------------------------------------------------------------------------- resolve

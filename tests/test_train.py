@@ -114,7 +114,7 @@ def test_member_logits_are_cached_and_match_the_model(cache, tmp_path):
     a = train.member_logits(p, 0, cache, "test", paths, torch.device("cpu"))
     assert (train.member_dir(paths, p, 0) / "logits_test.npy").is_file()
     model, _ = train.load_member(p, 0, cache, paths)
-    _, _, te = train.datasets(p, cache)
+    te = train.datasets(p, cache).test
     x = torch.stack([te[i][0] for i in range(len(te))])
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(a), model(x), atol=1e-4, rtol=1e-4)
@@ -128,7 +128,7 @@ def test_member_features_are_recomputed_when_the_checkpoint_is_replaced(cache, t
     paths, cpu = config.get_paths(tmp_path), torch.device("cpu")
     train.train_member(p, 0, cache, paths, cpu, progress=False)
     d = train.member_dir(paths, p, 0)
-    _, _, te = train.datasets(p, cache)
+    te = train.datasets(p, cache).test
     first = store.member_features(p, 0, cache, paths, cpu)
     model, _ = train.load_member(p, 0, cache, paths)
     np.testing.assert_array_equal(np.load(d / "features_test.npy"), store.embed(model, te, cpu))  # bitwise
@@ -147,7 +147,7 @@ def test_member_features_are_recomputed_when_the_checkpoint_is_replaced(cache, t
     replaced = store.member_features(p, 0, cache, paths, cpu)
     assert len(loads) == 1
     model, _ = train.load_member(p, 0, cache, paths)
-    for s, ds in zip(("train", "val", "test"), train.datasets(p, cache)):
+    for s, ds in train.datasets(p, cache)._asdict().items():
         np.testing.assert_array_equal(replaced[s][0], store.embed(model, ds, cpu))
         assert not np.array_equal(replaced[s][0], first[s][0])
 
@@ -188,10 +188,10 @@ def test_training_on_too_few_images_is_refused_before_any_training(small_cache, 
 def test_the_abnormality_task_on_too_small_parts_is_refused(cache):
     """notebook 06 trains the abnormality task on chosen parts: HUMERUS alone is too small in this phantom."""
     pa = _profile(task="abnormality")
-    tr, _, _ = train.datasets(pa, cache)  # all seven parts: fine
+    tr = train.datasets(pa, cache).train  # all seven parts: fine
     assert min(np.bincount(tr.targets)) >= data.MIN_TRAIN_IMAGES
-    with pytest.raises(data.DegenerateData, match=r"too few training images for the abnormality task on parts "
-                                                  r"\['HUMERUS'\]: .*widen the parts"):
+    with pytest.raises(data.DegenerateData, match=r"(too few training images|the val split is empty) for the "
+                                                  r"abnormality task on parts \['HUMERUS'\]: .*widen the parts"):
         train.datasets(pa, cache, parts=["HUMERUS"])
     with pytest.raises(data.DegenerateData, match=r"parts=\['HAND'\] leaves one class"):
         train.datasets(_profile(), cache, parts=["HAND"])

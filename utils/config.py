@@ -49,7 +49,8 @@ class Profile:
     # data
     phantom: PhantomSpec
     image_size: int  # images are letterboxed to image_size x image_size in the cache
-    val_fraction: float = 0.15  # share of train *patients* carved out as the validation split
+    val_fraction: float = 0.15  # share of train *patients* held out (the val and cal splits)
+    cal_fraction: float = 0.5  # share of the held-out patients in the cal split (conformal calibration only)
     seed: int = 0
     task: str = "bodypart"  # "bodypart" (7 classes) or "abnormality" (binary)
     # data loading

@@ -140,7 +140,8 @@ def run(profile: str = "cpu", data_root: str = "", only: list[str] | None = None
     config = kernel_config(kernel)
     t0 = time.time()
     src = sources.resolve_data(prof, data_root, paths)  # generate the phantom once, before any notebook
-    index = sources.carve_validation(sources.load_index(src["root"]), prof.val_fraction, prof.seed)
+    index = sources.carve_validation(sources.load_index(src["root"]), prof.val_fraction, prof.seed,
+                                     prof.cal_fraction)
     data.check_task_data(index, task, parts)  # degenerate data: refused before hours are spent on it
     log_path = paths.report / "run_log.json"
     log = json.loads(log_path.read_text()) if (only and log_path.exists()) else {}

@@ -89,9 +89,9 @@ class Member:
         return train.member_logits(r.profile, self.index, r.cache, subset, r.paths, r.device, r.parts)
 
     def _dataset(self, subset: str):
-        splits = dict(zip(("train", "val", "test"), self.run.datasets))
+        splits = self.run.datasets._asdict()
         if subset not in splits:
-            raise ValueError(f"unknown split {subset!r}; known: train, val, test")
+            raise ValueError(f"unknown split {subset!r}; known: {', '.join(splits)}")
         return splits[subset]
 
     def loader(self, subset: str):
@@ -164,12 +164,12 @@ class Run:
 
     @cached_property
     def datasets(self):
-        """(train, val, test) datasets of the task."""
+        """The task's datasets (`train.Splits`: train, val, cal, test)."""
         return train.datasets(self.profile, self.cache, self.parts)
 
     @property
     def test(self):
-        return self.datasets[2]
+        return self.datasets.test
 
     @property
     def y(self) -> np.ndarray:

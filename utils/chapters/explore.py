@@ -28,7 +28,7 @@ def counts(index: pd.DataFrame) -> pd.DataFrame:
     t = index.assign(label=index.label.map({0: "normal", 1: "abnormal"}))
     tab = t.pivot_table(index="body_part", columns=["subset", "label"], values="path", aggfunc="count",
                         fill_value=0)
-    tab = tab.reindex(columns=[s for s in ("train", "val", "test") if s in tab.columns.levels[0]], level=0)
+    tab = tab.reindex(columns=[s for s in data.SUBSETS if s in tab.columns.levels[0]], level=0)
     tab.loc["total"] = tab.sum()
     return tab
 
@@ -39,7 +39,7 @@ def units(index: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"patients": g.patient.nunique(), "studies": g.study_id.nunique(), "images": g.size(),
                         "abnormal studies %": g.apply(lambda d: 100 * d.groupby("study_id").label.first().mean(),
                                                       include_groups=False).round(1)})
-    return out.reindex([s for s in ("train", "val", "test") if s in out.index])
+    return out.reindex([s for s in data.SUBSETS if s in out.index])
 
 
 def trivial_cues(index: pd.DataFrame, seed: int = 0, task: str = "bodypart", parts=None) -> pd.DataFrame:

@@ -37,7 +37,7 @@ CACHE_VERSION = 1
 # inputs are standardised with fixed constants so every consumer sees the same tensors
 PIXEL_MEAN, PIXEL_STD = 0.45, 0.25
 
-SUBSETS = ("train", "val", "test")
+SUBSETS = ("train", "val", "cal", "test")  # cal: conformal calibration only (sources.carve_validation)
 
 MIN_TRAIN_IMAGES = 10
 """Fewest training images a class may have before a run is refused (`check_task_data`).
@@ -92,7 +92,7 @@ def task_targets(index: pd.DataFrame, task: str = "bodypart", parts=None) -> tup
 
 
 def class_counts(index: pd.DataFrame, task: str = "bodypart", parts=None) -> pd.DataFrame:
-    """Images per class (rows, in class order) and subset (columns train / val / test) of a carved index."""
+    """Images per class (rows, in class order) and subset (columns train / val / cal / test) of a carved index."""
     if "subset" not in index:
         raise ValueError("the index has no `subset` column: call carve_validation(index) first")
     rows, classes = task_targets(index, task, parts)
@@ -104,7 +104,7 @@ def class_counts(index: pd.DataFrame, task: str = "bodypart", parts=None) -> pd.
 
 
 def _counts_line(counts: pd.DataFrame) -> str:
-    return "; ".join(f"{c} {r.train}/{r.val}/{r.test}" for c, r in counts.iterrows())
+    return "; ".join(f"{c} {r.train}/{r.val}/{r.cal}/{r.test}" for c, r in counts.iterrows())
 
 
 def check_task_data(index: pd.DataFrame, task: str = "bodypart", parts=None,
@@ -138,7 +138,7 @@ def check_task_data(index: pd.DataFrame, task: str = "bodypart", parts=None,
                               "(train/XR_<PART>/... and valid/XR_<PART>/...) to the tree")
             raise DegenerateData(
                 f"the body-part task needs two or more body parts, but {where}: {part} ({r.train} train, "
-                f"{r.val} val, {r.test} test images), so every prediction would be {part} and its accuracy "
+                f"{r.val} val, {r.cal} cal, {r.test} test images), so every prediction would be {part} and its accuracy "
                 f"meaningless. What to do: {fix}")
     total = counts.sum(axis=0)
     if total.sum() == 0:
@@ -151,15 +151,16 @@ def check_task_data(index: pd.DataFrame, task: str = "bodypart", parts=None,
     if empty:
         patients = {s: rows.patient[rows.subset == s].nunique() for s in SUBSETS}
         fix = {"train": "add studies to MURA's train split (train/XR_<PART>/patientNNNNN/...)",
-               "val": "the validation split is carved by patient from train: add patients to the train split",
+               "val": "the validation and calibration splits are carved by patient from train: add patients to "
+                      "the train split",
                "test": "the test set is MURA's valid split: add it (valid/XR_<PART>/patientNNNNN/...; MURA ships "
                        "one)"}
         raise DegenerateData(
             f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty for the {name} task"
             f"{scope}: images (patients) per split: "
             + ", ".join(f"{s} {total[s]} ({patients[s]})" for s in SUBSETS)
-            + f"; images per class, train/val/test: {_counts_line(counts)}. What to do: "
-            + "; ".join(fix[s] for s in empty)
+            + f"; images per class, train/val/cal/test: {_counts_line(counts)}. What to do: "
+            + "; ".join(dict.fromkeys(fix["val" if s == "cal" else s] for s in empty))
             + ("" if not parts else "; or widen the parts"))
     few = counts.index[counts.train < min_train].tolist()
     if few:
@@ -175,7 +176,7 @@ def check_task_data(index: pd.DataFrame, task: str = "bodypart", parts=None,
             f"too few training images for the {name} task{scope}: "
             + ", ".join(f"{c} {counts.train[c]}" for c in few)
             + f" (each class needs at least {min_train}: fewer cannot be learned, selected or scored); "
-            f"images per class, train/val/test: {_counts_line(counts)}. What to do: {fix}")
+            f"images per class, train/val/cal/test: {_counts_line(counts)}. What to do: {fix}")
     return counts
 
 

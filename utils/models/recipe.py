@@ -69,7 +69,7 @@ def run_variant(profile, name: str, change: dict, data_root: str = "", out: Path
     device = device or get_device()
     paths = get_paths(out or ROOT, p.task, parts)
     _, _, cache = data.prepare(p, data_root, paths, progress=False, parts=parts)
-    tr, va, te = train.datasets(p, cache, parts)
+    tr, va, _, te = train.datasets(p, cache, parts)
     folder = paths.artifacts / "recipe" / train.run_name(p, parts) / name.replace(" ", "_").replace("/", "_")
     seed = train.member_seed(p, 0)
     meta = train.expected_meta(p, 0, tr, va)

@@ -33,6 +33,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -260,24 +261,32 @@ def fit(model: nn.Module, train_ds, val_ds, profile: Profile, seed: int, ckpt_di
     return final
 
 
-def datasets(profile: Profile, cache: data.ImageCache, parts=None):
-    """(train, val, test) datasets of the profile's task (training augments whole batches: data.BatchAugment).
+class Splits(NamedTuple):
+    """The task's datasets: train, val (checkpoints, temperatures, prior searches, RAPS), cal (conformal
+    calibration only) and test."""
+
+    train: data.CachedImages
+    val: data.CachedImages
+    cal: data.CachedImages
+    test: data.CachedImages
+
+
+def datasets(profile: Profile, cache: data.ImageCache, parts=None) -> Splits:
+    """The (train, val, cal, test) datasets of the profile's task (training augments whole batches:
+    data.BatchAugment).
 
     Refuses (data.DegenerateData) a cache that cannot train or score the task on `parts`: one body part on
     the body-part task, a class with fewer than data.MIN_TRAIN_IMAGES training images, an empty split.
     """
     data.check_task_data(cache.index, profile.task, parts)
-    tr = data.CachedImages(cache, "train", task=profile.task, parts=parts)
-    va = data.CachedImages(cache, "val", task=profile.task, parts=parts)
-    te = data.CachedImages(cache, "test", task=profile.task, parts=parts)
-    return tr, va, te
+    return Splits(*(data.CachedImages(cache, s, task=profile.task, parts=parts) for s in data.SUBSETS))
 
 
 def train_member(profile, member: int, cache: data.ImageCache, paths: Paths | None = None, device=None,
                  parts=None, force: bool = False, progress: bool = True, on_epoch_end=None) -> dict:
     """Train member `member` of the profile's ensemble, or reuse it if already trained; returns its metadata."""
     profile, paths, device = require_profile(profile), paths or get_paths(task=profile.task, parts=parts), device or get_device()
-    tr, va, _ = datasets(profile, cache, parts)
+    tr, va = datasets(profile, cache, parts)[:2]
     meta = expected_meta(profile, member, tr, va)
     d = member_dir(paths, profile, member, parts)
     best = d / "best.pt"
@@ -298,14 +307,14 @@ def load_member(profile, member: int, cache: data.ImageCache, paths: Paths | Non
                 parts=None):
     """(model, meta) of a trained member, checked against the data and settings of this run."""
     profile, paths = require_profile(profile), paths or get_paths(task=profile.task, parts=parts)
-    tr, va, _ = datasets(profile, cache, parts)
+    tr, va = datasets(profile, cache, parts)[:2]
     return load_checkpoint(member_dir(paths, profile, member, parts) / "best.pt",
                            expected_meta(profile, member, tr, va), device)
 
 
 def member_logits(profile, member: int, cache: data.ImageCache, subset: str, paths: Paths | None = None,
                   device=None, parts=None) -> np.ndarray:
-    """Logits of a trained member on a subset (train without augmentation, val, test), cached beside it."""
+    """Logits of a trained member on a subset (train without augmentation, val, cal, test), cached beside it."""
     profile, paths, device = require_profile(profile), paths or get_paths(task=profile.task, parts=parts), device or get_device()
     f = member_dir(paths, profile, member, parts) / f"logits_{subset}.npy"
     model, meta = load_member(profile, member, cache, paths, device, parts)

@@ -29,7 +29,7 @@ class ArrayMember:
 
     @classmethod
     def random(cls, predictions_dir, index: int = 0, classes: int = 3, seed: int = 0, image_size: int = 16,
-               sizes=(("train", 90), ("val", 40), ("test", 50))) -> "ArrayMember":
+               sizes=(("train", 90), ("val", 40), ("cal", 40), ("test", 50))) -> "ArrayMember":
         """An untrained small network made confident (head weights x 30) on random images, with labels that
         mostly follow it (80 %), so that a posterior fitted on it is informed; everything drawn from `seed`."""
         torch.manual_seed(seed)

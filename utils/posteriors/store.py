@@ -60,7 +60,7 @@ def member_features(profile, member: int, cache: data.ImageCache, paths: Paths |
     source = checkpoint_sha256(ckpt) if ckpt.is_file() else None  # None: load_member says what is missing
     model = None
     out = {}
-    for subset, ds in zip(("train", "val", "test"), datasets(profile, cache, parts)):
+    for subset, ds in datasets(profile, cache, parts)._asdict().items():
         f, sidecar = d / f"features_{subset}.npy", d / f"features_{subset}.json"
         if source is None or not f.is_file() or _features_source(sidecar) != source:
             if model is None:
