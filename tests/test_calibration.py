@@ -174,25 +174,91 @@ def test_reading_states_the_numbers_and_chooses_the_words():
     assert "**ECE** better for none; worse for none" in text
 
 
+def _three_splits(rng, n=(600, 600, 600), c=3):
+    """Tune, cal and test predictions of two methods on exchangeable images (labels drawn from the predictive)."""
+    p = metrics.softmax(rng.normal(0, 2, (sum(n), c)))
+    y = (np.cumsum(p, 1) < rng.uniform(size=(sum(n), 1))).sum(1).clip(max=c - 1)
+    cuts = np.cumsum(n)[:-1]
+    out = []
+    for ps in np.split(p, cuts):
+        out.append({"m": Predictions("m", ps[None]), "ens": Predictions("ens", ps[None], combination=True)})
+    return (*out, *np.split(y, cuts))
+
+
 def test_conformal_table_covers_exchangeable_data_and_summarises_it():
     rng = np.random.default_rng(0)
-    p = metrics.softmax(rng.normal(0, 2, (1200, 3)))
-    y = np.array([rng.choice(3, p=q) for q in p])  # labels drawn from the predictive: exchangeable splits
-    val = {"m": Predictions("m", p[None, :600]), "ens": Predictions("ens", p[None, :600], combination=True)}
-    test = {"m": Predictions("m", p[None, 600:]), "ens": Predictions("ens", p[None, 600:], combination=True)}
+    tune, cal, test, y_tune, y_cal, y_test = _three_splits(rng)
     part = np.where(np.arange(600) % 2, "HAND", "WRIST")
-    conf = calibration.conformal_table(val, test, y[:600], y[600:], np.arange(600), by={"part": part},
+    conf = calibration.conformal_table(tune, cal, test, y_tune, y_cal, y_test, np.arange(600), by={"part": part},
                                        class_names=["a", "b", "c"], n_boot=200)
     whole = conf[conf.subset == "all"]
-    assert len(whole) == 2 * 3 * 2  # methods x scores (LAC, APS, RAPS) x alphas
-    assert list(whole.score.unique()) == ["lac", "aps", "raps"]
+    assert len(whole) == 2 * 3 * 2 * 2  # methods x scores (LAC, APS, RAPS) x alphas x (marginal, by class)
+    assert list(whole.score.unique()) == ["lac", "aps", "raps"] and list(whole.mondrian.unique()) == ["none", "class"]
+    assert (conf.calibration == "all images").all()
     for _, r in whole.iterrows():
-        assert abs(r.coverage - (1 - r.alpha)) < 0.05 and r.coverage_low <= r.coverage <= r.coverage_high
+        assert r.coverage_low <= r.coverage <= r.coverage_high and r.n_cal == 600
+        assert r.band_low < 1 - r.alpha < r.band_high and r.in_band  # exchangeable: inside the band here
+    # RAPS with the parameters tuned on the tuning split, the same for both kinds of set
+    raps = whole[whole.score == "raps"]
+    for alpha, g in raps.groupby("alpha"):
+        t = calibration.conformal.tune_raps(tune["m"].probs, y_tune, alpha, 0)
+        assert (g.k_reg == t["k_reg"]).all() and (g.lam == t["lam"]).all()
+    assert whole[whole.score != "raps"].k_reg.isna().all()
+    # the class rows of label-conditional sets carry their own threshold and band; under marginal sets neither
+    cls = conf[(conf.mondrian == "class") & conf.subset.str.startswith("class=")]
+    assert cls.qhat.notna().all() and cls.in_band.notna().all()
+    assert conf[(conf.mondrian == "none") & (conf.subset != "all")][["qhat", "band_low"]].isna().all().all()
+    q = calibration.conformal.calibrate(cal["m"].probs, y_cal, 0.1, "lac", 0, mondrian="class")
+    got = cls[(cls.method == "m") & (cls.score == "lac") & (cls.alpha == 0.1)].qhat.tolist()
+    assert got == [q[0], q[1], q[2]]
     s = calibration.conformal_summary(conf)
     assert list(s.columns[:4]) == ["method", "score", "alpha", "target coverage"] and len(s) == 12
-    assert s["lowest part coverage"].str.contains(r"\((HAND|WRIST)\)").all()
-    sel = calibration.selective_scores({"m": p[600:]}, y[600:]).iloc[0]
-    assert sel["ECE (15 bins)"] == pytest.approx(metrics.ece(p[600:], y[600:])) and sel["AUGRC"] > 0
+    assert (s["in band"] == "inside").all() and s["band (95 %)"].str.match(r"0\.\d{3}-0\.\d{3}").all()
+    assert s["lowest part coverage"].str.contains(r"\((?:HAND|WRIST)\)").all() and (s["bins outside their band"] == "-").all()
+    assert s.score.str.startswith("RAPS (k_reg").sum() == 4
+    s = calibration.conformal_summary(conf, "class")
+    assert len(s) == 12 and (s["bins outside their band"].str.endswith("of 3")).all()
+    sel = calibration.selective_scores({"m": test["m"].probs}, y_test).iloc[0]
+    assert sel["ECE (15 bins)"] == pytest.approx(metrics.ece(test["m"].probs, y_test)) and sel["AUGRC"] > 0
+
+
+def test_conformal_by_an_attribute_one_image_per_study_reading_and_results():
+    rng = np.random.default_rng(1)
+    tune, cal, test, y_tune, y_cal, y_test = _three_splits(rng, (300, 450, 600))
+    part_cal, part_test = np.repeat(["ELBOW", "HAND", "WRIST"], 150), np.tile(["ELBOW", "HAND", "WRIST"], 200)
+    studies_cal, studies_test = np.arange(450) // 3, np.arange(600) // 2
+    conf = calibration.conformal_table(tune, cal, test, y_tune, y_cal, y_test, studies_test, n_boot=100,
+                                       bins={"part": (part_cal, part_test)}, alphas=(0.1,), scores=("lac", "raps"))
+    assert list(conf.mondrian.unique()) == ["none", "class", "part"]
+    rows = conf[(conf.mondrian == "part") & conf.subset.str.startswith("part=")]
+    assert len(rows) == 2 * 2 * 3 and (rows.n_cal == 150).all() and rows.in_band.notna().all()
+    q = calibration.conformal.calibrate(cal["m"].probs, y_cal, 0.1, mondrian="bins", bins=part_cal)
+    got = rows[(rows.method == "m") & (rows.score == "lac")].set_index("subset").qhat
+    assert got.to_dict() == {f"part={k}": v for k, v in q.items()}
+    one = calibration.conformal_table(tune, cal, test, y_tune, y_cal, y_test, studies_test, n_boot=100,
+                                      groups_cal=studies_cal, one_per_study=True, mondrian=(), alphas=(0.1,))
+    o = one[one.subset == "all"]
+    assert (o.n_cal == 150).all() and (o.n == 300).all() and (o.calibration == "one image per study").all()
+    with pytest.raises(ValueError, match="one_per_study"):
+        calibration.conformal_table(tune, cal, test, y_tune, y_cal, y_test, studies_test, one_per_study=True)
+    text = " ".join(calibration.conformal_reading(conf, 450, 150, one).split())
+    assert "inside the band the guarantee implies" in text and "1 - alpha" not in text
+    assert "450 images come from 150 studies" in text and "design effect" in text
+    assert "one image per study (150 images)" in text and "tuned on the val split" in text
+    assert "**Sets Mondrian by part**" in text and "**Label-conditional sets (Mondrian by class)**" in text
+    assert ("RAPS's sets are APS's" in text) == (conf[conf.score == "raps"].k_reg >= 3).all()
+    # a coverage outside its band is named, with its side
+    bad = conf.copy()
+    i = bad.index[(bad.subset == "all") & (bad.mondrian == "none")][0]
+    bad.loc[i, ["coverage", "in_band"]] = [0.5, False]
+    assert f"outside it: *{bad.loc[i, 'method']}* LAC 0.500 (below)" in " ".join(
+        calibration.conformal_reading(bad, 450, 150).split())
+    res = calibration.conformal_results(conf, 450, 150, 100, one)
+    assert res["conformal_calibration"] == "cal split" and len(res["conformal"]) == len(conf)
+    st = res["conformal_settings"]
+    assert st["cal_images"] == 450 and "BetaBinomial" in st["band"] and "val split" in st["tuning"]
+    assert {(r["method"], r["alpha"]) for r in st["raps"]} == {("m", 0.1), ("ens", 0.1)}
+    assert len(res["conformal_one_per_study"]) == len(one)
 
 
 def test_spans_conformal_alphas_and_selective_axes_are_written_for_a_reader():
@@ -207,9 +273,10 @@ def test_spans_conformal_alphas_and_selective_axes_are_written_for_a_reader():
         inside = np.asarray(x) >= ax.get_xlim()[0]
         assert lo <= np.min(np.asarray(v)[inside]) and np.max(np.asarray(v)[inside]) <= hi
     assert ax.get_xlim() == (10.0, 100.0) and hi - lo < 100  # spans the data, not 0-100
-    val = {"m": Predictions("m", show["MAP"][None, :120])}
+    tune = {"m": Predictions("m", show["MAP"][None, :60])}
+    cal = {"m": Predictions("m", show["MAP"][None, 60:120])}
     test = {"m": Predictions("m", show["MAP"][None, 120:])}
-    conf = calibration.conformal_table(val, test, y[:120], y[120:], groups[120:], n_boot=50)
+    conf = calibration.conformal_table(tune, cal, test, y[:60], y[60:120], y[120:], groups[120:], n_boot=50)
     summary = calibration.conformal_summary(conf)
     assert set(summary.alpha) == {"0.05", "0.1"} and set(summary["target coverage"]) == {"0.95", "0.9"}
 

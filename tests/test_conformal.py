@@ -1,4 +1,5 @@
-"""Split-conformal sets: finite-sample coverage on exchangeable synthetic data, nesting, set sizes, tables."""
+"""Split-conformal sets: finite-sample coverage on exchangeable synthetic data, nesting, set sizes, tables; the
+thresholds against crepes (marginal and Mondrian), the beta-binomial band, one image per study, RAPS tuning."""
 from __future__ import annotations
 
 import math
@@ -22,7 +23,7 @@ def _draw(rng, n, c=5, scale=2.0):
 @pytest.mark.parametrize("alpha", [0.1, 0.05])
 @pytest.mark.parametrize("score", ["lac", "aps", "raps"])
 def test_coverage_within_finite_sample_bound(score, alpha):
-    n_cal, n_test, reps = 100, 400, 1000  # 4 standard errors (~0.004) well inside 1/(n+1) ~ 0.01
+    n_cal, n_test, reps = 100, 400, 500  # 4 standard errors (~0.006) inside 1/(n+1) ~ 0.01
     rng = np.random.default_rng(123)
     cov, size = [], []
     for r in range(reps):
@@ -302,3 +303,229 @@ def test_coverage_table_can_bootstrap_the_overall_row_only():
     assert overall.iloc[1:].coverage_low.isna().all() and every.iloc[1:].coverage_low.notna().all()
     with pytest.raises(ValueError, match="intervals must be"):
         conformal.coverage_table(sets, y, intervals="some")
+
+
+# --------------------------------------------------------------------------- crepes, Mondrian sets
+
+
+def _crepes_p(s_cal, s_test, bins_cal=None, bins_test=None):
+    import crepes
+
+    return crepes.ConformalClassifier().fit(s_cal, bins=bins_cal).predict_p(s_test, bins=bins_test, smoothing=False)
+
+
+@pytest.mark.parametrize("n_cal", [300, 199])  # (n + 1) alpha = 30.1 and 20 at alpha = 0.1: p > alpha, not >=
+def test_thresholds_are_crepes_p_values_compared_with_alpha(n_cal):
+    """Marginal, by class (crepes' WrapClassifier(class_cond=True): calibration bins are the labels, and column y is
+    read with every test image in bin y) and by an attribute: our sets are exactly {y : crepes' non-smoothed p-value
+    > alpha}."""
+    rng = np.random.default_rng(21)
+    p, y = _draw(rng, n_cal + 400, c=4)
+    part = rng.choice(np.array(["elbow", "hand", "wrist"]), n_cal + 400)
+    pc, yc, pt = p[:n_cal], y[:n_cal], p[n_cal:]
+    for score in ("lac", "raps"):
+        s_cal = conformal.label_scores(pc, yc, score, seed=2)
+        u = conformal.uniforms(400, 2, conformal.TEST_STREAM) if score in conformal.RANDOMISED else None
+        s_test = conformal.all_scores(pt, score, u)
+        for alpha in (0.1, 0.05):
+            sets, qhat = conformal.split_conformal(pc, yc, pt, alpha, score, seed=2)
+            np.testing.assert_array_equal(sets, _crepes_p(s_cal, s_test) > alpha)
+            sets, qhat = conformal.split_conformal(pc, yc, pt, alpha, score, seed=2, mondrian="class")
+            assert set(qhat) == {0, 1, 2, 3}
+            ref = np.column_stack([_crepes_p(s_cal, s_test, yc, np.full(400, j))[:, j] for j in range(4)])
+            np.testing.assert_array_equal(sets, ref > alpha)
+            sets, qhat = conformal.split_conformal(pc, yc, pt, alpha, score, seed=2, mondrian="bins",
+                                                   bins_cal=part[:n_cal], bins_test=part[n_cal:])
+            assert set(qhat) == {"elbow", "hand", "wrist"}
+            np.testing.assert_array_equal(sets, _crepes_p(s_cal, s_test, part[:n_cal], part[n_cal:]) > alpha)
+            assert 0 < sets.sum(1).mean() < 4
+
+
+def test_mondrian_thresholds_by_hand():
+    """Four calibration images of class 0 and three of class 1 (LAC, alpha = 0.25): class 0's threshold is the
+    ceil(5 * 0.75) = 4th smallest of its scores, class 1's the ceil(4 * 0.75) = 3rd of its; the marginal one the
+    ceil(8 * 0.75) = 6th of all seven."""
+    p1 = np.array([0.1, 0.2, 0.3, 0.4, 0.95, 0.6, 0.7])  # p of class 1
+    probs = np.column_stack([1 - p1, p1])
+    y = np.array([0, 0, 0, 0, 1, 1, 1])
+    # LAC scores 1 - p_y: class 0 -> 0.1, 0.2, 0.3, 0.4; class 1 -> 0.05, 0.4, 0.3
+    assert conformal.calibrate(probs, y, 0.25, "lac", mondrian="class") == pytest.approx({0: 0.4, 1: 0.4})
+    assert conformal.calibrate(probs, y, 0.25) == pytest.approx(0.4)
+    q = conformal.calibrate(probs, y, 0.4, "lac", mondrian="class")  # ceil(5 * 0.6) = 3rd; ceil(4 * 0.6) = 3rd
+    assert q == pytest.approx({0: 0.3, 1: 0.4})
+    test = np.array([[0.65, 0.35], [0.75, 0.25], [0.5, 0.5]])  # LAC scores (0.35, 0.65), (0.25, 0.75), (0.5, 0.5)
+    np.testing.assert_array_equal(conformal.predict_sets(test, q, mondrian="class"),
+                                  [[False, False], [True, False], [False, False]])
+    # a class without calibration images gets every set (crepes: p = 1); by bins likewise for an unseen bin
+    q3 = conformal.calibrate(np.column_stack([probs, np.zeros(7)]), y, 0.4, mondrian="class")
+    assert conformal.predict_sets(np.array([[0.3, 0.3, 0.4]]), q3, mondrian="class")[0, 2]
+    qb = conformal.calibrate(probs, y, 0.4, mondrian="bins", bins=np.array(list("aaabbbb")))
+    assert qb == pytest.approx({"a": 0.3, "b": 0.4})  # a: 0.1, 0.2, 0.3 -> 3rd; b: 0.4, 0.05, 0.4, 0.3 -> ceil(3) = 3rd
+    np.testing.assert_array_equal(conformal.predict_sets(test, qb, mondrian="bins", bins=["b", "a", "z"]),
+                                  [[True, False], [True, False], [True, True]])
+    with pytest.raises(ValueError, match="mondrian"):
+        conformal.calibrate(probs, y, 0.4, mondrian="part")
+    with pytest.raises(ValueError, match="bin"):
+        conformal.calibrate(probs, y, 0.4, mondrian="bins")
+    with pytest.raises(ValueError, match="dict"):
+        conformal.predict_sets(test, 0.4, mondrian="class")
+
+
+def _hard_class(rng, n, c=3):
+    """Labels drawn from the true conditional q; the model's p is sharp and right about classes 0 and 1 and
+    blurred about class 2, so marginal sets meet 1 - alpha on average by over-covering 0 and 1 and under-covering 2."""
+    q = metrics.softmax(rng.normal(0, 2.5, (n, c)))
+    y = (np.cumsum(q, 1) < rng.uniform(size=(n, 1))).sum(1).clip(max=c - 1)
+    p = q.copy()
+    p[:, 2] *= 0.35
+    return p / p.sum(1, keepdims=True), y
+
+
+def test_label_conditional_sets_cover_each_class_where_marginal_sets_do_not():
+    n_cal, n_test, reps, alpha = 300, 600, 200, 0.1
+    rng = np.random.default_rng(22)
+    marg, cond = [], []
+    for r in range(reps):
+        p, y = _hard_class(rng, n_cal + n_test)
+        yt = y[n_cal:]
+        for out, mondrian in ((marg, None), (cond, "class")):
+            sets, _ = conformal.split_conformal(p[:n_cal], y[:n_cal], p[n_cal:], alpha, mondrian=mondrian)
+            hit = sets[np.arange(n_test), yt]
+            out.append([hit[yt == j].mean() for j in range(3)])
+    marg, cond = np.array(marg).mean(0), np.array(cond).mean(0)
+    assert marg[2] < 1 - alpha - 0.03 and marg[:2].min() > 1 - alpha  # marginal: class 2 under-covered
+    # label-conditional: each class >= 1 - alpha (averaged over 200 calibrations: SE below 0.002)
+    assert (cond > 1 - alpha - 0.006).all() and (cond < 1 - alpha + 0.03).all()
+
+
+# --------------------------------------------------------------------------- the band the guarantee implies
+
+
+def test_band_is_the_beta_binomial_of_the_issue_and_sums_mondrian_bins():
+    from scipy import stats
+
+    k = math.ceil(520 * 0.95)
+    np.testing.assert_allclose(conformal.covered_pmf(519, 824, 0.05), stats.betabinom.pmf(np.arange(825), 824, k,
+                                                                                             520 - k), atol=1e-15)
+    lo, hi = conformal.coverage_band(519, 824, 0.05)
+    assert (round(lo, 3), round(hi, 3)) == (0.924, 0.972)
+    lo, hi = conformal.coverage_band(519, 824, 0.1)
+    assert (round(lo, 3), round(hi, 3)) == (0.865, 0.931)
+    assert conformal.covered_range(519, 824, 0.1) == tuple(
+        int(stats.betabinom.ppf(q, 824, math.ceil(520 * 0.9), 520 - math.ceil(520 * 0.9))) for q in (0.025, 0.975))
+    # two bins: the convolution of the two counts; a bin too small for alpha covers every image
+    both = conformal.covered_pmf([30, 50], [40, 60], 0.1)
+    np.testing.assert_allclose(both, np.convolve(conformal.covered_pmf(30, 40, 0.1), conformal.covered_pmf(50, 60, 0.1)))
+    assert conformal.covered_range(5, 7, 0.1) == (7, 7)  # ceil(6 * 0.9) = 6 > 5: full sets
+
+
+def test_about_95_percent_of_exchangeable_experiments_fall_in_the_band():
+    """1000 calibrations on exchangeable data (LAC on continuous probabilities): the share of experiments whose
+    coverage lies inside the band is the band's own probability (>= 0.95, a little more: counts are discrete),
+    within 3.9 binomial standard errors (a false alarm about 1e-4)."""
+    n_cal, n_test, reps, alpha = 100, 200, 1000, 0.1
+    rng = np.random.default_rng(23)
+    lo, hi = conformal.covered_range(n_cal, n_test, alpha)
+    p_in = conformal.covered_pmf(n_cal, n_test, alpha)[lo:hi + 1].sum()
+    inside = 0
+    for r in range(reps):
+        p, y = _draw(rng, n_cal + n_test, c=4)
+        sets, _ = conformal.split_conformal(p[:n_cal], y[:n_cal], p[n_cal:], alpha)
+        inside += lo <= sets[np.arange(n_test), y[n_cal:]].sum() <= hi
+    assert 0.95 <= p_in < 0.97
+    assert abs(inside / reps - p_in) < 3.9 * math.sqrt(p_in * (1 - p_in) / reps)
+
+
+def _studies(rng, n_studies, views=4, c=4):
+    """Studies of `views` images that share one label and, up to a little noise, one predictive: images of one
+    study are not exchangeable one by one, studies are."""
+    logits = np.repeat(rng.normal(0, 2, (n_studies, c)), views, 0) + rng.normal(0, 0.05, (n_studies * views, c))
+    q = metrics.softmax(np.repeat(logits[::views], views, 0))
+    y = (np.cumsum(q, 1) < np.repeat(rng.uniform(size=(n_studies, 1)), views, 0)).sum(1).clip(max=c - 1)
+    return metrics.softmax(logits), y, np.repeat(np.arange(n_studies), views)
+
+
+def test_one_image_per_study_restores_the_band_that_views_of_one_study_break():
+    rng = np.random.default_rng(24)
+    alpha, reps = 0.1, 300
+    pick = conformal.one_per_study(np.repeat(np.arange(50), 3), seed=1)
+    assert len(pick) == 50 and len(np.unique(pick // 3)) == 50
+    np.testing.assert_array_equal(pick, conformal.one_per_study(np.repeat(np.arange(50), 3), seed=1))
+    assert not np.array_equal(pick, conformal.one_per_study(np.repeat(np.arange(50), 3), seed=2))
+    band_all = conformal.covered_range(400, 600, alpha)  # 100 + 150 studies of 4 views, read as images
+    band_one = conformal.covered_range(100, 150, alpha)
+    inside_all = inside_one = 0
+    for r in range(reps):
+        p, y, g = _studies(rng, 250)
+        cal, test = g < 100, g >= 100
+        sets, _ = conformal.split_conformal(p[cal], y[cal], p[test], alpha)
+        inside_all += band_all[0] <= sets[np.arange(600), y[test]].sum() <= band_all[1]
+        c1, t1 = np.flatnonzero(cal)[conformal.one_per_study(g[cal], r)], \
+            np.flatnonzero(test)[conformal.one_per_study(g[test], r)]
+        sets, _ = conformal.split_conformal(p[c1], y[c1], p[t1], alpha)
+        inside_one += band_one[0] <= sets[np.arange(150), y[t1]].sum() <= band_one[1]
+    assert inside_all / reps < 0.8  # the image band is far too narrow for studies of 4 near-copies
+    p_in = conformal.covered_pmf(100, 150, alpha)[band_one[0]:band_one[1] + 1].sum()
+    assert abs(inside_one / reps - p_in) < 3.9 * math.sqrt(p_in * (1 - p_in) / reps)
+
+
+def test_coverage_table_reads_each_row_against_its_band():
+    rng = np.random.default_rng(25)
+    p, y = _draw(rng, 1000, c=3)
+    yc, yt = y[:400], y[400:]
+    part = np.where(np.arange(600) % 3 == 0, "elbow", "wrist")
+    sets, _ = conformal.split_conformal(p[:400], yc, p[400:], 0.1)
+    tab = conformal.coverage_table(sets, yt, by={"part": part}, n_boot=50, alpha=0.1, n_cal=400).set_index("subset")
+    lo, hi = conformal.coverage_band(400, 600, 0.1)
+    assert tab.loc["all", ["n_cal", "band_low", "band_high"]].tolist() == [400, lo, hi]
+    assert tab.loc["all", "in_band"] == (lo <= tab.loc["all", "coverage"] <= hi)
+    assert tab.drop("all").band_low.isna().all() and tab.drop("all").in_band.isna().all()  # no guarantee there
+    # label-conditional sets: each class row has its own band; the overall row sums the classes' counts
+    sets, _ = conformal.split_conformal(p[:400], yc, p[400:], 0.1, mondrian="class")
+    n_cal = {j: int((yc == j).sum()) for j in range(3)}
+    tab = conformal.coverage_table(sets, yt, by={"part": part}, n_boot=50, alpha=0.1, n_cal=n_cal,
+                                   mondrian="class").set_index("subset")
+    for j in range(3):
+        nt = int((yt == j).sum())
+        lo, hi = conformal.covered_range(n_cal[j], nt, 0.1)
+        assert tab.loc[f"class={j}", ["n_cal", "band_low", "band_high"]].tolist() == [n_cal[j], lo / nt, hi / nt]
+    lo, hi = conformal.covered_range(list(n_cal.values()), [int((yt == j).sum()) for j in range(3)], 0.1)
+    assert tab.loc["all", ["n_cal", "band_low", "band_high"]].tolist() == [400, lo / 600, hi / 600]
+    assert tab.loc[["part=elbow", "part=wrist"]].band_low.isna().all()
+    assert tab.in_band.dropna().all()  # exchangeable data, one draw: every row inside (checked, not by chance)
+    # Mondrian by part: the part rows get bands, the class rows do not
+    pc = np.where(np.arange(400) % 3 == 0, "elbow", "wrist")
+    sets, _ = conformal.split_conformal(p[:400], yc, p[400:], 0.1, mondrian="bins", bins_cal=pc, bins_test=part)
+    tab = conformal.coverage_table(sets, yt, by={"part": part}, n_boot=50, alpha=0.1, mondrian="bins", bins=part,
+                                   n_cal={"elbow": 134, "wrist": 266}).set_index("subset")
+    assert tab.loc["part=elbow", "n_cal"] == 134 and tab.filter(like="class=", axis=0).band_low.isna().all()
+    with pytest.raises(ValueError, match="n_cal"):
+        conformal.coverage_table(sets, yt, alpha=0.1)
+
+
+# --------------------------------------------------------------------------- RAPS's parameters
+
+
+def test_raps_k_reg_is_where_top_k_accuracy_reaches_the_target():
+    p = np.array([[0.5, 0.3, 0.2]] * 10)
+    y = np.array([0] * 6 + [1] * 3 + [2])  # top-1 accuracy 0.6, top-2 0.9, top-3 1.0
+    assert conformal.raps_k_reg(p, y, 0.4) == 1
+    assert conformal.raps_k_reg(p, y, 0.1) == 2
+    assert conformal.raps_k_reg(p, y, 0.05) == 3
+
+
+def test_tune_raps_picks_the_smallest_sets_on_the_tuning_split():
+    rng = np.random.default_rng(26)
+    p, y = _long_tail(rng, 1200)
+    t = conformal.tune_raps(p, y, 0.1, seed=3)
+    assert t["k_reg"] == conformal.raps_k_reg(p, y, 0.1) and t["n"] == 1200
+    assert set(t["sizes"]) == set(conformal.RAPS_LAMBDAS) and t["sizes"][t["lam"]] == min(t["sizes"].values())
+    assert t == conformal.tune_raps(p, y, 0.1, seed=3)  # seeded
+    # its own halves: calibrate on one, measure on the other (by study when groups are given)
+    g = np.arange(1200) // 3
+    tg = conformal.tune_raps(p, y, 0.1, seed=3, groups=g, lambdas=(0.0, 0.5))
+    assert set(tg["sizes"]) == {0.0, 0.5}
+    # two classes, k_reg = 2: nothing is penalised, every lam gives the same sets and the smallest is kept
+    p2, y2 = _draw(rng, 400, c=2)
+    t2 = conformal.tune_raps(p2, y2, 0.01)
+    assert t2["k_reg"] == 2 and t2["lam"] == min(conformal.RAPS_LAMBDAS) and len(set(t2["sizes"].values())) == 1

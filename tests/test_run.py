@@ -105,9 +105,10 @@ def test_a_newly_registered_posterior_reaches_the_tables_without_other_edits(run
     tab = calibration.interval_table(preds, run.y, run.groups, n_boot=50)  # notebook 04's table
     assert new in set(tab.method) and new in calibration.verdicts(tab).index
     assert new in calibration.shown_probs(preds)  # notebook 04's figures
-    val = run.predictions(run.labels(conformal=True), subset="val")  # notebook 04's conformal sets
-    conf = calibration.conformal_table(val, {k: preds[k] for k in val}, run.datasets[1].targets, run.y, run.groups,
-                                       n_boot=20)
+    tune = run.predictions(run.labels(conformal=True), subset="val")  # notebook 04's conformal sets: RAPS tuned
+    cal = run.predictions(run.labels(conformal=True), subset="cal")  # on val, calibrated on cal
+    conf = calibration.conformal_table(tune, cal, {k: preds[k] for k in tune}, run.datasets.val.targets,
+                                       run.datasets.cal.targets, run.y, run.groups, n_boot=20)
     assert new in set(conf.method)
     x = robustness.images(run.cache, run.test.rows[:20])  # notebook 06's sweeps
     assert new in run.predictor().batched(x)

@@ -383,44 +383,198 @@ members; 95 % intervals from the study bootstrap).
 # --------------------------------------------------------------------------- conformal prediction sets
 
 
-def conformal_table(val: dict[str, dict], test: dict[str, dict], y_val, y_test, groups, by=None, class_names=None,
-                    alphas=(0.1, 0.05), scores=("lac", "aps", "raps"), n_boot: int = 2000, seed: int = 0
+def _per_bin(values, keys=None) -> dict:
+    v = np.asarray(values)
+    out = {(k.item() if isinstance(k, np.generic) else k): 0 for k in (keys if keys is not None else [])}
+    for k, c in zip(*np.unique(v, return_counts=True)):
+        out[k.item() if isinstance(k, np.generic) else k] = int(c)
+    return out
+
+
+def conformal_table(tune: Preds, cal: Preds, test: Preds, y_tune, y_cal, y_test, groups, by=None, class_names=None,
+                    alphas=(0.1, 0.05), scores=conformal.SCORES, n_boot: int = 2000, seed: int = 0, *,
+                    mondrian=None, bins=None, groups_tune=None, groups_cal=None, one_per_study: bool = False
                     ) -> pd.DataFrame:
-    """Split-conformal prediction sets over each method's probabilities (`utils.evaluation.conformal`), calibrated on the
-    validation split and applied to the test split: coverage and mean set size with study-bootstrap intervals,
-    overall, and as point values per true class and per level of `by` (e.g. body part), for every method, score
-    function (LAC, APS, RAPS with `conformal`'s fixed k_reg and lam) and alpha. `val` / `test`: {label: Predictions}
-    as `Run.predictions` gives them (their `probs`: member 0's for a single-model method). The guarantee is
-    marginal: coverage >= 1 - alpha on average over calibration draws when validation and test images are
-    exchangeable; per class or part it is not promised."""
+    """Split-conformal prediction sets over each method's probabilities (`utils.evaluation.conformal`, thresholds from
+    crepes), for every method, score function, alpha and kind of set, read against the band the guarantee implies.
+
+    Three splits, three jobs: `tune` (the val split, which also picks checkpoints, temperatures and priors) chooses
+    RAPS's k_reg and lam (`conformal.tune_raps`, per method and alpha); `cal` (the cal split, patient-disjoint, used
+    for nothing else) calibrates the thresholds; `test` is scored. Each is {label: Predictions} as `Run.predictions`
+    gives them (their `probs`: member 0's for a single-model method); y_* their labels, `groups` the test study ids
+    (the bootstrap's unit), `groups_tune` the tuning split's (RAPS's halves by study).
+
+    Kinds of set (column `mondrian`): "none" (marginal), and the Mondrian ones in `mondrian` (default: "class" and
+    every key of `bins`): "class" (label-conditional: label y's threshold from the calibration images labelled y)
+    and a key of `bins` = {name: (cal bins, test bins)}, an attribute of each image known at test time (e.g. the
+    body part on the abnormality task; rows "<name>=<level>" are added to `by` where it lacks them).
+
+    `one_per_study`: calibrate on one image per calibration study (`groups_cal`) and score one image per test study
+    (seeded), where the band's exchangeability holds; otherwise every image, and the band is too narrow by the
+    design effect (`conformal.coverage_table`). Returns `coverage_table`'s rows (overall with a study-bootstrap
+    interval, per class and per level of `by` as point values) with method, score, alpha, mondrian, calibration
+    ("all images" / "one image per study"), qhat (the threshold of the row's bin, NaN where the row is no bin),
+    k_reg and lam (RAPS's tuned values)."""
+    y_tune, y_cal, y_test = (np.asarray(v).astype(int) for v in (y_tune, y_cal, y_test))
+    by = {} if by is None else dict(by) if isinstance(by, dict) else {"by": np.asarray(by)}
+    bins = dict(bins or {})
+    cal_idx, test_idx = np.arange(len(y_cal)), np.arange(len(y_test))
+    if one_per_study:
+        if groups_cal is None or groups is None:
+            raise ValueError("one_per_study needs the study ids of the calibration (groups_cal) and test images")
+        cal_idx, test_idx = conformal.one_per_study(groups_cal, seed), conformal.one_per_study(groups, seed)
+    y_cal, y_test = y_cal[cal_idx], y_test[test_idx]
+    g_test = None if groups is None else np.asarray(groups)[test_idx]
+    bins = {k: (np.asarray(bc)[cal_idx], np.asarray(bt)[test_idx]) for k, (bc, bt) in bins.items()}
+    by = {k: np.asarray(v)[test_idx] for k, v in by.items()}
+    for k, (_, bt) in bins.items():
+        by.setdefault(k, bt)
+    kinds = ("class", *bins) if mondrian is None else tuple(mondrian)
+    n_classes = next(iter(test.values())).probs.shape[1] if test else 0
+    names = list(class_names) if class_names is not None else list(range(n_classes))
     rows = []
     for label in test:
-        pv, pt = val[label].probs, test[label].probs
+        pu, pc, pt = tune[label].probs, cal[label].probs[cal_idx], test[label].probs[test_idx]
+        raps = {a: conformal.tune_raps(pu, y_tune, a, seed, groups=groups_tune) for a in alphas if "raps" in scores}
         for score in scores:
             for alpha in alphas:
-                sets, qhat = conformal.split_conformal(pv, y_val, pt, alpha, score, seed)
-                t = conformal.coverage_table(sets, y_test, groups, by, class_names, n_boot, seed, intervals="overall")
-                rows.append(t.assign(method=label, score=score, alpha=alpha, qhat=qhat))
+                params = dict(lam=raps[alpha]["lam"], k_reg=raps[alpha]["k_reg"]) if score == "raps" else {}
+                for kind in ("none", *kinds):
+                    how = dict(mondrian=None if kind == "none" else "class" if kind == "class" else "bins")
+                    if kind in bins:
+                        how.update(bins_cal=bins[kind][0], bins_test=bins[kind][1])
+                    sets, qhat = conformal.split_conformal(pc, y_cal, pt, alpha, score, seed, **how, **params)
+                    n_cal = (len(y_cal) if kind == "none" else _per_bin(y_cal, range(n_classes)) if kind == "class"
+                             else _per_bin(bins[kind][0]))
+                    t = conformal.coverage_table(sets, y_test, g_test, by or None, class_names, n_boot, seed,
+                                                 intervals="overall", alpha=alpha, n_cal=n_cal, mondrian=how["mondrian"],
+                                                 bins=how.get("bins_test"))
+                    if kind == "none":
+                        t["qhat"] = np.where(t.subset == "all", qhat, np.nan)
+                    else:
+                        key = {f"class={n}": j for j, n in enumerate(names)} if kind == "class" else \
+                            {f"{kind}={v}": v for v in qhat}
+                        t["qhat"] = [qhat.get(key[s], np.inf) if s in key else np.nan for s in t.subset]
+                    rows.append(t.assign(method=label, score=score, alpha=alpha, mondrian=kind,
+                                         calibration="one image per study" if one_per_study else "all images",
+                                         k_reg=params.get("k_reg", np.nan), lam=params.get("lam", np.nan)))
     t = pd.concat(rows, ignore_index=True)
-    first = ["method", "score", "alpha", "subset"]
+    first = ["method", "score", "alpha", "mondrian", "subset"]
     return t[first + [c for c in t.columns if c not in first]]
 
 
-def conformal_summary(conf: pd.DataFrame) -> pd.DataFrame:
-    """`conformal_table` read at a glance: per method, score and alpha, the overall coverage and mean set size
-    with their intervals, and the lowest per-class and per-part coverage (no guarantee holds for those)."""
+def _band_words(r) -> str:
+    """'inside the band the guarantee implies' / 'below it' / 'above it', from a coverage_table row."""
+    if pd.isna(r.in_band):
+        return "-"
+    return "inside" if r.in_band else "below" if r.coverage < r.band_low else "above"
+
+
+def conformal_summary(conf: pd.DataFrame, mondrian: str = "none") -> pd.DataFrame:
+    """`conformal_table` read at a glance for one kind of set (`mondrian`): per method, score (RAPS with its tuned
+    k_reg and lam) and alpha, the overall coverage with its study-bootstrap interval, the band the guarantee implies
+    and whether the coverage lies inside it, the mean set size, the lowest per-class and per-part coverage, and how
+    many bins' own coverages (Mondrian sets) fall outside their bands."""
     rows = []
+    conf = conf[conf.mondrian == mondrian] if "mondrian" in conf else conf
     for (m, s, a), g in conf.groupby(["method", "score", "alpha"], sort=False):
         r = g[g.subset == "all"].iloc[0]
         cls, other = g[g.subset.str.startswith("class=")], g[~g.subset.str.startswith("class=") & (g.subset != "all")]
-        rows.append({"method": m, "score": s.upper(), "alpha": f"{a:g}", "target coverage": f"{1 - a:g}",
+        binned = g[(g.subset != "all") & g.in_band.notna()]
+        name = s.upper() + (f" (k_reg {int(r.k_reg)}, λ {r.lam:g})" if s == "raps" and pd.notna(r.get("k_reg"))
+                            else "")
+        rows.append({"method": m, "score": name, "alpha": f"{a:g}", "target coverage": f"{1 - a:g}",
                      "coverage": fmt_interval(dict(estimate=r.coverage, low=r.coverage_low, high=r.coverage_high), 1, 3),
+                     "band (95 %)": f"{r.band_low:.3f}-{r.band_high:.3f}" if pd.notna(r.band_low) else "-",
+                     "in band": _band_words(r),
                      "mean set size": fmt_interval(dict(estimate=r["size"], low=r.size_low, high=r.size_high), 1, 2),
                      "lowest class coverage": f"{cls.coverage.min():.3f} ({cls.loc[cls.coverage.idxmin(), 'subset'][6:]})"
                      if len(cls) else "-",
                      "lowest part coverage": f"{other.coverage.min():.3f} ({other.loc[other.coverage.idxmin(), 'subset'].split('=')[-1]})"
-                     if len(other) else "-"})
+                     if len(other) else "-",
+                     "bins outside their band": f"{int((~binned.in_band.astype(bool)).sum())} of {len(binned)}"
+                     if len(binned) else "-"})
     return pd.DataFrame(rows)
+
+
+def _outside(rows: pd.DataFrame) -> str:
+    return _and(f"*{r.method}* {r.score.upper()} {r.coverage:.3f} ({_band_words(r)})" for r in rows.itertuples())
+
+
+def conformal_reading(conf: pd.DataFrame, cal_images: int, cal_studies: int, one: pd.DataFrame | None = None) -> str:
+    """What Table 04-2 shows about coverage (Markdown), read against the band the guarantee implies (the central
+    95 % of the beta-binomial count, `conformal.coverage_band`), never against the line at 1 - alpha: how many
+    overall coverages lie inside it per alpha and which lie outside, per class under marginal and Mondrian sets,
+    the study grouping that makes the band too narrow, `one` (the one-image-per-study table) where given, and the
+    RAPS parameters tuned on the val split."""
+    lines = []
+    for kind, g in conf[conf.subset == "all"].groupby("mondrian", sort=False):
+        what = {"none": "Marginal sets", "class": "Label-conditional sets (Mondrian by class)"}.get(
+            kind, f"Sets Mondrian by {kind}")
+        parts = []
+        for a, ga in g.groupby("alpha", sort=False):
+            out = ga[ga.in_band.eq(False)]  # None where a row has no band
+            band = f"{ga.band_low.min():.3f}-{ga.band_high.max():.3f}"
+            words = " overall coverages lie inside the band the guarantee implies" if not parts else ""
+            parts.append(f"at alpha = {a:g}, {int(ga.in_band.eq(True).sum())} of {len(ga)}{words} ({band})" +
+                         (f"; outside it: {_outside(out)}" if len(out) else ""))
+        binned = conf[(conf.mondrian == kind) & (conf.subset != "all") & conf.in_band.notna()]
+        if len(binned):
+            bad = binned[binned.in_band.eq(False)]
+            parts.append(f"{len(binned) - len(bad)} of {len(binned)} coverages of a single bin lie inside that bin's "
+                         "own band (from its calibration images)")
+        sizes = g.groupby("alpha", sort=False)["size"].mean()
+        parts.append("mean set size " + ", ".join(f"{v:.2f} at alpha = {a:g}" for a, v in sizes.items()))
+        lines.append(f"- **{what}**: " + "; ".join(parts) + ".")
+    marg = conf[(conf.mondrian == "none") & conf.subset.str.startswith("class=")]
+    if len(marg):
+        r = marg.loc[marg.coverage.idxmin()]
+        lines.append(f"- Marginal sets promise nothing per class: their lowest class coverage is {r.coverage:.3f} "
+                     f"(*{r.method}*, {r.score.upper()}, alpha = {r.alpha:g}, {r.subset[6:]}).")
+    lines.append(f"- The band assumes images exchangeable one by one. The cal split's {cal_images} images come from "
+                 f"{cal_studies} studies (MURA's studies hold 1-4 views of one body part), which are not, so the band "
+                 "is too narrow by the design effect: a coverage just outside it is weak evidence. Below the band "
+                 "would count against the guarantee; above it, the sets cover more than they must (ties in LAC's "
+                 "scores do that too).")
+    if one is not None and len(one):
+        o = one[(one.subset == "all") & (one.mondrian == "none")]
+        lines.append(f"- Calibrated on one image per study ({int(o.n_cal.iloc[0])} images) and scored on one image per "
+                     f"test study ({int(o.n.iloc[0])}), where the band's exchangeability holds: "
+                     f"{int(o.in_band.eq(True).sum())} of {len(o)} overall coverages lie inside the band"
+                     + (f"; outside it: {_outside(o[o.in_band.eq(False)])}." if o.in_band.eq(False).any() else "."))
+    raps = conf[(conf.score == "raps") & (conf.subset == "all") & (conf.mondrian == "none")]
+    if len(raps):
+        k = raps.groupby("alpha", sort=False).agg(k=("k_reg", lambda v: span_text(v, "g")),
+                                                  lam=("lam", lambda v: span_text(v, "g")))
+        n_classes = conf.subset.str.startswith("class=").groupby([conf.method, conf.score, conf.alpha,
+                                                                    conf.mondrian]).sum().max()
+        flat = " (k_reg at the number of classes penalises no rank: RAPS's sets are APS's)" \
+            if n_classes and (raps.k_reg >= n_classes).all() else ""
+        lines.append("- RAPS's k_reg and λ were tuned on the val split, apart from the cal split that calibrates: "
+                     + "; ".join(f"at alpha = {a:g} k_reg = {r.k}, λ = {r.lam} over the methods"
+                                 for a, r in k.iterrows()) + flat + ".")
+    return "\n".join(lines) + "\n"
+
+
+def conformal_results(conf: pd.DataFrame, cal_images: int, cal_studies: int, n_boot: int,
+                      one: pd.DataFrame | None = None) -> dict:
+    """The results JSON's conformal entries: the rows of `conformal_table` ("conformal"), where they were calibrated
+    ("conformal_calibration": the cal split), the settings (splits, band, tuned RAPS parameters per method and
+    alpha) and, where given, the one-image-per-study rows."""
+    raps = conf[(conf.score == "raps") & (conf.subset == "all") & (conf.mondrian == "none")]
+    out = dict(conformal=conf.to_dict(orient="records"), conformal_calibration="cal split", conformal_settings=dict(
+        tuning="val split: RAPS k_reg (top-k accuracy reaches 1 - alpha) and lambda (smallest mean set size)",
+        calibration="cal split (patient-disjoint; conformal calibration only)", test="test split (MURA's valid)",
+        cal_images=int(cal_images), cal_studies=int(cal_studies), thresholds="crepes 0.9.1, non-smoothed p-values",
+        mondrian=[k for k in conf.mondrian.unique()],
+        band=("central 95 % of BetaBinomial(n_test, k, n_cal + 1 - k), k = ceil((n_cal + 1)(1 - alpha)), per bin for "
+              "Mondrian rows; assumes exchangeable images: views of one study are not, so it is too narrow by the "
+              "design effect"),
+        raps=[dict(method=r.method, alpha=float(r.alpha), k_reg=int(r.k_reg), lam=float(r.lam)) for r in raps.itertuples()],
+        bootstrap=dict(resamples=n_boot, unit="test study", level=0.95)))
+    if one is not None:
+        out["conformal_one_per_study"] = one.to_dict(orient="records")
+    return out
 
 
 def selective_scores(show: dict[str, np.ndarray], labels) -> pd.DataFrame:
