@@ -316,7 +316,11 @@ def test_conformal_under_shift_clean_rows_are_coverage_tables_overall_row(shift_
     c, tab = shift_case, shift_case.tab
     assert len(tab) == 2 * 2 * 4  # methods x scores (LAC, RAPS) x conditions
     assert list(tab.columns) == ["method", "score", "alpha", "shift", "level", "qhat", "n", "coverage",
-                                 "coverage_low", "coverage_high", "size", "size_low", "size_high", "empty"]
+                                 "coverage_low", "coverage_high", "band_low", "band_high", "size", "size_low",
+                                 "size_high", "empty"]
+    # the band exchangeable images would give, from the calibration split's size (not the line at 1 - alpha)
+    assert (tab.band_low.unique(), tab.band_high.unique()) == tuple(
+        [v] for v in conformal.coverage_band(len(c.yv), len(c.yt), 0.1))
     by = tab.set_index(["method", "score", "shift", "level"])
     for method in ("MAP", "deep ensemble"):
         for score in ("lac", "raps"):
@@ -331,8 +335,8 @@ def test_conformal_under_shift_clean_rows_are_coverage_tables_overall_row(shift_
             assert abs(by.loc[(method, score, "clean", 0), "coverage"] - 0.9) < 0.04
 
 
-def test_conformal_under_shift_keeps_the_clean_validation_threshold(shift_case):
-    """The threshold comes from the clean validation split (member 0's probabilities for a single-model method)
+def test_conformal_under_shift_keeps_the_clean_calibration_threshold(shift_case):
+    """The threshold comes from the clean calibration split (member 0's probabilities for a single-model method)
     and is kept under shift: the shifted coverage collapses, where a threshold recalibrated on the shifted
     images (which a deployed model does not have) would restore about 1 - alpha."""
     c, tab = shift_case, shift_case.tab
@@ -368,7 +372,9 @@ def test_conformal_under_shift_summary_reading_and_figure(shift_case):
     w = tab[(tab.method == "MAP") & (tab.score == "lac") & (tab["shift"] == "noise")].iloc[0]
     assert w["empty"] == 1 and w.coverage == 0  # flat probabilities: no class reaches the LAC threshold
     assert f"MAP 0.000 [0.000, 0.000] (0.00; 100 % empty; noise, severity 3)" in text
-    assert "In 4 of 4 shifted method-condition pairs the whole interval lies below 0.90" in text  # angle 0 not counted
+    assert "In 4 of 4 shifted method-condition pairs coverage lies below the band" in text  # angle 0 not counted
+    lo, hi = conformal.coverage_band(len(shift_case.yv), len(shift_case.yt), 0.1)
+    assert f"would cover between {lo:.3f} and {hi:.3f}" in text
     res = robustness.conformal_shift_results(tab, 300)
     assert res["alpha"] == 0.1 and res["scores"] == ["lac", "raps"] and len(res["rows"]) == len(tab)
     assert {"method", "score", "shift", "level", "coverage", "coverage_low", "size", "qhat"} <= set(res["rows"][0])
