@@ -7,6 +7,7 @@ import pytest
 
 from utils import findings
 from utils.config import ROOT
+from utils.findings.details import conformal_caveat
 
 
 def test_verdicts_follow_the_interval_and_call_a_bound_at_rounding_borderline():
@@ -306,3 +307,10 @@ def test_the_glossary_explains_every_abbreviation_in_the_readme():
     rest = text.replace(glossary, " ")
     for term in findings.GLOSSARY:  # and no line explains a term the README does not use (code blocks included)
         assert any(re.search(rf"(?<!\w){re.escape(t.strip())}", rest) for t in term.split("/")), term
+
+
+def test_the_conformal_caveat_reads_coverage_against_the_band_once_the_results_carry_it():
+    assert "against the line at 1 - α in notebooks 04 and 06" in conformal_caveat({})
+    text = conformal_caveat({"conformal_settings": {"cal_images": 519, "cal_studies": 201}})
+    assert "band the guarantee implies for the cal split's 519 images" in text and "201 studies" in text
+    assert "design effect" in text and "notebooks 04 and 06" not in text

@@ -47,9 +47,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::utils.posteriors.bayes.PriorNot
 # ill-conditioned that whether float32's Cholesky succeeds depends on the machine's rounding (it fails on one x86
 # host and not on another); its clear error on a precision that is certainly not positive definite is tested in
 # test_posteriors.py, and its computable case there and in the smoke report. "Laplace, kron, all weights" on ResNet-18 eigendecomposes Kronecker factors of up to
-# 4,608 x 4,608 per layer and costs about a minute on two CPU cores: it is tested in test_weight_laplace.py, in
+# 4,608 x 4,608 per layer and costs about a minute on two CPU cores (its narrowed-prior variant shares that fit): both
+# are tested in test_weight_laplace.py, in
 # test_posteriors.py's contract and in the smoke report.
-SKIPPED = ("Laplace, full", "Laplace, kron, all weights")
+SKIPPED = ("Laplace, full", "Laplace, kron, all weights", "Laplace, kron, all weights, narrowed prior")
 
 
 def _profile():

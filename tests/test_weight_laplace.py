@@ -2,6 +2,8 @@
 explanations of its samples (vectorised against one pass per sample, and at the MAP against `explain`)."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -241,3 +243,48 @@ def test_a_method_fitted_on_member_0_only_does_not_compete_as_the_best_single_mo
              "oracle on member 0": Predictions("oracle", 0.98 * onehot[None] + 0.02 / 3)}  # best on every score
     t = calibration.ensemble_vs_best_single(preds, y, np.arange(90), n_boot=50)
     assert set(t.best_single) == {"MAP"}
+
+
+def test_the_narrowed_posterior_is_the_broadest_on_its_grid_whose_networks_agree_on_validation(tmp_path):
+    """`LaplaceAllWeightsNarrowed`: the same curvature as the marginal-likelihood posterior (one fit, copied), and
+    the smallest grid delta whose sampled networks agree with the MAP class on >= AGREE of the validation images;
+    recomputed here at the chosen delta and at the grid step below it, independently of the bisection."""
+    from utils import posteriors
+
+    torch.manual_seed(0)
+    net = tiny_net().eval()
+    with torch.no_grad():
+        net.fc.weight.mul_(30)
+    x = {s: torch.randn(n, 1, 24, 24, generator=torch.Generator().manual_seed(i))
+         for i, (s, n) in enumerate((("train", 48), ("val", 40)))}
+    with torch.no_grad():
+        y = {s: torch.where(torch.rand(len(v)) < 0.7, net(v).argmax(1), torch.randint(0, 4, (len(v),)))
+             for s, v in x.items()}
+    member = posteriors.ArrayMember(net, x, y, tmp_path, batch_size=16)
+    ml = posteriors.make("Laplace, kron, all weights", member).fit()
+    nar = posteriors.make("Laplace, kron, all weights, narrowed prior", member).fit()
+    cls = type(nar)
+    assert nar.key != ml.key and cls.prior in nar.key  # saved predictions never shared
+    # one curvature, two priors: the narrowed fit did not move the marginal-likelihood posterior's prior
+    for a, b in zip(ml.la_fit.la.H.eigenvalues, nar.la_fit.la.H.eigenvalues):
+        for u, v in zip(a, b):
+            torch.testing.assert_close(u, v)
+    assert nar.info["marglik_prior"] == pytest.approx(ml.la_fit.prior_precision)
+    assert float(ml.la_fit.la.prior_precision) == pytest.approx(ml.la_fit.prior_precision)
+    k = round(np.log10(nar.info["narrowing"]) * cls.STEPS_PER_DECADE)
+    assert 0 < k < cls.DECADES * cls.STEPS_PER_DECADE, nar.info  # the case tested: narrowed, inside the grid
+    assert nar.info["narrowing"] == pytest.approx(10 ** (k / cls.STEPS_PER_DECADE))
+
+    def agreement(delta):
+        la = copy.deepcopy(nar.la_fit.la)
+        la.prior_precision = delta
+        th = la.sample(cls.VAL_SAMPLES, generator=torch.Generator().manual_seed(member.index)).detach()
+        with torch.no_grad():
+            ref = la.model(x["val"]).argmax(-1)
+        return float((wl.network_logits(la.model, th, x["val"]).argmax(-1) == ref).float().mean())
+
+    delta = nar.la_fit.prior_precision
+    assert agreement(delta) >= cls.AGREE and nar.la_fit.log["bracketed"]
+    # the step below fails: this is the broadest such posterior on the grid
+    assert agreement(delta / 10 ** (1 / cls.STEPS_PER_DECADE)) < cls.AGREE
+    assert nar.info["val_agreement"][f"{delta:.6g}"] == pytest.approx(agreement(delta))

@@ -19,11 +19,9 @@ from utils.findings.words import (
     FOREST_VERSION,
     LOWER_IS_BETTER,
     NAME,
-    PLAIN,
     SCALE,
     TASKS,
     ci_text,
-    is_all_weights,
     is_degenerate,
     load_results,
     plain_words,
@@ -40,18 +38,28 @@ def _classes(cal: dict | None) -> int | None:
     return len(names) or None
 
 
-def all_weights_note(cal: dict | None, expl: dict | None) -> str | None:
-    """The all-weights Laplace's flag, from how often its sampled networks classify right: 'prior-dominated
-    (samples at chance)' where that interval holds 1 / classes."""
+ALL_WEIGHTS_SETS = {"Laplace, kron, all weights": "all-weights Laplace",
+                    "Laplace, kron, all weights, narrowed prior": "all-weights Laplace, narrowed prior"}
+"""Each all-weights posterior's label and its set of sampled networks in notebook 05's shift table."""
+
+
+def all_weights_note(cal: dict | None, expl: dict | None) -> dict[str, str]:
+    """Each all-weights Laplace's flag, from how often its sampled networks classify right: 'prior-dominated
+    (samples at chance)' where that interval holds 1 / classes, else the share right with its interval."""
     aw = (expl or {}).get("all_weights", {})
-    s = next((r for r in aw.get("shift", []) if r.get("set") == "all-weights Laplace"
-              and r.get("samples_right_low") is not None), None)
     k = _classes(cal)
-    if not s or not k:
-        return None
-    if s["samples_right_low"] <= 1 / k <= s["samples_right_high"]:
-        return "prior-dominated (samples at chance)"
-    return f"samples right {ci_text(s['samples_right'], s['samples_right_low'], s['samples_right_high'], 0, 100)} %"
+    out = {}
+    for label, name in ALL_WEIGHTS_SETS.items():
+        s = next((r for r in aw.get("shift", []) if r.get("set") == name and r.get("samples_right_low") is not None),
+                 None)
+        if not s or not k:
+            continue
+        if s["samples_right_low"] <= 1 / k <= s["samples_right_high"]:
+            out[label] = "prior-dominated (samples at chance)"
+        else:
+            out[label] = (f"samples right "
+                          f"{ci_text(s['samples_right'], s['samples_right_low'], s['samples_right_high'], 0, 100)} %")
+    return out
 
 
 def forest_rows(results: dict[str, dict], notes: dict[str, dict[str, str]] | None = None) -> list[dict]:
@@ -87,7 +95,7 @@ def summary_forest_rows(root: Path = ROOT) -> list[dict]:
     for _, s, _ in TASKS:
         n = all_weights_note(results[s]["calibration"], results[s]["explanations"])
         if n:
-            notes[s] = {m: n for m in PLAIN if is_all_weights(m)}
+            notes[s] = n
     return forest_rows({s: results[s]["calibration"] for _, s, _ in TASKS if results[s]["calibration"]}, notes)
 
 

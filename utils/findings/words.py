@@ -32,6 +32,8 @@ PLAIN = {  # the methods' registry labels (utils.posteriors) in plain words
     "Laplace, full": "last-layer Laplace, full covariance",
     "Laplace, kron, layer-wise prior": "last-layer Laplace, K-FAC, a prior per layer",
     "Laplace, kron, all weights": "Laplace over all weights, K-FAC (member 0)",
+    "Laplace, kron, all weights, narrowed prior": "Laplace over all weights, K-FAC, prior raised until its networks "
+                                                  "classify (member 0)",
     "deep ensemble": "deep ensemble",
     "mixture of Laplace, kron": "mixture of the members' K-FAC Laplaces",
 }

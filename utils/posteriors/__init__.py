@@ -21,7 +21,7 @@ module                                 what it holds
 Adding a method is one class in a file of its own and one `register(...)` line in `registry`; every table and figure
 then shows it (tests/test_posteriors.py registers a dummy posterior and checks this).
 """
-from .all_weights import LaplaceAllWeights, glm_probit
+from .all_weights import LaplaceAllWeights, LaplaceAllWeightsNarrowed, glm_probit
 from .base import MemberLike, Posterior, PosteriorNotComputable, Predictions, fit_info
 from .combinations import Combination
 from .laplace import Laplace, LaplaceDiag, LaplaceFull, LaplaceKron, LaplaceKronLayerwise
