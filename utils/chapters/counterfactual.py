@@ -13,7 +13,14 @@ and ask what the object *causes*:
   translated at random inside the picture), and the pointing hit beside its baseline.
 
 Casts also occur on normal studies: a normal study with a cast is the cleanest probe of the shortcut (any
-p(abnormal) the cast adds is the shortcut itself).
+p(abnormal) the cast adds is the shortcut itself). But only ~4 % of the normal studies of castable types carry
+one (8 in the cpu profile's test split), too few to tell "no shift" from "no power". So the test also runs the
+other way (`added_pairs`): every truly normal test study of a type that takes a cast is rendered with a cast
+added, and every one with hardware added (`phantom.added_finding`: its own seeded stream), against the
+study as written (the file's pixels); hundreds of pairs. The shifts are read in logit units
+(`logit_summary`: logit p(abnormal) with the object minus without, per image and per study) beside the scale
+they must be read on, the distance between the classes' mean logits on the clean test set (`class_separation`),
+and the half-width of the shift's interval, the smallest shift the test could have shown (`logit_reading`).
 
 What holds about the pixels (`pairs` records it per view in `locality`). No random draw depends on the lesion
 spec, and the field of view stays where the study's own anatomy put it, so the attenuation changes only where
@@ -31,7 +38,11 @@ under the collimator still attenuates there); elsewhere no pixel changes by more
 change) or 2 (hardware) grey levels. Fractures are not local by construction: the distal fragment is
 displaced, overridden and angled and carries what lies beyond it (the hand with a distal radius fragment,
 the limb below a humeral fracture: `phantom.CARRIED`), so only 20 % of the changed pixels lie near the
-fracture mask and the rest along the limb beyond it (up to 242 grey levels).
+fracture mask and the rest along the limb beyond it (up to 242 grey levels). Objects added to the normal test
+studies of the same phantom (341 pairs, 830 views): of the changed pixels 99.995 % (casts; no view below 99.89 %,
+nothing elsewhere above 3 grey levels) and 99.60 % (hardware; no view below 92.9 %) lie near the object or off the
+field; hardware changes a few pixels more at 5-6 px from its mask, and beside the field's edge where the implant runs
+on under the collimator (its mask is zero there), by up to 49 grey levels.
 """
 
 from __future__ import annotations
@@ -53,6 +64,8 @@ from utils.explain import scores as explanation_scores
 BITS = dict(data.LESION_BITS)  # fracture, hardware, cast, degenerative: the order seeds the counterfactual draws
 KINDS = ("cast", "hardware", "fracture", "degenerative")  # the shortcut first, then the findings by how local they are
 NEAR_PX = 4  # a changed pixel within this distance (full resolution) of the removed mask counts as local
+ADDED = ("cast", "hardware")  # what `added_pairs` adds to normal studies
+LOGIT_CLIP = 1e-15  # p(abnormal) is clipped to [c, 1 - c] before its logit: |logit| <= 34.5
 
 
 def without(spec: dict, kind: str) -> dict:
@@ -64,19 +77,23 @@ def without(spec: dict, kind: str) -> dict:
 
 @dataclass
 class Pair:
-    """One test study rendered as written and without one finding; lists hold one entry per view, at the
-    written resolution (or letterboxed to `size` when `pairs(size=...)`)."""
+    """One test study rendered with and without one finding; lists hold one entry per view, at the written
+    resolution (or letterboxed to `size` when `pairs(size=...)`). A removal pair (`pairs`) holds the study as
+    written in `original` and the render without its finding in `counterfactual`; an added pair (`added_pairs`,
+    `added` True) the render with the added object in `original` and the study as written in `counterfactual`.
+    Either way `original` has the object and `counterfactual` has not, so `measure`'s shift is what it adds."""
 
     study: str  # folder, e.g. "valid/XR_WRIST/patient01201/study1_positive"
     index: int  # position in the generator's plan
     part: str
     label: int  # the study's label (1 abnormal)
-    kind: str  # the finding removed
-    spec: dict  # the study's full lesion spec
+    kind: str  # the finding removed (or added)
+    spec: dict  # the lesion spec of the render with the object: the study's own (removal), or with it added
     size: int | None = None  # the images' letterboxed size, None: as written
-    original: list = field(default_factory=list)  # uint8 images, the files' pixels
-    counterfactual: list = field(default_factory=list)  # uint8 images without the finding
-    mask: list = field(default_factory=list)  # bool: the removed object in the original (its lesion bit)
+    added: bool = False  # True: the object was added to a study that lacks it
+    original: list = field(default_factory=list)  # uint8 images with the object
+    counterfactual: list = field(default_factory=list)  # uint8 images without it
+    mask: list = field(default_factory=list)  # bool: the object in `original` (its lesion bit)
     bones: list = field(default_factory=list)  # bool: the bones that define the body part
     shape: list = field(default_factory=list)  # (H, W) as written
     locality: list = field(default_factory=list)  # per view: changed, near, outside_field, local_share
@@ -112,26 +129,53 @@ def _locality(orig: phantom.RenderedView, cf: phantom.RenderedView, mask: np.nda
                 max_abs_elsewhere=int(np.abs(orig.image.astype(int) - cf.image)[~near & ~outside].max(initial=0)))
 
 
+def _fill(p: Pair, with_object: list, without_object: list) -> Pair:
+    """Store the views of a pair (letterboxed to p.size where set), the object's mask and the locality."""
+    fit = (lambda a, nearest=False: a) if p.size is None else (
+        lambda a, nearest=False: data.letterbox(a.astype(np.uint8), p.size, nearest=nearest))
+    for o, c in zip(with_object, without_object):
+        m = (o.lesion & BITS[p.kind]) > 0
+        p.original.append(fit(o.image))
+        p.counterfactual.append(fit(c.image))
+        p.mask.append(fit(m, True) > 0)
+        p.bones.append(fit(o.bones > 0, True) > 0)
+        p.shape.append(o.image.shape)
+        p.locality.append(_locality(o, c, m))
+    return p
+
+
 def _study_pairs(args) -> list[Pair]:
     study, index, seed, max_side, kinds, window, size = args
     orig = phantom.render_study(study, index, seed, max_side)
     windows = [v.meta["window"] for v in orig] if window == "original" else None
-    fit = (lambda a, nearest=False: a) if size is None else (
-        lambda a, nearest=False: data.letterbox(a.astype(np.uint8), size, nearest=nearest))
+    return [_fill(Pair(study.folder, index, study.part, study.label, kind, study.lesion, size), orig,
+                  phantom.render_study(study, index, seed, max_side, lesion=without(study.lesion, kind),
+                                       windows=windows))
+            for kind in kinds]
+
+
+def _added_pairs(args) -> list[Pair]:
+    """The study as written (rendered once: its pixels are the files', byte for byte, and its display windows
+    are kept) and, per kind, the render with that object added."""
+    study, index, seed, max_side, kinds, size = args
+    plain = phantom.render_study(study, index, seed, max_side)
+    windows = [v.meta["window"] for v in plain]
     out = []
     for kind in kinds:
-        cf = phantom.render_study(study, index, seed, max_side, lesion=without(study.lesion, kind), windows=windows)
-        p = Pair(study.folder, index, study.part, study.label, kind, study.lesion, size)
-        for o, c in zip(orig, cf):
-            m = (o.lesion & BITS[kind]) > 0
-            p.original.append(fit(o.image))
-            p.counterfactual.append(fit(c.image))
-            p.mask.append(fit(m, True) > 0)
-            p.bones.append(fit(o.bones > 0, True) > 0)
-            p.shape.append(o.image.shape)
-            p.locality.append(_locality(o, c, m))
-        out.append(p)
+        spec = phantom.added_finding(study, index, seed, kind)
+        views = phantom.render_study(study, index, seed, max_side, lesion=spec, windows=windows)
+        out.append(_fill(Pair(study.folder, index, study.part, study.label, kind, spec, size, added=True),
+                         views, plain))
     return out
+
+
+def _run(fn, jobs: list, workers: int) -> list[Pair]:
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(min(workers, len(jobs))) as ex:
+            done = list(ex.map(fn, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+    else:
+        done = [fn(j) for j in jobs]
+    return [p for ps in done for p in ps]
 
 
 def pairs(mura_root, split: str = "valid", kinds=KINDS, max_studies: int | None = None, seed: int = 0,
@@ -154,12 +198,38 @@ def pairs(mura_root, split: str = "valid", kinds=KINDS, max_studies: int | None 
         for i in chosen[kind]:
             per_study.setdefault(i, []).append(kind)
     jobs = [(studies[i], i, gen_seed, max_side, tuple(ks), window, size) for i, ks in sorted(per_study.items())]
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(min(workers, len(jobs))) as ex:
-            done = list(ex.map(_study_pairs, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
-    else:
-        done = [_study_pairs(j) for j in jobs]
-    flat = [p for ps in done for p in ps]
+    flat = _run(_study_pairs, jobs, workers)
+    return [p for kind in kinds for p in flat if p.kind == kind]
+
+
+def select_added(studies: list, split: str = "valid", kinds=ADDED) -> dict[str, list[int]]:
+    """Plan indices of the `split` studies that are normal (by their label and, with label noise, by the truth)
+    and where each object can go (`phantom.added_finding`: a cast on a castable type that has none,
+    hardware on every type), all of them, in plan order."""
+    for kind in kinds:
+        if kind not in ADDED:
+            raise ValueError(f"only {', '.join(ADDED)} can be added, not {kind!r}")
+    normal = [i for i, st in enumerate(studies) if st.split == split and st.label == 0 and not st.true_label]
+    return {kind: [i for i in normal if kind not in studies[i].lesion
+                   and (kind != "cast" or studies[i].part in phantom.CASTABLE)] for kind in kinds}
+
+
+def added_pairs(mura_root, split: str = "valid", kinds=ADDED, size: int | None = None, workers: int = 1,
+                parts=None) -> list[Pair]:
+    """Every normal `split` study of a phantom tree where the object can go (`select_added`; no cap), rendered
+    with a cast or hardware added (`phantom.added_finding`, each view's display window kept) and as written,
+    one `Pair` per (study, kind) with `added` True, in plan order within a kind. Each study is rendered once
+    as written and once per kind. parts: only studies of these body parts (None: all). size, workers: as in
+    `pairs`."""
+    studies, gen_seed, max_side = phantom.load_plan(mura_root)
+    chosen = select_added(studies, split, kinds)
+    per_study: dict[int, list[str]] = {}
+    for kind in kinds:
+        for i in chosen[kind]:
+            if parts is None or studies[i].part in parts:
+                per_study.setdefault(i, []).append(kind)
+    jobs = [(studies[i], i, gen_seed, max_side, tuple(ks), size) for i, ks in sorted(per_study.items())]
+    flat = _run(_added_pairs, jobs, workers)
     return [p for kind in kinds for p in flat if p.kind == kind]
 
 
@@ -213,10 +283,12 @@ def shifted_masks(masks: torch.Tensor, pictures: np.ndarray, n_shifts: int = 16,
 
 
 @torch.no_grad()
-def _scores(models, x: torch.Tensor, target_class: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """p(target) (M x B) and CAMs of the target class (M x B x S x S) of every member: one forward pass of the
-    features per batch, shared by explain.CAM and the head (XrayNet: logits = fc(pool(features)) in eval), on
-    a channels-last copy of each member (faster convolutions on CPU; the caller's models are left as they are)."""
+def _scores(models, x: torch.Tensor, target_class: int, batch: int, cams: bool = True
+            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """p(target) (M x B, float64) and CAMs of the target class (M x B x S x S; None without `cams`) of every
+    member: one forward pass of the features per batch, shared by explain.CAM and the head (XrayNet: logits =
+    fc(pool(features)) in eval), on a channels-last copy of each member (faster convolutions on CPU; the
+    caller's models are left as they are)."""
     probs, maps = [], []
     x = x.contiguous(memory_format=torch.channels_last)
     for m in models:
@@ -224,20 +296,21 @@ def _scores(models, x: torch.Tensor, target_class: int, batch: int) -> tuple[tor
         pm, cm = [], []
         for i in range(0, len(x), batch):
             xb, store = x[i:i + batch], {}
-            hook = m.features.register_forward_hook(lambda mod, inp, out: store.__setitem__("fmap", out))
-            try:
-                cm.append(explain.CAM(m)(xb, target_class))
-            finally:
-                hook.remove()
+            if cams:
+                hook = m.features.register_forward_hook(lambda mod, inp, out: store.__setitem__("fmap", out))
+                try:
+                    cm.append(explain.CAM(m)(xb, target_class))
+                finally:
+                    hook.remove()
             logits = m.fc(m.pool(store["fmap"])) if hasattr(m, "pool") and "fmap" in store else m(xb)
-            pm.append(torch.softmax(logits, 1)[:, target_class])
+            pm.append(torch.softmax(logits.double(), 1)[:, target_class])
         probs.append(torch.cat(pm))
-        maps.append(torch.cat(cm))
-    return torch.stack(probs), torch.stack(maps)
+        maps.append(torch.cat(cm) if cams else None)
+    return torch.stack(probs), (torch.stack(maps) if cams else None)
 
 
 def measure(models, records: list[Pair], size: int, target_class: int = 1, n_shifts: int = 16, seed: int = 0,
-            batch: int = 256) -> pd.DataFrame:
+            batch: int = 256, cams: bool = True) -> pd.DataFrame:
     """One row per image pair (view) of `records`: the abnormality members' p(abnormal) on the original and
     the counterfactual and the shift p_orig - p_cf (what the object adds; positive: the object raises
     p(abnormal)), for member 0 (`_m0`) and the ensemble mean (`_ens`, mean of the members' probabilities);
@@ -248,10 +321,16 @@ def measure(models, records: list[Pair], size: int, target_class: int = 1, n_shi
     - baseline_mass: mean mass on `n_shifts` random translations of the mask (`random_offsets`, seeded);
     - pointing / baseline_pointing: whether the CAM's maximum lies in the mask / share of translations hit;
 
-    with area_fraction = mask pixels / size^2 (what a uniform map puts on the mask) and mask_px. Rows whose
+    with area_fraction = mask pixels / size^2 (what a uniform map puts on the mask) and mask_px; and the same
+    shift in logit units, logit_shift = logit(p_orig) - logit(p_cf) (`logit`; the ensemble's logit is that of
+    its mean probability), with logit_orig and logit_cf. Rows whose
     mask vanishes at `size` (e.g. a K-wire) have NaN scores. Also the locality of the pixel change at full
-    resolution (local_share: see the module docstring)."""
+    resolution (local_share: see the module docstring). cams=False: the probabilities and shifts only (no CAM
+    columns; what `logit_summary` needs, at the cost of the forward passes alone). Images without the object that
+    several pairs share (an added pair's study as written, one per kind) are scored once."""
     rows, origs, cfs, masks, pics = [], [], [], [], []
+    shared: dict = {}  # (study, view) of an added pair's image as written -> its position in `cfs`
+    cf_of = []  # per row: its image without the object, a position in `cfs`
     for p in records:
         if p.size is not None and p.size != size:
             raise ValueError(f"the pairs were letterboxed to {p.size} px, measure was asked for {size}: "
@@ -260,7 +339,11 @@ def measure(models, records: list[Pair], size: int, target_class: int = 1, n_shi
             rows.append(dict(study=p.study, part=p.part, label=p.label, kind=p.kind, view=v + 1,
                              local_share=p.locality[v]["local_share"] if p.locality else np.nan))
             origs.append(o)
-            cfs.append(c)
+            key = (p.study, v) if p.added else len(rows)
+            if key not in shared:
+                shared[key] = len(cfs)
+                cfs.append(c)
+            cf_of.append(shared[key])
             masks.append(m)
             pics.append(picture_mask(p.shape[v] if p.shape else o.shape, size))
     df = pd.DataFrame(rows)
@@ -268,18 +351,24 @@ def measure(models, records: list[Pair], size: int, target_class: int = 1, n_shi
         return df
     x0, x1 = prepare(origs, size), prepare(cfs, size)
     mk = prepare_masks(masks, size)
-    offsets = random_offsets(mk, np.stack(pics), n_shifts, seed)
-    p0, cam0 = _scores(models, x0, target_class, batch)
-    p1, cam1 = _scores(models, x1, target_class, batch)
+    p0, cam0 = _scores(models, x0, target_class, batch, cams)
+    p1, cam1 = _scores(models, x1, target_class, batch, cams)
+    idx = torch.as_tensor(cf_of)
+    p1, cam1 = p1[:, idx], (cam1[:, idx] if cams else None)
     area = mk.flatten(1).sum(1)
     empty = (area == 0).numpy()
     df["mask_px"] = area.numpy()
     df["area_fraction"] = (area.double() / (size * size)).numpy()
-    for suf, po, pc, mo, mc in (("m0", p0[0], p1[0], cam0[0], cam1[0]),
-                                ("ens", p0.mean(0), p1.mean(0), cam0.mean(0), cam1.mean(0))):
+    for suf, po, pc in (("m0", p0[0], p1[0]), ("ens", p0.mean(0), p1.mean(0))):
         df[f"p_orig_{suf}"] = po.double().numpy()
         df[f"p_cf_{suf}"] = pc.double().numpy()
         df[f"shift_{suf}"] = df[f"p_orig_{suf}"] - df[f"p_cf_{suf}"]
+        df[f"logit_orig_{suf}"], df[f"logit_cf_{suf}"] = logit(df[f"p_orig_{suf}"]), logit(df[f"p_cf_{suf}"])
+        df[f"logit_shift_{suf}"] = df[f"logit_orig_{suf}"] - df[f"logit_cf_{suf}"]
+    if not cams:
+        return df
+    offsets = random_offsets(mk, np.stack(pics), n_shifts, seed)
+    for suf, mo, mc in (("m0", cam0[0], cam1[0]), ("ens", cam0.mean(0), cam1.mean(0))):
         base_mass, base_hit = torch.zeros(len(mk), dtype=torch.float64), torch.zeros(len(mk), dtype=torch.float64)
         for o in offsets:  # one translation at a time: memory B x S x S
             region = translate(mk, o)
@@ -296,14 +385,23 @@ def measure(models, records: list[Pair], size: int, target_class: int = 1, n_shi
     return df
 
 
+def logit(p) -> np.ndarray:
+    """log(p / (1 - p)) in float64, p clipped to [LOGIT_CLIP, 1 - LOGIT_CLIP]."""
+    p = np.clip(np.asarray(p, np.float64), LOGIT_CLIP, 1 - LOGIT_CLIP)
+    return np.log(p) - np.log1p(-p)
+
+
 def study_shift(df: pd.DataFrame) -> pd.DataFrame:
     """Per (study, kind): MURA's study score (mean p(abnormal) over the views) on the originals and the
-    counterfactuals, and the shift (orig - cf), for member 0 and the ensemble."""
+    counterfactuals, and the shift (orig - cf), for member 0 and the ensemble; and the study's logit (the
+    logit of its score) with and without the object and its shift, logit_shift = logit_orig - logit_cf."""
     cols = [c for c in df.columns if c.startswith(("p_orig_", "p_cf_"))]
     g = df.groupby(["study", "part", "label", "kind"], sort=False)
     out = g[cols].mean().join(g.size().rename("views")).reset_index()
     for suf in ("m0", "ens"):
         out[f"shift_{suf}"] = out[f"p_orig_{suf}"] - out[f"p_cf_{suf}"]
+        out[f"logit_orig_{suf}"], out[f"logit_cf_{suf}"] = logit(out[f"p_orig_{suf}"]), logit(out[f"p_cf_{suf}"])
+        out[f"logit_shift_{suf}"] = out[f"logit_orig_{suf}"] - out[f"logit_cf_{suf}"]
     return out
 
 
@@ -331,3 +429,115 @@ def summarize(df: pd.DataFrame, model: str = "ens", n_boot: int = 2000, seed: in
         row["area fraction"] = float(d.area_fraction[d.mask_px > 0].mean()) if (d.mask_px > 0).any() else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- shifts in logit units, with power
+
+
+def softmax_probs(member_logits, target_class: int = 1) -> np.ndarray:
+    """p(target) per member and image (M x N, float64) from each member's logits (M arrays of N x C), e.g. the
+    members' stored logits on the clean test set (`Run.member(m).logits("test")`, the network's forward pass on
+    the cached images, which `prepare` reproduces) for `class_separation`."""
+    return np.stack([torch.softmax(torch.as_tensor(np.asarray(z)).double(), 1)[:, target_class].numpy()
+                     for z in member_logits])
+
+
+def class_separation(member_probs, labels, groups, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+                     ) -> pd.DataFrame:
+    """The scale a logit shift is read on: on the clean test set, the mean logit of the abnormal studies minus
+    the mean logit of the normal ones, for member 0 (`m0`) and the ensemble (`ens`: the logit of the members'
+    mean probability), per study (`study`: the logit of the study's score, the mean p over its views) and per
+    image (`image`). `member_probs`: M x N p(abnormal) per image (`softmax_probs`); labels, groups: per image.
+    Intervals: study bootstrap over all test studies (`evidence.study_weights`: one set of replicates for every
+    row, abnormal and normal studies drawn together), `evidence.INTERVAL_RULE`. One row per (model, level)."""
+    P = np.atleast_2d(np.asarray(member_probs, np.float64))
+    labels, groups = np.asarray(labels).astype(int), np.asarray(groups)
+    rows = []
+    for model, p in (("m0", P[0]), ("ens", P.mean(0))):
+        st = pd.DataFrame(dict(p=p, y=labels, g=groups)).groupby("g", sort=True).agg(p=("p", "mean"), y=("y", "first"))
+        for level_name, v, y, g in (("study", logit(st.p), st.y.to_numpy(), st.index.to_numpy()),
+                                    ("image", logit(p), labels, groups)):
+            W = evidence.study_weights(g, n_boot, seed)  # the same draws at both levels: codes of the same ids
+            a = (y == 1).astype(float)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                reps = (W @ (v * a)) / (W @ a) - (W @ (v * (1 - a))) / (W @ (1 - a))
+            est = float(v[y == 1].mean() - v[y == 0].mean()) if a.any() and (1 - a).any() else np.nan
+            d = evidence.interval_summary(est, reps, level)
+            rows.append(dict(model=model, level=level_name, abnormal=int(st.y.sum()), normal=int((st.y == 0).sum()),
+                             separation=d["estimate"], low=d["low"], high=d["high"]))
+    return pd.DataFrame(rows)
+
+
+def logit_summary(df: pd.DataFrame, separation: pd.DataFrame | None = None, test: str = "added",
+                  n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per kind, study label and model (m0, ens) of a `measure` table: pairs (studies, images), the mean
+    study-level logit shift (`study shift`: logit of the study's score with the object minus without; positive:
+    the object pushes towards abnormal) and the mean image-level one (`image shift`), each with its 95 % study-
+    bootstrap interval (`evidence.mean_interval`) and `resolution` (half the interval's width: the smallest
+    shift the test could tell from zero), beside `separation` (`class_separation`'s row of that model and
+    level) and the shift and the resolution as shares of it. `test`: a label for the table (added, removed)."""
+    st = study_shift(df)
+    sep = {} if separation is None else {(r.model, r.level): r for r in separation.itertuples()}
+    rows = []
+    for (kind, label), d in df.groupby(["kind", "label"], sort=False):
+        s = st[(st.kind == kind) & (st.label == label)]
+        for model in ("m0", "ens"):
+            row = dict(test=test, kind=kind, label=int(label), model=model, studies=len(s), images=len(d))
+            for level, vals, grp in (("study", s[f"logit_shift_{model}"], s.study), ("image", d[f"logit_shift_{model}"],
+                                                                                      d.study)):
+                iv = evidence.mean_interval(vals.to_numpy(), grp.to_numpy(), n_boot, seed)
+                r = sep.get((model, level))
+                scale = r.separation if r is not None else np.nan
+                pre = "" if level == "study" else "image "
+                row.update({f"{level} shift": iv["estimate"], f"{level} shift lo": iv["low"],
+                            f"{level} shift hi": iv["high"], f"{pre}resolution": (iv["high"] - iv["low"]) / 2,
+                            f"{pre}separation": scale,
+                            f"{pre}separation lo": r.low if r is not None else np.nan,
+                            f"{pre}separation hi": r.high if r is not None else np.nan,
+                            f"{pre}shift / separation": iv["estimate"] / scale,
+                            f"{pre}resolution / separation": (iv["high"] - iv["low"]) / 2 / scale})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+LOGIT_COLUMNS = ["test", "kind", "label", "model", "studies", "images", "study shift", "study shift lo",
+                 "study shift hi", "resolution", "separation", "separation lo", "separation hi", "shift / separation",
+                 "image shift", "image shift lo", "image shift hi", "image resolution"]
+
+
+def _words(r) -> str:
+    """One row of `logit_summary` in words: what the object does to the study logit, a null with its resolution
+    or a shift with its interval, and either as a multiple of the class separation."""
+    name = "degenerative change" if r["kind"] == "degenerative" else r["kind"]
+    n, k = int(r["studies"]), int(r["images"])
+    who = (f"{n} {'abnormal' if r['label'] else 'normal'} stud{'y' if n == 1 else 'ies'} "
+           f"({k} image{'' if k == 1 else 's'})")
+    head = {"added": f"{'a cast' if name == 'cast' else name}, added to {who}",
+            "removed": f"the {name}, removed from {who}"}.get(r["test"], f"{name} ({r['test']}), {who}")
+    lo, hi, est, res, sep = r["study shift lo"], r["study shift hi"], r["study shift"], r["resolution"], r["separation"]
+    if n < 2 or not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{head}: study logit shift {est:+.3f}, too few studies for an interval"
+    times = lambda x: f" ({x / sep:.2f} x the class separation)" if np.isfinite(sep) and sep > 0 else ""  # noqa: E731
+    if lo <= 0 <= hi:
+        return (f"{head}: no shift shown, resolution ±{res:.3f} logits{times(res)}; study logit shift {est:+.3f} "
+                f"[{lo:+.3f}, {hi:+.3f}]: shifts outside that interval are ruled out, smaller ones are not")
+    way = "raises" if lo > 0 else "lowers"
+    return f"{head}: {way} the study logit by {est:+.3f} [{lo:+.3f}, {hi:+.3f}]{times(est)}"
+
+
+def logit_reading(table: pd.DataFrame, model: str = "ens") -> str:
+    """A Markdown bullet for the `logit_summary` rows of `model` (ens: the ensemble; m0: member 0), one sub-bullet
+    per test and kind: a null worded as "no shift shown, resolution ±X logits" (X: half the 95 % interval's
+    width), a shift with its interval, in logits, and either beside the class separation (the abnormal test
+    studies' mean logit minus the normal ones', on the clean test set)."""
+    t = table[table.model == model] if "model" in table else table
+    if t.empty:
+        return ""
+    who = {"ens": "the ensemble", "m0": "member 0"}.get(model, model)
+    r = t.iloc[0]
+    sep = (f"; on the clean test set the abnormal studies' mean logit lies {r['separation']:+.3f} "
+           f"[{r['separation lo']:+.3f}, {r['separation hi']:+.3f}] from the normal ones'"
+           if np.isfinite(r["separation"]) else "")
+    lines = [f"  - {_words(r)}" for _, r in t.iterrows()]
+    return (f"- What each object does to {who}'s study logit (logit of the study's p(abnormal), with the object "
+            f"minus without; 95 % intervals over studies{sep}):\n" + "\n".join(lines) + "\n")

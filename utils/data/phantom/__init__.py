@@ -135,7 +135,8 @@ Masks per image: `masks/<split>/.../imageJ_bones.png` (255 on the bones that def
 
 Every random choice flows from `--seed` through `numpy.random.SeedSequence`s: one for the plan (patients,
 types, labels, views), one per study for its findings (spawn key (3, study)) and one per study for its
-renders (spawn key (1, study)); so the output does not depend on the number of worker processes, the plan
+renders (spawn key (1, study)), and one per study and kind for a finding *added* to a normal study by the
+counterfactual test (`added_finding`, spawn key (8, study, 0 cast / 1 hardware), never used by the tree); so the output does not depend on the number of worker processes, the plan
 does not depend on the lesion generator, and no render draw depends on the findings (nuisances stay
 independent of the class). Generator 3.0 (cast materials, trabecular texture, inverted and washed-out
 films, label noise) keeps 2.0's draws: the cast's material and thickness are drawn last in the study's
@@ -200,5 +201,5 @@ from .render import (
 )
 from .build import (
     plan_ood_studies, OVERCALL, subtle, plan_studies, VISIBILITY_KINDS, pair_cnr, finding_visibility, load_plan,
-    settings_dict, generate, ensure, main,
+    settings_dict, generate, ensure, main, added_finding,
 )

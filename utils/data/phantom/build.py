@@ -23,6 +23,8 @@ from tqdm import tqdm
 from utils.data.images import LESION_BITS, letterbox
 from utils.data.phantom.anatomy import (
     ABNORMAL_RATE,
+    CASTABLE,
+    FRACTURE_SITES,
     GENERATOR_VERSION,
     LESION_TAGS,
     OOD_PARTS,
@@ -32,7 +34,7 @@ from utils.data.phantom.anatomy import (
     Anatomy,
     Study,
 )
-from utils.data.phantom.findings import draw_alloy, lesion_spec
+from utils.data.phantom.findings import HARDWARE_MIX, cast_spec, draw_alloy, hardware_spec, lesion_spec
 from utils.data.phantom.render import render_study, render_view
 
 # --------------------------------------------------------------------------- planning and writing
@@ -130,6 +132,45 @@ def _write_study(args) -> list[tuple[str, int]]:
         cv2.imwrite(str(mdir / f"image{v}_lesion.png"), lesion)
         rows.append((f"MURA-v1.1/{study.folder}/image{v}.png", study.label))
     return rows
+
+
+# --------------------------------------------------------------------------- objects added (counterfactuals)
+
+ADDED_STREAM = 8  # spawn key (8, study, 0 for a cast / 1 for hardware) of the objects `added_finding` draws
+STAYS_AT_SITE = ("plate", "nail", "kwires", "screws")  # implants drawn at the given site (the others move it)
+
+
+def added_finding(study: Study, index: int, seed: int, kind: str) -> dict | None:
+    """Study number `index`'s lesion spec with a cast or hardware added, for the counterfactual test that adds an
+    object to a study rendered without it (utils.chapters.counterfactual); None where it cannot go (a cast on a
+    type outside CASTABLE, or the study has one already).
+
+    A cast goes where a normal study's does (the type's first fracture site; `cast_spec`: length, material and
+    shell as generated). Hardware is the type's retained-hardware mix (HARDWARE_MIX[part][1]: a plate or the
+    type's usual implant, an arthroplasty at the shoulder) at a site of FRACTURE_SITES, with its alloy
+    (`draw_alloy`); where the study already has a site (a normal study's cast) it goes there, drawn from the
+    mix's implants that keep the site (STAYS_AT_SITE), so the cast stays where it was. Every draw comes from
+    the object's own stream, SeedSequence(seed, spawn_key=(ADDED_STREAM, index, 0 or 1)), so no draw of the
+    plan, the findings or the renders moves."""
+    if kind not in ("cast", "hardware"):
+        raise ValueError(f"only a cast or hardware can be added, not {kind!r}")
+    spec = dict(study.lesion)
+    if kind in spec or (kind == "cast" and study.part not in CASTABLE):
+        return None
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(ADDED_STREAM, index, int(kind == "hardware"))))
+    opts = FRACTURE_SITES[study.part][:1] if kind == "cast" else FRACTURE_SITES[study.part]
+    name, lo, hi = opts[int(rng.integers(len(opts)))]
+    site = (f"{name}{study.finger}" if study.part == "FINGER" else name, float(rng.uniform(lo, hi)))
+    site = tuple(spec.get("site", site))
+    if kind == "cast":
+        return {**spec, "site": site, "cast": cast_spec(rng)}
+    mix = {k: w for k, w in HARDWARE_MIX[study.part][1].items() if "site" not in spec or k in STAYS_AT_SITE}
+    keys = list(mix)
+    w = np.array([mix[k] for k in keys], float)
+    hw, site = hardware_spec(rng, study.part, keys[int(rng.choice(len(keys), p=w / w.sum()))], site)
+    out = {**spec, "site": site, "hardware": hw}
+    draw_alloy(out, rng)
+    return out
 
 
 # --------------------------------------------------------------------------- how visible the findings are

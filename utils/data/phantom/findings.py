@@ -142,7 +142,7 @@ def _fracture_spec(rng: np.random.Generator, pattern: str, comminution: bool = F
     return fr
 
 
-def _hardware_spec(rng: np.random.Generator, part: str, kind: str, site: tuple) -> tuple[dict, tuple]:
+def hardware_spec(rng: np.random.Generator, part: str, kind: str, site: tuple) -> tuple[dict, tuple]:
     """An implant of `kind` at real sizes (PLATES, NAIL_MM, ...); returns (spec, site), the site moved where
     the implant has its own (olecranon, radial head, proximal humerus)."""
     hw: dict = dict(type=kind, face=bool(rng.random() < 0.5))  # face: seen en face (else in profile)
@@ -219,7 +219,7 @@ def _djd_spec(rng: np.random.Generator, part: str, finger: int) -> dict:
     return dict(grade=grade, joints=out)
 
 
-def _cast_spec(rng: np.random.Generator) -> dict:
+def cast_spec(rng: np.random.Generator) -> dict:
     """A cast: its length (0.5-1: 75-110 mm proximal of the site), material and shell thickness (mm). Drawn last
     in the study's findings stream, so the draws before it are generator 2.0's."""
     length = float(rng.uniform(0.5, 1.0))
@@ -243,7 +243,7 @@ def lesion_spec(rng: np.random.Generator, part: str, abnormal: bool, finger: int
     if not abnormal:
         if part in CASTABLE and rng.random() < NORMAL_CAST_RATE:
             spec["site"] = site_of(FRACTURE_SITES[part][:1])
-            spec["cast"] = _cast_spec(rng)
+            spec["cast"] = cast_spec(rng)
         return spec
     pres = _pick(rng, ABNORMAL_MIX[part])
     if pres == "degenerative":
@@ -255,12 +255,12 @@ def lesion_spec(rng: np.random.Generator, part: str, abnormal: bool, finger: int
         spec["fracture"] = _fracture_spec(rng, _pick(rng, FRACTURE_PATTERN.get(part, FRACTURE_PATTERN["default"])))
     else:
         kind = _pick(rng, HARDWARE_MIX[part][0 if pres == "fixed" else 1])
-        spec["hardware"], spec["site"] = _hardware_spec(rng, part, kind, spec["site"])
+        spec["hardware"], spec["site"] = hardware_spec(rng, part, kind, spec["site"])
         if pres == "fixed":
             spec["fracture"] = _fracture_spec(rng, "reduced", comminution=bool(rng.random() < 0.3))
             rate = CAST_RATE["fixed_kwires" if kind == "kwires" else "fixed"]
     if part in CASTABLE and rng.random() < rate:
-        spec["cast"] = _cast_spec(rng)
+        spec["cast"] = cast_spec(rng)
     return spec
 
 
@@ -354,7 +354,7 @@ def _metal_dot(name, c, d, length):
 
 
 def _hardware_solids(prims: list[Prim], hw, site, F, u, n, r, L) -> list[Prim]:
-    """The implant `hw` (from _hardware_spec) at the site's frame (point F, axis u, normal n, radius r,
+    """The implant `hw` (from hardware_spec) at the site's frame (point F, axis u, normal n, radius r,
     length L of the site's capsule)."""
     if isinstance(hw, str):  # generator 1.0 wrote the kind alone
         hw = dict(type={"kwire": "kwires", "prosthesis": "arthroplasty"}.get(hw, hw))
