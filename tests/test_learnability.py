@@ -33,7 +33,8 @@ def smoke_cache(smoke_tree, tmp_path_factory):
     from utils.data import sources
 
     profile = config.get_profile("smoke", task="abnormality")
-    idx = sources.carve_validation(sources.load_index(smoke_tree), profile.val_fraction, profile.seed)
+    idx = sources.carve_validation(sources.load_index(smoke_tree), profile.val_fraction, profile.seed,
+                                   profile.cal_fraction)
     return profile, data.build_cache(idx, profile.image_size, tmp_path_factory.mktemp("cache"), workers=1,
                                      progress=False)
 
@@ -51,3 +52,23 @@ def test_the_rungs_run_end_to_end_on_the_smoke_data(smoke_cache):
     t = learnability.run_rung(profile, "task", learnability.RUNGS["the task"], cache, device="cpu")
     assert t["train_images"] == len(cache.index.query("subset == 'train'"))
     assert t["held_out_images"] == len(cache.index.query("subset == 'test'")) and 0 <= t["study_auroc"] <= 1
+
+
+def test_noisy_labels_follow_the_phantoms_noise_model_on_its_own_studies(smoke_cache):
+    """The label-noise rung's training labels: at q = 0 the tree's own labels; at q = 1 every subtle finding
+    missed and no other abnormal study, and a normal study over-called at rate OVERCALL (the plan's own draws)."""
+    from utils.data import phantom
+
+    profile, cache = smoke_cache
+    idx = cache.index
+    assert np.array_equal(learnability.noisy_labels(profile, idx, 0.0), idx.label.to_numpy())
+    y = learnability.noisy_labels(profile, idx, 1.0)
+    ph = profile.phantom
+    plan = {st.folder: st for st in phantom.plan_studies(ph.train_patients, ph.valid_patients, ph.seed)}
+    st = [plan[f"{r.split}/XR_{r.body_part}/{r.patient}/{r.study}"] for r in idx.itertuples()]
+    truth = idx.label.to_numpy()
+    missed = np.array([s.label == 1 and phantom.subtle(s.lesion) for s in st])
+    assert missed.any() and (y[missed] == 0).all()  # every subtle finding missed at q = 1
+    assert (y[(truth == 1) & ~missed] == 1).all()  # other findings always reported
+    flipped = (truth == 0) & (y == 1)
+    assert 0 < flipped.sum() < (truth == 0).sum() * 3 * phantom.OVERCALL  # a few normal studies over-called

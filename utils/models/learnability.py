@@ -20,6 +20,11 @@ records training accuracy (all its training images), held-out accuracy and AUROC
   `patients` times as many training patients (phantom only: generated once under data/, its own validation
   carve and test split; MURA has ~12x the cpu phantom's training images). Trained like every rung (last epoch),
   so the row can differ a little from `utils.recipe`'s baseline, which keeps the epoch of lowest validation NLL.
+  With `noise` (phantom only): the training labels are those a report with MURA's reader noise would give
+  (`phantom.plan_studies(..., label_noise=noise)`: subtle findings missed, a few normal studies over-called; the
+  phantom's docstring, "Label noise": q = 0.7 reproduces the radiologists' kappa of ~0.75 against the gold standard
+  in MURA's paper), the images and the test labels (the truth) unchanged: what MURA's label noise costs this
+  learner, beside the noise-free row.
 
 The bars are planted in the cached (letterboxed) images, so their size is what the network sees. Models are not
 saved; a rung costs a few tens of seconds on the cpu profile.
@@ -57,6 +62,7 @@ RUNGS: dict[str, dict] = {
     "objects, no augmentation": dict(kind="objects", augment="none"),
     "the task": dict(kind="task", patients=1),
     "the task, 4x the patients": dict(kind="task", patients=4),
+    "the task, training labels with MURA's reader noise": dict(kind="task", patients=1, noise=0.7),
 }
 """Name -> rung. `w`, `length`: the planted bar in px at the profile's image size; `augment`: overrides the
 profile's augmentation (`data.AUGMENTATIONS`)."""
@@ -118,11 +124,25 @@ def _scores(model: nn.Module, x: torch.Tensor, y: np.ndarray, device, groups=Non
     return out
 
 
+def noisy_labels(profile, index: pd.DataFrame, noise: float) -> np.ndarray:
+    """The report labels (0/1) of `index`'s images under the phantom's label-noise model at rate `noise`, from the
+    profile's phantom plan (the same studies, findings and images as the noise-free tree the index reads)."""
+    ph = profile.phantom
+    plan = phantom.plan_studies(ph.train_patients, ph.valid_patients, ph.seed, label_noise=noise)
+    label = {st.folder.rsplit("_", 1)[0]: st.label for st in plan}
+    keys = (index.split + "/XR_" + index.body_part + "/" + index.patient + "/" + index.study.str.rsplit("_", n=1).str[0])
+    missing = sorted(set(keys) - set(label))
+    if missing:
+        raise data.DataError(f"{len(missing)} studies (e.g. {missing[0]}) are not in the profile's phantom plan: the "
+                             "label-noise rung needs the profile's own phantom")
+    return keys.map(label).to_numpy().astype(np.int64)
+
+
 def run_rung(profile, name: str, rung: dict, cache: data.ImageCache, device=None) -> dict:
     """Train and score one rung (RUNGS) on the profile's abnormality data in `cache`."""
     device = device or get_device()
     profile = profile.replace(task="abnormality", **({"augment": rung["augment"]} if "augment" in rung else {}))
-    tr, va, te = train.datasets(profile, cache)
+    tr, va, _, te = train.datasets(profile, cache)
     seed = train.member_seed(profile, 0)
     if rung["kind"] == "planted":
         normal = np.asarray(tr.rows)[np.asarray(tr.targets) == 0]
@@ -146,8 +166,10 @@ def run_rung(profile, name: str, rung: dict, cache: data.ImageCache, device=None
     elif rung["kind"] == "task":
         if rung["patients"] != 1:
             cache = _scaled_cache(profile, rung["patients"])
-            tr, va, te = train.datasets(profile, cache)
+            tr, va, _, te = train.datasets(profile, cache)
         x_tr, y_tr = data.standardize(data.to_input(cache.images[np.asarray(tr.rows)])), np.asarray(tr.targets)
+        if rung.get("noise"):
+            y_tr = noisy_labels(profile, tr.index, rung["noise"])
         x_ho, y_ho = data.standardize(data.to_input(cache.images[np.asarray(te.rows)])), np.asarray(te.targets)
         study_of = te.index.study_id.to_numpy()
     else:
@@ -169,7 +191,8 @@ def _scaled_cache(profile, factor: int) -> data.ImageCache:
     ph = profile.phantom
     root = phantom.ensure(paths.data / f"phantom-{profile.name}-x{factor}", ph.train_patients * factor,
                           ph.valid_patients, ph.seed, ph.max_side, progress=False)
-    index = sources.carve_validation(sources.load_index(root), profile.val_fraction, profile.seed)
+    index = sources.carve_validation(sources.load_index(root), profile.val_fraction, profile.seed,
+                                     profile.cal_fraction)
     return data.build_cache(index, profile.image_size, paths.cache, progress=False)
 
 
