@@ -449,3 +449,16 @@ def test_intervals_stay_inside_the_range_of_their_metric():
     assert d["low"] >= 0 and d["high"] <= 1
     a = ev.interval("accuracy", probs, y, np.arange(60), n_boot=300)
     assert a["high"] <= 1 and a["estimate"] == 1.0
+
+
+def test_study_weights_are_kept_read_only_and_equal_a_fresh_draw(monkeypatch):
+    evidence = ev
+    g = np.repeat(np.arange(30), 3)
+    a = evidence.study_weights(g, 50, seed=4)
+    assert evidence.study_weights(g, 50, seed=4) is a and not a.flags.writeable
+    monkeypatch.setattr(evidence, "_WEIGHTS", {})
+    fresh = evidence.study_weights(g, 50, seed=4)
+    assert fresh is not a and np.array_equal(fresh, a)
+    assert not np.array_equal(evidence.study_weights(g, 50, seed=5), a)
+    with pytest.raises(ValueError):
+        a[0, 0] = 1.0

@@ -288,3 +288,27 @@ def test_the_narrowed_posterior_is_the_broadest_on_its_grid_whose_networks_agree
     # the step below fails: this is the broadest such posterior on the grid
     assert agreement(delta / 10 ** (1 / cls.STEPS_PER_DECADE)) < cls.AGREE
     assert nar.info["val_agreement"][f"{delta:.6g}"] == pytest.approx(agreement(delta))
+
+
+def test_the_curvature_kept_on_disk_is_reused_for_the_same_checkpoint_only(tmp_path, monkeypatch):
+    """`fit_shared(saved=, source=)`: a later process (the in-memory memo emptied) loads the curvature instead of
+    fitting, and draws exactly the samples a fresh fit draws; another checkpoint fits again."""
+    torch.manual_seed(0)
+    net = tiny_net().eval()
+    x, y = torch.randn(32, 1, 24, 24), torch.randint(0, 4, (32,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    f = tmp_path / "curvature.pt"
+    first = wl.fit_shared(net, loader, 2.0, saved=f, source="sha-a")
+    assert f.is_file()
+    calls = []
+    real_fit = wl.fit
+    monkeypatch.setattr(wl, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
+    monkeypatch.setattr(wl, "_FITTED", type(wl._FITTED)())  # a new process
+    again = wl.fit_shared(net, loader, 2.0, saved=f, source="sha-a")
+    assert not calls and again.fit_s == first.fit_s
+    for fit in (first, again):
+        fit.la.prior_precision = 7.0
+    torch.testing.assert_close(wl.parameter_samples(first, 4, seed=3), wl.parameter_samples(again, 4, seed=3))
+    monkeypatch.setattr(wl, "_FITTED", type(wl._FITTED)())
+    wl.fit_shared(net, loader, 2.0, saved=f, source="sha-b")  # a retrained member
+    assert calls == [1]

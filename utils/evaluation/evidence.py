@@ -72,14 +72,30 @@ def study_weights(groups, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
 
     Returns
     -------
-    (n_boot, N) float array: row r holds, for each image, how often its study was drawn in
-    replicate r (S draws with replacement from the S studies; multinomial counts).
+    (n_boot, N) float array, read-only: row r holds, for each image, how often its study was drawn in
+    replicate r (S draws with replacement from the S studies; multinomial counts). The last few are kept
+    (`_WEIGHTS_KEPT`): a report draws the same test studies' replicates for hundreds of intervals.
     """
     inv, s = group_codes(groups)
+    key = (inv.tobytes(), s, int(n_boot), int(seed)) if isinstance(seed, (int, np.integer)) else None
+    if key in _WEIGHTS:
+        _WEIGHTS[key] = _WEIGHTS.pop(key)  # most recently used last
+        return _WEIGHTS[key]
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, s, size=(n_boot, s))
     counts = np.bincount((draws + np.arange(n_boot)[:, None] * s).ravel(), minlength=n_boot * s)
-    return counts.reshape(n_boot, s)[:, inv].astype(np.float64)
+    W = counts.reshape(n_boot, s)[:, inv].astype(np.float64)
+    W.flags.writeable = False
+    if key is None:  # a Generator or a SeedSequence as the seed: not kept
+        return W
+    _WEIGHTS[key] = W
+    while len(_WEIGHTS) > _WEIGHTS_KEPT:
+        _WEIGHTS.pop(next(iter(_WEIGHTS)))
+    return W
+
+
+_WEIGHTS: dict = {}
+_WEIGHTS_KEPT = 4
 
 
 # ----------------------------------------------------------------------------------------------
