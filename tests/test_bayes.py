@@ -403,7 +403,8 @@ def test_notebook_02_reading_states_its_tables_numbers():
 
     fits = pd.DataFrame([dict(method=m, member=k, accuracy=a, nll=n, ece=e) for m, vals in (
         ("MAP", [(0.88, 0.30, 0.03), (0.90, 0.28, 0.035)]), ("Laplace, kron", [(0.88, 0.29, 0.02), (0.90, 0.27, 0.025)]),
-        ("Laplace, kron, all weights", [(0.86, 0.84, 0.42)])) for k, (a, n, e) in enumerate(vals)])
+        ("Laplace, kron, all weights", [(0.86, 0.84, 0.42)]),
+        ("Laplace, kron, all weights, narrowed prior", [(0.88, 0.305, 0.04)])) for k, (a, n, e) in enumerate(vals)])
     prior = pd.DataFrame([dict(structure="kron", marglik_delta=17.6, marglik_bracketed=True, gridsearch_delta=1e12,
                                gridsearch_bracketed=False, gridsearch_range=(0.01, 1e12)),
                           dict(structure="diag", marglik_delta=13.0, marglik_bracketed=True, gridsearch_delta=1e-10,
@@ -415,7 +416,11 @@ def test_notebook_02_reading_states_its_tables_numbers():
     text = laplace_chapter.reading(fits, prior, pm, cost, "phantom")
     assert "kron: NLL -0.010, ECE -1.0 points, accuracy 0.0 points" in text  # means over the two members; no -0.0
     assert "(NLL 0.290, ECE 3.2 %, accuracy 89.0 %)" in text
-    assert "all-weights Laplace (1 member): NLL 0.840 and ECE 42.0 %" in text and "far broader" in text
+    # each all-weights posterior by its label, against member 0's own MAP network (0.300, 3.0 %), not the mean
+    assert ("*Laplace, kron, all weights* (member 0): NLL 0.840 and ECE 42.0 % against the same member's MAP "
+            "network's 0.300 and 3.0 %: its linearised predictive is far broader") in text
+    assert ("*Laplace, kron, all weights, narrowed prior* (member 0): NLL 0.305 and ECE 4.0 % against the same "
+            "member's MAP network's 0.300 and 3.0 %: within 0.02 nats and 2 ECE points") in text
     assert "kron 17.6, diag 13; every marginal-likelihood search bracketed" in text
     assert "For kron the grid search on the validation NLL ran off its upper edge" in text
     assert "For diag the grid search on the validation NLL ran off its lower edge (δ = 1e-10): a broader" in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -312,3 +313,29 @@ def test_the_curvature_kept_on_disk_is_reused_for_the_same_checkpoint_only(tmp_p
     monkeypatch.setattr(wl, "_FITTED", type(wl._FITTED)())
     wl.fit_shared(net, loader, 2.0, saved=f, source="sha-b")  # a retrained member
     assert calls == [1]
+
+
+def test_the_targets_read_point_values_and_the_reading_answers_only_when_all_are_met():
+    from utils.chapters import weight_explanations as we
+
+    def row(name, rho, right=None, agree=None):
+        r = dict(set=name, images=100, rho=rho, rho_low=rho - 0.01, rho_high=rho + 0.01)
+        if right is not None:
+            r.update(samples_right=right, samples_right_low=right - 0.04, samples_right_high=right + 0.04,
+                     samples_agree=agree, samples_agree_low=agree - 0.03, samples_agree_high=agree + 0.03)
+        return r
+
+    shift = pd.DataFrame([row(we.SETS[1], 0.08, 0.16, 0.17), row(we.SETS[3], 0.92),
+                          row(we.SETS[4], 0.99, 0.87, 0.91)])
+    info = dict(marglik_prior=19.5, prior_precision=6.2e3, narrowing=316.0, val_agreement={"6163": 0.91, "2e6": 0.99})
+    ref = dict(low=0.018, high=0.044)
+    ok = we.targets(shift, dict(nll=0.37, ece=0.03), dict(nll=0.358), ref, map_right=0.88)
+    assert ok.met.all()  # 0.91 >= 0.90 on its point value, though its interval's lower end (0.88) is below
+    assert ok.bound.tolist() == pytest.approx([0.378, 0.044, 0.86, 0.90])
+    d = dict(estimate=0.07, low=0.06, high=0.08)
+    text = we.narrowed_reading(shift, ok, info, dict(nll=0.37, ece=0.03), dict(nll=0.358), ref, d)
+    assert "meets every target" in text and "stays **closer** to the MAP CAM" in text
+    bad = we.targets(shift, dict(nll=0.37, ece=0.058), dict(nll=0.358), ref, map_right=0.90)
+    assert bad.met.tolist() == [True, False, False, True]  # ECE above the reference; 0.87 < 0.90 - 0.02
+    text = we.narrowed_reading(shift, bad, info, dict(nll=0.37, ece=0.058), dict(nll=0.358), ref, d)
+    assert "not read as an answer" in text and "stays **closer**" not in text and "99.0%" in text

@@ -311,8 +311,13 @@ def prior_words(label: str, info: list[dict]) -> str:
     deltas = [float(i.get("prior_precision", np.nan)) for i in info]
     bias = [float(i["prior_precision_bias"]) for i in info if "prior_precision_bias" in i]
     unbracketed = sum(not bool(i.get("bracketed", True)) for i in info)
-    words = f"{short} δ_W = {span_text(deltas)}, δ_b = {span_text(bias)}" if bias else f"{short} δ = {span_text(deltas)}"
-    return words + (f", not bracketed for {unbracketed} member(s)" if unbracketed else ", bracketed for every member")
+    words = f"{short} δ = {span_text(deltas)}"
+    if bias:
+        words = f"{short} δ_W = {span_text(deltas)}, δ_b = {span_text(bias)}"
+    if any(str(i.get("prior", "")).startswith("val-agree") for i in info):  # LaplaceAllWeightsNarrowed
+        words += " (chosen on the val split by its networks' agreement with the MAP class, not by the evidence)"
+    who = "every member" if len(info) > 1 else "member 0, its only one"
+    return words + (f", not bracketed for {unbracketed} member(s)" if unbracketed else f", bracketed for {who}")
 
 
 def reading(tab: pd.DataFrame, vs_best: pd.DataFrame, verdict: pd.DataFrame, tv: dict[str, float], temps,
@@ -367,11 +372,13 @@ members; 95 % intervals from the study bootstrap).
 - The {ens} of all {members} members against the best single-model method on each score (ensemble − best,
   paired): accuracy {vs('accuracy', 100, 2)} points (best single: *{vb.loc['accuracy', 'best_single']}*),
   NLL {vs('nll', 1, 3)} (*{vb.loc['nll', 'best_single']}*), ECE {vs('ece', 100, 2)} points
-  (*{vb.loc['ece', 'best_single']}*).
+  (*{vb.loc['ece', 'best_single']}*). The best single method is picked on this test split, which favours it,
+  and the interval does not include that choice.
 - The last-layer Laplace predictives {moves} from the MAP network's: the mean total-variation distance per
   image is {_and(f"{tv[k]:.3f} ({k.removeprefix('Laplace, ')})" for k in laplace)}, against
   {tv['temperature scaling']:.3f} for temperature scaling.
-- The Laplace rows use, for each member, the prior precision that maximises its marginal likelihood{layerwise}:
+- The Laplace rows use, for each member, the prior precision that maximises its marginal likelihood{layerwise},
+  except where said:
   {"; ".join(prior_words(k, preds[k].info) for k in prior_methods(preds))}. Notebook 02 shows the search and
   what a grid search on the validation NLL would pick instead.
 - Differences between single-model ECEs whose paired interval includes zero are not evidence of a ranking. Where
@@ -519,12 +526,25 @@ def conformal_reading(conf: pd.DataFrame, cal_images: int, cal_studies: int, one
             parts.append(f"at alpha = {a:g}, {int(ga.in_band.eq(True).sum())} of {len(ga)}{words} ({band})" +
                          (f"; outside it: {_outside(out)}" if len(out) else ""))
         binned = conf[(conf.mondrian == kind) & (conf.subset != "all") & conf.in_band.notna()]
+        binned = binned.drop_duplicates(["method", "score", "alpha", "n", "coverage", "n_cal"])  # a part = a class
         if len(binned):
+            full = binned.n_cal < np.ceil(1 / binned.alpha) - 1  # too few calibration images: every set is full
             bad = binned[binned.in_band.eq(False)]
-            parts.append(f"{len(binned) - len(bad)} of {len(binned)} coverages of a single bin lie inside that bin's "
-                         "own band (from its calibration images)")
+            parts.append(f"{len(binned) - len(bad)} of {len(binned)} coverages of a single bin (one class or part, "
+                         "each with its own threshold) lie inside that bin's own band, from its calibration images"
+                         + (f"; {int(full.sum())} of them trivially (the bin has fewer calibration images than "
+                            "1/alpha - 1, so its threshold is infinite and every set holds every label)"
+                            if full.any() else ""))
+            low = bad[bad.coverage < bad.band_low]
+            for (sc, a, sub), gb in low.groupby(["score", "alpha", "subset"], sort=False):
+                n_meth = conf[(conf.mondrian == kind) & (conf.subset == sub) & (conf.score == sc)
+                              & (conf.alpha == a)].method.nunique()
+                parts.append(f"below its band: {sub.split('=', 1)[1]} with {sc.upper()} at alpha = {a:g} for "
+                             f"{gb.method.nunique()} of {n_meth} methods ({span_text(gb.coverage, '.2f')} against "
+                             f"{gb.band_low.min():.3f}, from {int(gb.n_cal.iloc[0])} calibration images)")
         sizes = g.groupby("alpha", sort=False)["size"].mean()
-        parts.append("mean set size " + ", ".join(f"{v:.2f} at alpha = {a:g}" for a, v in sizes.items()))
+        parts.append("mean set size (labels per test image, averaged over methods and scores) "
+                     + ", ".join(f"{v:.2f} at alpha = {a:g}" for a, v in sizes.items()))
         lines.append(f"- **{what}**: " + "; ".join(parts) + ".")
     marg = conf[(conf.mondrian == "none") & conf.subset.str.startswith("class=")]
     if len(marg):
@@ -539,8 +559,11 @@ def conformal_reading(conf: pd.DataFrame, cal_images: int, cal_studies: int, one
     if one is not None and len(one):
         o = one[(one.subset == "all") & (one.mondrian == "none")]
         lines.append(f"- Calibrated on one image per study ({int(o.n_cal.iloc[0])} images) and scored on one image per "
-                     f"test study ({int(o.n.iloc[0])}), where the band's exchangeability holds: "
-                     f"{int(o.in_band.eq(True).sum())} of {len(o)} overall coverages lie inside the band"
+                     f"test study ({int(o.n.iloc[0])}), where views of one study no longer break exchangeability "
+                     "(a patient's several studies still can): "
+                     f"{int(o.in_band.eq(True).sum())} of {len(o)} overall coverages lie inside the band "
+                     f"({o.band_low.min():.3f}-{o.band_high.max():.3f}, wide at this size: a weak check, which "
+                     "finds no violation rather than confirming coverage)"
                      + (f"; outside it: {_outside(o[o.in_band.eq(False)])}." if o.in_band.eq(False).any() else "."))
     raps = conf[(conf.score == "raps") & (conf.subset == "all") & (conf.mondrian == "none")]
     if len(raps):

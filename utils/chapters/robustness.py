@@ -340,9 +340,10 @@ def conformal_shift_reading(tab: pd.DataFrame) -> str:
     alpha = float(tab.alpha.iloc[0])
     lo, hi = (float(tab[c].iloc[0]) for c in ("band_low", "band_high"))
     lines = [f"Conformal sets at alpha = {alpha:g}, threshold calibrated once on the clean cal split (RAPS at its "
-             f"fixed k_reg and λ here); exchangeable test images would cover between {lo:.3f} and {hi:.3f} (the "
-             "beta-binomial band; too narrow by the design effect of studies' views); per method, coverage [95 % "
-             "study-bootstrap interval] and, in brackets, mean set size (an empty set never covers)."]
+             "fixed k_reg and λ here, not notebook 04's tuned ones, so its RAPS numbers differ from 04's); "
+             f"exchangeable test images would cover between {lo:.3f} and {hi:.3f} (the beta-binomial band; too "
+             "narrow by the design effect of studies' views); per method, coverage [95 % study-bootstrap interval] "
+             "and, in brackets, mean set size (an empty set never covers)."]
     for s, gs in tab.groupby("score", sort=False):
         clean, rot, cor = [], [], []
         for m, g in gs.groupby("method", sort=False):

@@ -298,7 +298,8 @@ def reading(sec: dict, members: int) -> str:
     return f"""
 **Reading** (the deep ensemble of {members} members: the spread of its members' CAMs of its predicted class,
 its predictive entropy and its members' mutual information; 95 % intervals from the study bootstrap,
-differences paired; a difference is called only where its interval excludes zero).
+differences paired; a difference is called only where its interval excludes zero; {2 * len(set(table.condition))}
+comparisons, not corrected for multiplicity, so one interval just clear of zero is weak evidence).
 
 {lines}
 - Errors on the clean test images ({assoc['errors']} of {assoc['n']}), logistic regression on the standardised

@@ -253,23 +253,24 @@ def paired_rho(per: pd.DataFrame, a: str, b: str, groups, n_boot: int = 2000, se
     return _intervals(frame, ["d_rho"], groups, n_boot, seed)["d_rho"]
 
 
-def targets(shift: pd.DataFrame, glm_row: dict, map_row: dict, ece_ref: dict) -> pd.DataFrame:
-    """The narrowed posterior against the targets (NLL_GAP, ACCURACY_GAP, AGREEMENT; module constants): one row
-    per target with the value, the bound and whether it is met. `shift`: `shift_table` (its sampled networks on the
-    explained images, with intervals; a target on them is met when the interval's lower end clears it);
-    `glm_row`, `map_row`: `metrics.summary` of its linearised predictive and of member 0's MAP network on the
-    whole test split; `ece_ref`: `evidence.ece_reference` of the predictive's probabilities."""
+def targets(shift: pd.DataFrame, glm_row: dict, map_row: dict, ece_ref: dict, map_right: float) -> pd.DataFrame:
+    """The narrowed posterior against the targets (NLL_GAP, ACCURACY_GAP, AGREEMENT; module constants), each read
+    on its point value as the issue states them: one row per target with the value, the bound and whether it is
+    met. `shift`: `shift_table` (its sampled networks on the explained images); `glm_row`, `map_row`:
+    `metrics.summary` of its linearised predictive and of member 0's MAP network on the whole test split;
+    `ece_ref`: `evidence.ece_reference` of the predictive's probabilities; `map_right`: member 0's MAP accuracy on
+    the same explained images as the sampled networks (so the accuracy target compares like with like)."""
     t = shift.set_index("set").loc[SETS[4]]
-    floor = map_row["accuracy"] - ACCURACY_GAP
+    floor = map_right - ACCURACY_GAP
     rows = [
-        dict(target="linearised predictive: NLL within 0.02 of the MAP network's", value=glm_row["nll"],
-             bound=map_row["nll"] + NLL_GAP, met=glm_row["nll"] <= map_row["nll"] + NLL_GAP),
-        dict(target="linearised predictive: ECE inside a calibrated predictor's interval", value=glm_row["ece"],
-             bound=ece_ref["high"], met=ece_ref["low"] <= glm_row["ece"] <= ece_ref["high"]),
-        dict(target=f"sampled networks right (>= MAP accuracy - {ACCURACY_GAP:.0%})", value=t.samples_right,
-             bound=floor, met=t.samples_right_low >= floor),
-        dict(target=f"sampled networks agree with the MAP class (>= {AGREEMENT:.0%})", value=t.samples_agree,
-             bound=AGREEMENT, met=t.samples_agree_low >= AGREEMENT),
+        dict(target="linearised predictive: NLL within 0.02 of the MAP network's (whole test split)",
+             value=glm_row["nll"], bound=map_row["nll"] + NLL_GAP, met=glm_row["nll"] <= map_row["nll"] + NLL_GAP),
+        dict(target="linearised predictive: ECE inside a calibrated predictor's interval (whole test split)",
+             value=glm_row["ece"], bound=ece_ref["high"], met=ece_ref["low"] <= glm_row["ece"] <= ece_ref["high"]),
+        dict(target=f"sampled networks right, >= the MAP network's {map_right:.1%} - {ACCURACY_GAP:.0%} (explained "
+                    "images)", value=t.samples_right, bound=floor, met=t.samples_right >= floor),
+        dict(target=f"sampled networks agree with the MAP class, >= {AGREEMENT:.0%} (explained images)",
+             value=t.samples_agree, bound=AGREEMENT, met=t.samples_agree >= AGREEMENT),
     ]
     return pd.DataFrame(rows)
 
@@ -294,10 +295,17 @@ def narrowed_reading(shift: pd.DataFrame, gate: pd.DataFrame, info: dict, glm_ro
         f"with the MAP class on {_ci(nar, 'samples_agree', 1, pct=True)} of the explained images."]
     failed = gate[~gate.met.astype(bool)]
     if len(failed):
-        lines.append("It misses " + "; ".join(f"{r.target} ({r.value:.3f} against {r.bound:.3f})"
-                                              for r in failed.itertuples())
-                     + ". So no posterior tried here both classifies like the MAP network and is calibrated; its "
-                       f"CAM numbers (ρ {_ci(nar, 'rho', 3)} with the MAP CAM) are shown, not read as an answer.")
+        top = max(info.get("val_agreement", {}).items(), key=lambda kv: float(kv[0]), default=None)
+        lines.append(
+            "Read on their point values, it misses " + "; ".join(f"{r.target} ({r.value:.3f} against {r.bound:.3f})"
+                                                               for r in failed.itertuples())
+            + ". So neither all-weights posterior scored here (the evidence's δ and this narrowed one) both classifies "
+              "like the MAP network and is calibrated. A larger δ draws networks still closer to the MAP network"
+            + (f" (at δ = {float(top[0]):.3g} they agree with it on {top[1]:.1%} of the validation images)" if top
+               else "") + ", which meets such targets by ceasing to differ from it; the layer-wise prior and a "
+              "subnetwork Laplace tried outside the report did no better (the module docstring of "
+              "`utils/posteriors/all_weights.py`). Its CAM numbers (ρ "
+            f"{_ci(nar, 'rho', 3)} with the MAP CAM) are shown, not read as an answer.")
         return "\n\n".join(lines)
     if d_rho["low"] > 0:
         how = "stays **closer** to the MAP CAM than the other members' mean CAM does"
