@@ -388,14 +388,20 @@ def test_logit_shift_summary_is_the_hand_computation():
         assert np.isclose(r["separation"], s.separation)
         assert np.isclose(r["shift / separation"], r["study shift"] / s.separation)
     words = cf.logit_reading(table)
+    shown = cf.logit_shown(table)  # the displayed table: shifts with their intervals as text, narrow enough
+    r0 = table.iloc[0]
+    assert shown["study shift [95 %]"].iloc[0] == (f"{r0['study shift']:+.3f} [{r0['study shift lo']:+.3f}, "
+                                                   f"{r0['study shift hi']:+.3f}]")
+    assert len(shown.columns) == 10 and "separation" not in shown.columns
     null = table[(table.kind == "hardware") & (table.model == "ens")].iloc[0]
     assert null["study shift lo"] < 0 < null["study shift hi"]
     assert (f"hardware, added to 6 normal studies (11 images): no shift shown, resolution ±{null.resolution:.3f} "
             "logits") in words
     cast = table[(table.kind == "cast") & (table.model == "ens")].iloc[0]
     assert cast["study shift lo"] > 0
-    assert (f"a cast, added to 6 normal studies ({cast.images} images): raises the study logit by "
-            f"{cast['study shift']:+.3f}") in words
+    assert (f"a cast, added to 6 normal studies ({cast.images} images): the study logit with it is higher than "
+            f"without by {cast['study shift']:+.3f}") in words
+    assert "x the class separation" not in words and "no ratio is given" in words
     assert "member 0" in cf.logit_reading(table, "m0") and cf.logit_reading(table.iloc[:0]) == ""
     assert cf.logit_reading(pd.DataFrame()) == ""  # real MURA: no table
     one = cf.logit_summary(df[df.study == "cast0"], sep, "removed", n_boot=100)

@@ -244,3 +244,15 @@ def test_augrc_extremes_and_custom_score():
     # a score that refers the error last: the error is accepted first
     score = np.array([1.0, 2.0, 3.0, 0.0])
     assert metrics.augrc(p, y, score) == pytest.approx(0.75 * 0.25 + 0.25 ** 2 / 2)
+
+
+def test_a_study_of_equal_probabilities_keeps_them_exactly():
+    """pandas' mean of three copies of 0.8132702392002724 is not that float; tied studies must stay tied, or a
+    constant predictor's study AUROC moves with the number of views (it read 0.47 instead of 0.50 on one part)."""
+    import pandas as pd
+
+    v = 0.8132702392002724
+    assert pd.Series([v, v, v]).groupby([0, 0, 0]).mean().iloc[0] != v  # the float fact the fix is for
+    p = np.array([[1 - v, v]] * 3 + [[1 - v, v]] * 2 + [[0.5, 0.5], [0.7, 0.3]])
+    sp, sy, _ = metrics.study_level(p, [1, 1, 1, 0, 0, 1, 1], ["a", "a", "a", "b", "b", "c", "c"])
+    assert sp[0, 1] == v and sp[1, 1] == v and sp[2, 1] == pytest.approx(0.4)

@@ -505,24 +505,38 @@ LOGIT_COLUMNS = ["test", "kind", "label", "model", "studies", "images", "study s
                  "image shift", "image shift lo", "image shift hi", "image resolution"]
 
 
+def logit_shown(table: pd.DataFrame) -> pd.DataFrame:
+    """`logit_summary` rows for display: the study and image shifts as 'estimate [low, high]' with their resolutions
+    (the class separation, the same for every row of a model, is stated by `logit_reading`)."""
+    def ci(r, c):
+        return f"{r[c]:+.3f} [{r[c + ' lo']:+.3f}, {r[c + ' hi']:+.3f}]"
+
+    out = table[["test", "kind", "label", "model", "studies", "images"]].copy()
+    out["study shift [95 %]"] = [ci(r, "study shift") for _, r in table.iterrows()]
+    out["resolution"] = table["resolution"].map("{:.3f}".format)
+    out["image shift [95 %]"] = [ci(r, "image shift") for _, r in table.iterrows()]
+    out["image resolution"] = table["image resolution"].map("{:.3f}".format)
+    return out
+
+
 def _words(r) -> str:
     """One row of `logit_summary` in words: what the object does to the study logit, a null with its resolution
-    or a shift with its interval, and either as a multiple of the class separation."""
+    or a shift with its interval (the class separation, the scale, is stated once by `logit_reading`)."""
     name = "degenerative change" if r["kind"] == "degenerative" else r["kind"]
     n, k = int(r["studies"]), int(r["images"])
     who = (f"{n} {'abnormal' if r['label'] else 'normal'} stud{'y' if n == 1 else 'ies'} "
            f"({k} image{'' if k == 1 else 's'})")
     head = {"added": f"{'a cast' if name == 'cast' else name}, added to {who}",
             "removed": f"the {name}, removed from {who}"}.get(r["test"], f"{name} ({r['test']}), {who}")
-    lo, hi, est, res, sep = r["study shift lo"], r["study shift hi"], r["study shift"], r["resolution"], r["separation"]
+    lo, hi, est, res = r["study shift lo"], r["study shift hi"], r["study shift"], r["resolution"]
     if n < 2 or not (np.isfinite(lo) and np.isfinite(hi)):
         return f"{head}: study logit shift {est:+.3f}, too few studies for an interval"
-    times = lambda x: f" ({x / sep:.2f} x the class separation)" if np.isfinite(sep) and sep > 0 else ""  # noqa: E731
     if lo <= 0 <= hi:
-        return (f"{head}: no shift shown, resolution ±{res:.3f} logits{times(res)}; study logit shift {est:+.3f} "
-                f"[{lo:+.3f}, {hi:+.3f}]: shifts outside that interval are ruled out, smaller ones are not")
-    way = "raises" if lo > 0 else "lowers"
-    return f"{head}: {way} the study logit by {est:+.3f} [{lo:+.3f}, {hi:+.3f}]{times(est)}"
+        return (f"{head}: no shift shown, resolution ±{res:.3f} logits (a shift of that size would be detected about "
+                f"half the time); study logit shift {est:+.3f} [{lo:+.3f}, {hi:+.3f}]: shifts outside that interval are "
+                "ruled out, smaller ones are not")
+    way = "higher" if lo > 0 else "lower"
+    return f"{head}: the study logit with it is {way} than without by {est:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
 def logit_reading(table: pd.DataFrame, model: str = "ens") -> str:
@@ -535,8 +549,9 @@ def logit_reading(table: pd.DataFrame, model: str = "ens") -> str:
         return ""
     who = {"ens": "the ensemble", "m0": "member 0"}.get(model, model)
     r = t.iloc[0]
-    sep = (f"; on the clean test set the abnormal studies' mean logit lies {r['separation']:+.3f} "
-           f"[{r['separation lo']:+.3f}, {r['separation hi']:+.3f}] from the normal ones'"
+    sep = (f"; the scale: on the clean test set the abnormal studies' mean logit lies {r['separation']:+.3f} "
+           f"[{r['separation lo']:+.3f}, {r['separation hi']:+.3f}] from the normal ones' (cast-bearing positives "
+           "included; no ratio is given, its denominator's interval reaches near zero)"
            if np.isfinite(r["separation"]) else "")
     lines = [f"  - {_words(r)}" for _, r in t.iterrows()]
     return (f"- What each object does to {who}'s study logit (logit of the study's p(abnormal), with the object "

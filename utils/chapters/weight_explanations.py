@@ -205,9 +205,10 @@ def reading(table: pd.DataFrame, sweep: pd.DataFrame, cost: pd.DataFrame, flags,
         f"A network drawn from the all-weights posterior classifies {_ci(aw, 'samples_right', 1, pct=True)} of "
         f"these images correctly (the MAP network: {map_row['accuracy'] * 100:.1f} % of the whole test split). "
         "Under this posterior (member 0, one scalar prior, BatchNorm statistics kept at the MAP's), the maps above "
-        + ("are those of networks that mostly do not classify the images as the MAP network does (at τ = 1 below, "
-           f"{agree1:.0%} agree with its class); whether a posterior whose networks still classify would move the map "
-           "is not settled by them." if not agree1 >= 0.5 else
+        + ("are those of networks that often do not classify the images as the MAP network does (at τ = 1 below, "
+           f"{agree1:.0%} agree with its class, below the {AGREEMENT:.0%} the targets ask; on two classes even "
+           "networks guessing at random would agree on about half); whether a posterior whose networks still classify would move the map is not settled by them."
+           if not agree1 >= AGREEMENT else
            f"are those of networks that agree with the MAP network's class on {agree1:.0%} of the sweep's images "
            "(τ = 1 below), so they still classify much as the MAP network does."))
     s = sweep.set_index("tau")

@@ -160,6 +160,11 @@ def study_level(probs, labels, study_ids) -> tuple[np.ndarray, np.ndarray, np.nd
     if (g._y.nunique() > 1).any():
         raise ValueError("images of one study carry different labels")
     agg = g.mean()
+    # a study whose images all carry the same probabilities gets exactly them: a float mean of equal values can
+    # differ in the last bit, which would rank tied studies (e.g. a per-part constant) by their number of views
+    cols = [c for c in agg.columns if c != "_y"]
+    same = (g[cols].max() == g[cols].min()).all(axis=1)
+    agg.loc[same, cols] = g[cols].first().loc[same]
     return agg.drop(columns="_y").to_numpy(), agg._y.to_numpy().astype(int), agg.index.to_numpy()
 
 

@@ -45,7 +45,9 @@ ALL_WEIGHTS_SETS = {"Laplace, kron, all weights": "all-weights Laplace",
 
 def all_weights_note(cal: dict | None, expl: dict | None) -> dict[str, str]:
     """Each all-weights Laplace's flag, from how often its sampled networks classify right: 'prior-dominated
-    (samples at chance)' where that interval holds 1 / classes, else the share right with its interval."""
+    (samples at chance)' where that interval holds 1 / classes and they mostly disagree with the MAP network (on a
+    task the MAP network itself barely learns, chance accuracy alone says nothing), else the share right with its
+    interval and their agreement with the MAP class."""
     aw = (expl or {}).get("all_weights", {})
     k = _classes(cal)
     out = {}
@@ -54,8 +56,13 @@ def all_weights_note(cal: dict | None, expl: dict | None) -> dict[str, str]:
                  None)
         if not s or not k:
             continue
-        if s["samples_right_low"] <= 1 / k <= s["samples_right_high"]:
-            out[label] = "prior-dominated (samples at chance)"
+        agree = s.get("samples_agree")
+        if s["samples_right_low"] <= 1 / k <= s["samples_right_high"] and (agree is None or agree < 0.5):
+            out[label] = "prior-dominated (samples at chance)"  # at chance and unlike the MAP network
+        elif agree is not None:
+            out[label] = (f"samples right "
+                          f"{ci_text(s['samples_right'], s['samples_right_low'], s['samples_right_high'], 0, 100)} %, "
+                          f"agreeing with the MAP class on {100 * agree:.0f} %")
         else:
             out[label] = (f"samples right "
                           f"{ci_text(s['samples_right'], s['samples_right_low'], s['samples_right_high'], 0, 100)} %")
