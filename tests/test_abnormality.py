@@ -188,3 +188,18 @@ def test_reading_states_the_shortcut_free_score_beside_the_whole():
     assert f"({n - 3} studies left, {int(f['abnormal studies'])}\n  abnormal, of {n})" in text
     assert f"{f['study AUROC']:.2f} [{f['AUROC low']:.2f}, {f['AUROC high']:.2f}]" in text
     assert "what the objects contribute is not measured" in text and "gap is what" not in text
+
+
+def test_reading_names_the_scores_on_which_the_body_part_baseline_is_ahead():
+    def row(method, acc, nll, ece, kappa):
+        return {"method": method, "body_part": "all", "study AUROC": 0.57, "AUROC low": 0.5, "AUROC high": 0.63,
+                "study kappa": kappa, "kappa low": min(kappa, 0.0), "kappa high": kappa + 0.1, "studies": 332,
+                "abnormal": 0.42, "image accuracy": acc, "NLL": nll, "ECE": ece}
+
+    t = pd.DataFrame([row("deep ensemble", 0.568, 0.699, 0.102, 0.0), row(abnormality.PREVALENCE, 0.609, 0.676,
+                                                                         0.053, 0.14)])
+    text = abnormality.reading("phantom", t, None, pd.DataFrame(), 5, 64, 8)
+    assert ("the same baseline is ahead of the ensemble (point values, no paired test): image accuracy 60.9% against "
+            "56.8%; NLL 0.676 against 0.699; ECE 5.3% against 10.2%; study kappa 0.14 against 0.00") in text
+    t.loc[1, ["image accuracy", "NLL", "ECE", "study kappa"]] = [0.5, 0.8, 0.2, -0.1]  # behind on every score
+    assert "is ahead of the ensemble" not in abnormality.reading("phantom", t, None, pd.DataFrame(), 5, 64, 8)

@@ -350,6 +350,12 @@ def reading(source: str, table: pd.DataFrame, sweep: pd.DataFrame | None, cf_tab
         lines.append(f"""- A predictor that knows only the body part (its training share of abnormal images) reaches a study AUROC of
   {_ci(b['study AUROC'], b['AUROC low'], b['AUROC high'])}: the networks' AUROC is to be read against it (the table gives
   no paired difference, so how much of theirs is the part alone is not measured here).""")
+        scores = [("image accuracy", "{:.1%}", True), ("NLL", "{:.3f}", False), ("ECE", "{:.1%}", False),
+                  ("study kappa", "{:.2f}", True)]
+        ahead = [f"{k} {f.format(b[k])} against {f.format(a[k])}" for k, f, up in scores
+                 if pd.notna(b.get(k)) and pd.notna(a.get(k)) and (b[k] > a[k] if up else b[k] < a[k])]
+        if ahead:
+            lines.append(f"""- On other scores the same baseline is ahead of the ensemble (point values, no paired test): {'; '.join(ahead)}.""")
     if free is not None and len(free):
         e = free[free.method == ensemble].set_index("studies scored")
         f = e.loc["positives without hardware or cast"]
