@@ -9,7 +9,7 @@ members' predictives) and their CAMs, each an einsum of the feature maps with th
 deep ensemble (`explain.scores.explanation_spread` with the members as the source, `heads={label: None}`):
 the CAMs of every member of the class the ensemble predicts, upsampled to the image, and per image the mean
 over pixels of their standard deviation over members, divided by the mean over pixels of |mean CAM|
-(`explain.scores.spread_scores`'s "relative", computed faster by `map_spread`; its unnormalised mean std is kept
+(`explain.scores.spread_scores`'s "relative", through `map_spread`; its unnormalised mean std is kept
 as `spread_std`). The tests check that `member_scores` and `explanation_spread` agree.
 
 **Telling unfamiliar or shifted images from the clean test images** (`detection_table`): the AUROC of each score
@@ -49,7 +49,7 @@ from utils.chapters.robustness import corrupt, rotate
 from utils.evaluation import evidence, metrics
 from utils.evaluation.evidence import fmt_delta, fmt_interval
 from utils.explain.methods import cam_samples, forward_members, predicted_classes, upsample
-from utils.explain.scores import deletion_sample
+from utils.explain.scores import deletion_sample, spread_scores
 
 SCORES = ("explanation spread", "entropy", "mutual information")
 SPREAD, ENTROPY, MI = SCORES
@@ -65,17 +65,9 @@ compared with its own clean original: each shift costs one forward pass of every
 
 
 def map_spread(maps: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(relative spread, mean std) per image of M x B x H x W maps: `explain.scores.spread_scores`'s definition
-    (the std over M unbiased, 0 for one map), computed in two passes over the maps without `Tensor.std`'s
-    strided reduction over the first axis (about twice as fast here; the tests check the two agree)."""
-    maps = maps.float()
-    mean = maps.mean(0)
-    if maps.shape[0] < 2:
-        z = np.zeros(maps.shape[1], np.float32)
-        return z, z.copy()
-    std = ((maps - mean) ** 2).sum(0).div_(maps.shape[0] - 1).sqrt_().mean((-2, -1))
-    mag = mean.abs().mean((-2, -1))
-    return (std / mag.clamp_min(1e-12)).numpy(), std.numpy()
+    """(relative spread, mean std) per image of M x B x H x W maps: `explain.scores.spread_scores`."""
+    s = spread_scores(maps)
+    return s["relative"], s["std"]
 
 
 @torch.no_grad()
