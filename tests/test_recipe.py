@@ -37,6 +37,22 @@ def test_rows_of_a_later_run_join_the_file_in_the_variants_order(tmp_path):
     assert "| no dropout | 12 | 10 | 70.0 |" in f.with_suffix(".md").read_text()
 
 
+def test_a_table_never_mixes_rows_of_two_phantom_generators(tmp_path):
+    """Rows of another generator (or of a file that does not say which) are dropped, not joined: the old file
+    kept generator 3.0's rows beside 3.1's without saying so."""
+    f = tmp_path / "cpu-abnormality.json"
+    p = config.get_profile("cpu", task="abnormality")
+    row = dict(variant="baseline", epochs=12, best_epoch=10, train_acc=0.6, train_acc_last=0.6, train_nll=0.6,
+               val_acc=0.6, val_nll=0.6, test_acc=0.6, test_nll=0.6, seconds=1.0)
+    f.write_text(json.dumps(dict(profile="cpu", task="abnormality", rows=[dict(row, variant="no dropout")])))
+    rows = recipe.save(f, p, row, generator="3.1")
+    assert [r["variant"] for r in rows] == ["baseline"]
+    rows = recipe.save(f, p, dict(row, variant="no dropout"), generator="3.1")
+    assert [r["variant"] for r in rows] == ["baseline", "no dropout"]
+    assert json.loads(f.read_text())["generator_version"] == "3.1"
+    assert [r["variant"] for r in recipe.save(f, p, row, generator="3.2")] == ["baseline"]
+
+
 def test_the_lossless_augmentation_only_mirrors_and_scales_intensities():
     x = data.standardize(torch.rand(6, 1, 16, 16))
     y = data.augmentation("lossless")(x, torch.Generator().manual_seed(0))

@@ -27,6 +27,7 @@ import torch
 
 from utils import data
 from utils.config import ROOT, get_device, get_paths, get_profile
+from utils.data import phantom
 from utils.models import train
 from utils.models.networks import build_model
 
@@ -134,17 +135,21 @@ def main(argv=None):
         print(f"{name:18s} train {100 * r['train_acc']:5.1f} % (last epoch {100 * r['train_acc_last']:5.1f}), val "
               f"{100 * r['val_acc']:5.1f} %, test {100 * r['test_acc']:5.1f} %, kept epoch {r['best_epoch']}/"
               f"{r['epochs']}, {r['seconds']:.0f} s", flush=True)
-        rows = save(f, profile, r)
+        rows = save(f, profile, r, generator=None if a.data else phantom.GENERATOR_VERSION)
     print(table(rows).to_string(index=False))
 
 
-def save(f: Path, profile, row: dict) -> list[dict]:
-    """Add (or replace) one variant's row in the JSON file `f` and rewrite its Markdown table beside it; the rows."""
-    old = json.loads(f.read_text())["rows"] if f.is_file() else []
+def save(f: Path, profile, row: dict, generator: str | None = None) -> list[dict]:
+    """Add (or replace) one variant's row in the JSON file `f` and rewrite its Markdown table beside it; the rows.
+    `generator`: the phantom generator the rows ran on (None: real data); a file whose rows ran on another
+    generator (or on data of unknown origin) is started afresh, so a table never mixes generators."""
+    doc = json.loads(f.read_text()) if f.is_file() else {}
+    old = doc.get("rows", []) if doc.get("generator_version") == generator else []
     order = list(VARIANTS)
     rows = sorted([r for r in old if r["variant"] != row["variant"]] + [row],
                   key=lambda r: order.index(r["variant"]) if r["variant"] in order else len(order))
-    f.write_text(json.dumps(dict(profile=profile.name, task=profile.task, rows=rows), indent=1))
+    f.write_text(json.dumps(dict(profile=profile.name, task=profile.task, generator_version=generator, rows=rows),
+                            indent=1))
     f.with_suffix(".md").write_text(markdown(table(rows)))
     return rows
 
