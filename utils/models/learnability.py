@@ -5,16 +5,20 @@
 When a member does not learn MURA's normal/abnormal task, `utils.recipe` says which training setting does not
 help; this module asks the step before: how conspicuous must a finding be for the profile's learner (network,
 recipe, image size, number of training images) to find it? Every rung trains one network with member 0's seed
-and the profile's recipe (only the augmentation may change, named in the row), scores it in eval mode, and
-records training accuracy (all its training images), held-out accuracy and AUROC, and the majority share:
+and the profile's recipe (only what the rung names changes: augmentation, epochs, training patients, body parts),
+scores it in eval mode, and records training accuracy (all its training images), held-out accuracy and AUROC with
+its 95 % study-bootstrap interval (the profile's n_boot; a rung is one run of one seed, so the interval covers the
+held-out sample, not the training run), and the majority share:
 
 - `planted`: the *normal* training images of the task, with an object planted in a random 40 % of them (a
   white bar of `w x l` px at the network's input size, at a random place and orientation; `plant_bars`); the
   label says whether it was planted. Held out: a fixed 20 % of the same images. This measures the learner alone:
   no anatomy, no physics, an object of known size and contrast on radiograph backgrounds.
 - `objects` (phantom only; needs its masks): the normal training images against the abnormal ones whose view
-  shows hardware or a cast (lesion bits 2 and 4), i.e. MURA's shortcut alone. Held out: the validation split,
-  filtered the same way.
+  shows hardware or a cast (lesion bits 2 and 4), i.e. MURA's shortcut alone. Held out: the test split, filtered
+  the same way (no rung selects anything on it: every rung keeps its last epoch). `found_hardware` /
+  `found_cast_only`: the share of the held-out images showing hardware (a cast and no hardware) that the network
+  calls abnormal.
 - `task`: MURA's normal/abnormal task itself, trained on the training split and scored on the test split (image
   accuracy and AUROC; `study_auroc` averages each study's images), on the profile's phantom and on one with
   `patients` times as many training patients (phantom only: generated once under data/, its own validation
@@ -24,7 +28,13 @@ records training accuracy (all its training images), held-out accuracy and AUROC
   (`phantom.plan_studies(..., label_noise=noise)`: subtle findings missed, a few normal studies over-called; the
   phantom's docstring, "Label noise": q = 0.7 reproduces the radiologists' kappa of ~0.75 against the gold standard
   in MURA's paper), the images and the test labels (the truth) unchanged: what MURA's label noise costs this
-  learner, beside the noise-free row.
+  learner, beside the noise-free row. With `parts`: one body part trained and scored, as in the published
+  one-part runs on real MURA.
+
+Why the ladder has the rungs it has: a member that fits 60 % of its training images may lack capacity, be held back
+by its recipe, or see too few examples. The 30-epoch rungs without augmentation ask the first (can it fit at
+all?); the 4x rungs and the one-part rungs ask the last (does more data per part help, at the same recipe?); "4x
+the patients, 3 epochs" spends the compute of the task's 12 epochs on 4x the images.
 
 The bars are planted in the cached (letterboxed) images, so their size is what the network sees. Models are not
 saved; a rung costs a few tens of seconds on the cpu profile.
@@ -45,6 +55,7 @@ from torch import nn
 from utils import data
 from utils.config import ROOT, get_device, get_paths, get_profile
 from utils.data import phantom, sources
+from utils.evaluation import evidence
 from utils.models import train
 from utils.models.networks import build_model
 from utils.models.recipe import markdown
@@ -60,12 +71,22 @@ RUNGS: dict[str, dict] = {
     "planted 3x16 px": dict(kind="planted", w=3, length=16),
     "objects (hardware or cast) vs normal": dict(kind="objects"),
     "objects, no augmentation": dict(kind="objects", augment="none"),
+    "objects, no augmentation, 30 epochs": dict(kind="objects", augment="none", epochs=30),
+    "objects, no augmentation, 4x the patients": dict(kind="objects", augment="none", patients=4),
     "the task": dict(kind="task", patients=1),
     "the task, 4x the patients": dict(kind="task", patients=4),
     "the task, training labels with MURA's reader noise": dict(kind="task", patients=1, noise=0.7),
+    "the task, no augmentation, 30 epochs": dict(kind="task", patients=1, augment="none", epochs=30),
+    "the task, 4x the patients, 3 epochs": dict(kind="task", patients=4, epochs=3),
+    "the task, WRIST only": dict(kind="task", patients=1, parts=("WRIST",)),
+    "the task, WRIST only, 4x the patients": dict(kind="task", patients=4, parts=("WRIST",)),
 }
 """Name -> rung. `w`, `length`: the planted bar in px at the profile's image size; `augment`: overrides the
-profile's augmentation (`data.AUGMENTATIONS`)."""
+profile's augmentation (`data.AUGMENTATIONS`); `epochs`: the profile's epochs (the 30-epoch rungs ask whether the
+learner can fit its training set at all; "4x the patients, 3 epochs" costs what the task's 12 epochs on 1x cost);
+`patients`: the training patients' factor (objects and task rungs); `parts`: the body parts trained and scored (task
+rungs; all by default): one part, as the published one-part MURA runs the issue quotes (the wrist has ~9,750 of
+MURA's training images; the cpu phantom ~770, its 4x phantom ~3,100)."""
 
 
 def plant_bars(images: np.ndarray, w: int, length: int, share: float = PLANT_SHARE, seed: int = 0,
@@ -112,15 +133,26 @@ def _fit_arrays(profile, x_tr: torch.Tensor, y_tr: torch.Tensor, seed: int, devi
     return model.eval()
 
 
-def _scores(model: nn.Module, x: torch.Tensor, y: np.ndarray, device, groups=None) -> dict:
-    """Accuracy and AUROC of the abnormal probability; with `groups` (study ids) also the study AUROC of the
-    mean probability of each study's images."""
+def _scores(model: nn.Module, x: torch.Tensor, y: np.ndarray, device, groups=None, study_level: bool = False,
+            n_boot: int = 2000) -> dict:
+    """Accuracy and AUROC of the abnormal probability `p`; with `groups` (the images' study ids) the AUROC's 95 %
+    study-bootstrap interval (`auroc_ci`), and with `study_level` also the study AUROC of the mean probability of
+    each study's images with its interval (`study_auroc`, `study_auroc_ci`; each study resampled as a whole)."""
     with torch.no_grad():
         p = torch.cat([model(x[i:i + 256].to(device)).softmax(1)[:, 1].cpu() for i in range(0, len(x), 256)]).numpy()
-    out = dict(acc=float(((p > 0.5) == y).mean()), auroc=float(roc_auc_score(y, p)) if len(set(y)) == 2 else None)
-    if groups is not None:
+    two = len(set(y)) == 2
+    out = dict(acc=float(((p > 0.5) == y).mean()), auroc=float(roc_auc_score(y, p)) if two else None, p=p)
+    if groups is not None and two:
+        ci = evidence.interval("auroc", p.astype(np.float64), y, groups, n_boot)
+        out["auroc_ci"] = [ci["low"], ci["high"]]
+    if groups is not None and study_level:
         st = pd.DataFrame(dict(g=groups, p=p, y=y)).groupby("g").agg(p=("p", "mean"), y=("y", "first"))
-        out["study_auroc"] = float(roc_auc_score(st.y, st.p)) if st.y.nunique() == 2 else None
+        if st.y.nunique() == 2:
+            out["study_auroc"] = float(roc_auc_score(st.y, st.p))
+            ci = evidence.interval("auroc", st.p.to_numpy(np.float64), st.y.to_numpy(), None, n_boot)
+            out["study_auroc_ci"] = [ci["low"], ci["high"]]
+        else:
+            out["study_auroc"] = None
     return out
 
 
@@ -141,8 +173,11 @@ def noisy_labels(profile, index: pd.DataFrame, noise: float) -> np.ndarray:
 def run_rung(profile, name: str, rung: dict, cache: data.ImageCache, device=None) -> dict:
     """Train and score one rung (RUNGS) on the profile's abnormality data in `cache`."""
     device = device or get_device()
-    profile = profile.replace(task="abnormality", **({"augment": rung["augment"]} if "augment" in rung else {}))
-    tr, va, _, te = train.datasets(profile, cache)
+    profile = profile.replace(task="abnormality", **{k: rung[k] for k in ("augment", "epochs") if k in rung})
+    if rung.get("patients", 1) != 1:
+        cache = _scaled_cache(profile, rung["patients"])
+    parts = list(rung["parts"]) if rung.get("parts") else None
+    tr, va, _, te = train.datasets(profile, cache, parts)
     seed = train.member_seed(profile, 0)
     if rung["kind"] == "planted":
         normal = np.asarray(tr.rows)[np.asarray(tr.targets) == 0]
@@ -152,21 +187,20 @@ def run_rung(profile, name: str, rung: dict, cache: data.ImageCache, device=None
         fit_i, held_i = order[:cut], order[cut:]
         x_all = data.standardize(data.to_input(imgs))
         x_tr, y_tr, x_ho, y_ho = x_all[fit_i], y[fit_i], x_all[held_i], y[held_i]
+        study_of = cache.index.set_index("row").loc[np.sort(normal), "study_id"].to_numpy()[held_i]
     elif rung["kind"] == "objects":
         def pick(ds):
             masks = data.masks_for(ds.index.path.tolist(), cache.size)
             if masks is None:
                 raise data.DataError("the `objects` rung needs the phantom's lesion masks; this tree has none")
-            obj = ((masks[1] & (data.LESION_HARDWARE | data.LESION_CAST)) > 0).reshape(len(ds), -1).any(1)
+            bits = np.bitwise_or.reduce(masks[1].reshape(len(ds), -1), axis=1)
             t = np.asarray(ds.targets)
-            keep = (t == 0) | ((t == 1) & obj)
-            return data.standardize(data.to_input(cache.images[np.asarray(ds.rows)[keep]])), t[keep]
-        x_tr, y_tr = pick(tr)
-        x_ho, y_ho = pick(va)
+            keep = (t == 0) | ((t == 1) & ((bits & (data.LESION_HARDWARE | data.LESION_CAST)) > 0))
+            return (data.standardize(data.to_input(cache.images[np.asarray(ds.rows)[keep]])), t[keep], bits[keep],
+                    ds.index.study_id.to_numpy()[keep])
+        x_tr, y_tr, _, _ = pick(tr)
+        x_ho, y_ho, ho_bits, study_of = pick(te)
     elif rung["kind"] == "task":
-        if rung["patients"] != 1:
-            cache = _scaled_cache(profile, rung["patients"])
-            tr, va, _, te = train.datasets(profile, cache)
         x_tr, y_tr = data.standardize(data.to_input(cache.images[np.asarray(tr.rows)])), np.asarray(tr.targets)
         if rung.get("noise"):
             y_tr = noisy_labels(profile, tr.index, rung["noise"])
@@ -178,11 +212,24 @@ def run_rung(profile, name: str, rung: dict, cache: data.ImageCache, device=None
     model = _fit_arrays(profile, x_tr, torch.as_tensor(y_tr), seed, device)
     seconds = time.perf_counter() - t0
     fit = _scores(model, x_tr, np.asarray(y_tr), device)
-    held = _scores(model, x_ho, np.asarray(y_ho), device, groups=study_of if rung["kind"] == "task" else None)
-    return dict(rung=name, augment=profile.augment, train_images=len(y_tr), held_out_images=len(y_ho),
-                majority=float(max(np.mean(y_ho), 1 - np.mean(y_ho))), train_acc=fit["acc"], held_out_acc=held["acc"],
-                held_out_auroc=held["auroc"], study_auroc=held.get("study_auroc"), epochs=profile.epochs,
-                seconds=seconds)
+    held = _scores(model, x_ho, np.asarray(y_ho), device, groups=study_of, study_level=rung["kind"] == "task",
+                   n_boot=profile.n_boot)
+    out = dict(rung=name, augment=profile.augment, train_images=len(y_tr), held_out_images=len(y_ho),
+               majority=float(max(np.mean(y_ho), 1 - np.mean(y_ho))), train_acc=fit["acc"], held_out_acc=held["acc"],
+               held_out_auroc=held["auroc"], held_out_auroc_ci=held.get("auroc_ci"),
+               study_auroc=held.get("study_auroc"), study_auroc_ci=held.get("study_auroc_ci"), epochs=profile.epochs,
+               seconds=seconds)
+    if rung["kind"] == "objects":  # which objects the held-out calls find (p(abnormal) > 0.5)
+        out.update(found_hardware=found_share(held["p"], ho_bits, data.LESION_HARDWARE),
+                   found_cast_only=found_share(held["p"], ho_bits, data.LESION_CAST, without=data.LESION_HARDWARE))
+    return out
+
+
+def found_share(p: np.ndarray, bits: np.ndarray, flag: int, without: int = 0) -> float | None:
+    """Share of the images whose lesion bits carry `flag` (and none of `without`) called abnormal (p > 0.5);
+    None where there are none."""
+    sel = ((bits & flag) > 0) & ((bits & without) == 0)
+    return float((np.asarray(p)[sel] > 0.5).mean()) if sel.any() else None
 
 
 def _scaled_cache(profile, factor: int) -> data.ImageCache:
@@ -196,13 +243,22 @@ def _scaled_cache(profile, factor: int) -> data.ImageCache:
     return data.build_cache(index, profile.image_size, paths.cache, progress=False)
 
 
+def with_ci(value, ci, digits: int = 2) -> str:
+    """'0.57 [0.50, 0.63]' (the value and its interval), '0.57' without an interval, '-' without a value."""
+    if value is None or value != value:
+        return "-"
+    return evidence.fmt_interval(dict(estimate=value, low=ci[0], high=ci[1]), digits=digits) if ci else \
+        f"{value:.{digits}f}"
+
+
 def table(rows: list[dict]):
-    df = pd.DataFrame(rows)[["rung", "augment", "train_images", "held_out_images", "majority", "train_acc",
-                             "held_out_acc", "held_out_auroc", "study_auroc", "seconds"]]
-    for c in ("majority", "train_acc", "held_out_acc"):
+    df = pd.DataFrame(rows).reindex(columns=[
+        "rung", "augment", "epochs", "train_images", "held_out_images", "majority", "train_acc", "held_out_acc",
+        "held_out_auroc", "study_auroc", "found_hardware", "found_cast_only", "seconds"])
+    for c in ("majority", "train_acc", "held_out_acc", "found_hardware", "found_cast_only"):
         df[c] = (100 * df[c]).round(1)
     for c in ("held_out_auroc", "study_auroc"):
-        df[c] = df[c].astype(float).round(3)
+        df[c] = [with_ci(r.get(c), r.get(f"{c}_ci")) for r in rows]
     df["seconds"] = df["seconds"].round(0).astype(int)
     return df.astype(object).where(df.notna(), "-")  # a rung without a study AUROC shows '-', not nan
 
