@@ -122,8 +122,8 @@ PROFILES: dict[str, Profile] = {
         image_size=64,
         batch_size=64,
         # report/recipe/ (phantom 3.1): at 12 epochs the body-part member 0 fits 93.0 % of its training images with
-        # its validation NLL still falling (0.327); 30 epochs reach 98.5 % and 0.143 but cost 87 s a member against
-        # 36 s (+4.3 min for 5 members), and a 20-epoch body-part report took 761 s (phantom 3.0), over its 10-minute
+        # its validation NLL still falling (0.327); 30 epochs reach 98.5 % and 0.143 but took 87 s of training against
+        # 36 s (one run each, shared cores: indicative), and a 20-epoch body-part report took 761 s (phantom 3.0), over its 10-minute
         # budget; the abnormality member keeps epoch 7 of 12 at 59.8 % (its training set's normal share is 59.4 %) and
         # fits 65.9 % at 30. Both tasks keep 12 epochs: what the budget pays for, not what fits best.
         epochs=12,

@@ -45,8 +45,11 @@ from .forest import (
     write_forest, forest_is_current,
 )
 from .answers import (
-    near_constant, q1_headline, q2_headline, verdict_rows, null_simulation_line, learnability_answer,
-    learnability_part, notebook_links, glossary_lines, summary,
+    near_constant, q1_headline, q2_headline, verdict_rows, null_simulation_line, notebook_links, glossary_lines,
+    summary,
+)
+from .ladder import (
+    learnability_answer, learnability_headline, learnability_reason, learnability_rows, learnability_part,
 )
 from .details import (
     delta_table, fit_line, recipe_markdown, caveats, block, rewrite, readme_text, findings_part, word_count,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from utils.config import ROOT
 from utils.findings.forest import summary_forest_rows, verdict_count
+from utils.findings.ladder import learnability_part
 from utils.findings.words import (
     FOREST,
     GLOSSARY,
@@ -19,7 +20,6 @@ from utils.findings.words import (
     SUMMARY_START,
     TASKS,
     ci_text,
-    details_block,
     ece_metric,
     effect_text,
     flag_rows,
@@ -355,74 +355,6 @@ def null_simulation_line(root: Path) -> str:
     if "ECE" in cal and "debiased ECE" in cal:
         s += f"; between two calibrated predictors, {cal['ECE']} % false plug-in ECE verdicts, {cal['debiased ECE']} % debiased"
     return s + f"; ECE intervals cover {ece} % (plug-in), {deb} % (debiased; target 95 %)."
-
-
-def _rung_how(auroc: float) -> str:
-    return "finds" if auroc >= 0.9 else "only weakly" if auroc >= 0.7 else "barely"
-
-
-def _span(values: list[float], fmt: str = "{:.2f}", sep: str = "-") -> str:
-    lo, hi = min(values), max(values)
-    return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else f"{fmt.format(lo)}{sep}{fmt.format(hi)}"
-
-
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and x == x
-
-
-def learnability_answer(rows: list[dict]) -> str:
-    """The ladder in one plain line, from its rows: planted objects (the smallest found), real objects alone (with
-    their accuracy against the majority share), the task (study AUROC where measured)."""
-    planted = [r for r in rows if r["rung"].startswith("planted")]
-    objects = [r for r in rows if r["rung"].startswith("objects")]
-    task = [r for r in rows if r["rung"].startswith("the task")]
-    parts = []
-    if planted:
-        a = [r["held_out_auroc"] for r in planted]
-        sizes = [m for m in (re.match(r"planted (\d+)x(\d+) px", r["rung"]) for r in planted) if m]
-        small = min(sizes, key=lambda m: int(m.group(1)) * int(m.group(2))) if sizes else None
-        small = f"{small.group(1)}x{small.group(2)} px" if small else None
-        how = _rung_how(min(a))
-        parts.append(f"the learner {how} planted objects" + (f" of {small} and more" if small and how == "finds"
-                                                             else "") + f" (AUROC {_span(a)})")
-    if objects:
-        a = [r["held_out_auroc"] for r in objects]
-        how = _rung_how(min(a))
-        parts.append("real objects alone " + ("" if how == "finds" else how + " ")
-                     + f"(AUROC {_span(a)}; accuracy {_span([100 * r['held_out_acc'] for r in objects], '{:.1f}')} %, "
-                     f"majority share {_span([100 * r['majority'] for r in objects], '{:.1f}')} %)")
-    if task:
-        key = "study_auroc" if all(_finite(r.get("study_auroc")) for r in task) else "held_out_auroc"
-        what = "study AUROC" if key == "study_auroc" else "AUROC"
-        base, rest = task[0], task[1:]
-        s = f"the task {_rung_how(base[key])} ({what} {base[key]:.2f}"
-        s += "".join(f"; {r[key]:.2f} with {r['rung'].split(', ', 1)[1]}" for r in rest if ", " in r["rung"])
-        parts.append(s + ")")
-    return "; ".join(parts)
-
-
-def learnability_part(root: Path) -> list[str]:
-    """The abnormality learnability ladder (report/recipe/cpu-learnability.json): a plain answer, the table
-    collapsed; "not yet measured" where the file is absent."""
-    f = root / "report" / "recipe" / "cpu-learnability.json"
-    head = "**Can the learner see an abnormality?** [`utils.models.learnability`](utils/models/learnability.py)'s ladder"
-    rows = json.loads(f.read_text()).get("rows", []) if f.is_file() else []
-    if not rows:
-        return [head + ": not yet measured."]
-    answer = learnability_answer(rows)
-    line = (head + f" ({len(rows)} rung{'s' if len(rows) > 1 else ''}): " + answer
-            + ". No intervals, different held-out sets: not paired comparisons.")
-
-    def cell(x, fmt):
-        return fmt.format(x) if _finite(x) else "-"
-
-    table = ["| rung | augmentation | training / held-out images | majority share | training accuracy | "
-             "held-out accuracy | held-out AUROC | study AUROC |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        table.append(f"| {r['rung']} | {r.get('augment', '')} | {r['train_images']} / {r['held_out_images']} | "
-                     f"{100 * r['majority']:.1f} % | {100 * r['train_acc']:.1f} % | {100 * r['held_out_acc']:.1f} % | "
-                     f"{cell(r['held_out_auroc'], '{:.2f}')} | {cell(r.get('study_auroc'), '{:.2f}')} |")
-    return [line, "", *details_block("Rung by rung", table)[:-1]]
 
 
 def notebook_links(root: Path) -> list[str]:

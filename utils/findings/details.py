@@ -11,6 +11,7 @@ from pathlib import Path
 
 from utils.config import ROOT
 from utils.findings.answers import summary
+from utils.findings.ladder import learnability_reason, learnability_rows
 from utils.findings.forest import all_weights_note, forest_is_current, summary_forest_rows, write_forest
 from utils.findings.words import (
     DETAILS_HEADING,
@@ -106,11 +107,20 @@ def caveats(root: Path, cal: dict | None, amp: dict | None, ens: dict | None, ex
     out = []
     fit = (amp or {}).get("fit")
     if fit and not fit.get("fits", True):
+        why = learnability_reason(learnability_rows(root))
         out.append(f"- On MURA's task member 0 fits {fit['train_acc']:.1%} of its own training images, so that "
-                   "task's calibration and explanation comparisons describe underfitted networks.")
-    if any((root / "report" / "recipe" / f"cpu-{t}.json").is_file() for t in ("bodypart", "abnormality")):
-        out.append("- The controlled runs are one run per setting, without intervals, and do not record the phantom "
-                   "generator they ran on: they are not compared with this report's numbers.")
+                   "task's calibration and explanation comparisons describe underfitted networks."
+                   + (f" {why}" if why else ""))
+    recs = [root / "report" / "recipe" / f"cpu-{t}.json" for t in ("bodypart", "abnormality")]
+    recs = [json.loads(f.read_text()) for f in recs if f.is_file()]
+    if recs:
+        if any("generator_version" not in d for d in recs):
+            said = "do not all record the phantom generator they ran on"
+        else:
+            gens = sorted({d["generator_version"] or "real data" for d in recs})
+            said = "ran on " + ", ".join(g if g == "real data" else f"phantom generator {g}" for g in gens)
+        out.append(f"- The controlled runs are one run per setting, without intervals, and {said}: they are "
+                   "not paired with this report's numbers.")
     temps = (cal or {}).get("temperatures")
     if temps:
         side = ("below 1 for every member: temperature scaling sharpens, so on validation the MAP networks look "

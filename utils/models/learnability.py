@@ -34,7 +34,8 @@ held-out sample, not the training run), and the majority share:
 Why the ladder has the rungs it has: a member that fits 60 % of its training images may lack capacity, be held back
 by its recipe, or see too few examples. The 30-epoch rungs without augmentation ask the first (can it fit at
 all?); the 4x rungs and the one-part rungs ask the last (does more data per part help, at the same recipe?); "4x
-the patients, 3 epochs" spends the compute of the task's 12 epochs on 4x the images.
+the patients, 3 epochs" spends the compute of the task's 12 epochs on 4x the images (not the same schedule: the
+one warm-up epoch is a third of it, against a twelfth at 12 epochs).
 
 The bars are planted in the cached (letterboxed) images, so their size is what the network sees. Models are not
 saved; a rung costs a few tens of seconds on the cpu profile.
@@ -78,8 +79,8 @@ RUNGS: dict[str, dict] = {
     "the task, training labels with MURA's reader noise": dict(kind="task", patients=1, noise=0.7),
     "the task, no augmentation, 30 epochs": dict(kind="task", patients=1, augment="none", epochs=30),
     "the task, 4x the patients, 3 epochs": dict(kind="task", patients=4, epochs=3),
-    "the task, WRIST only": dict(kind="task", patients=1, parts=("WRIST",)),
-    "the task, WRIST only, 4x the patients": dict(kind="task", patients=4, parts=("WRIST",)),
+    "the task, wrist only": dict(kind="task", patients=1, parts=("WRIST",)),
+    "the task, wrist only, 4x the patients": dict(kind="task", patients=4, parts=("WRIST",)),
 }
 """Name -> rung. `w`, `length`: the planted bar in px at the profile's image size; `augment`: overrides the
 profile's augmentation (`data.AUGMENTATIONS`); `epochs`: the profile's epochs (the 30-epoch rungs ask whether the
@@ -219,9 +220,12 @@ def run_rung(profile, name: str, rung: dict, cache: data.ImageCache, device=None
                held_out_auroc=held["auroc"], held_out_auroc_ci=held.get("auroc_ci"),
                study_auroc=held.get("study_auroc"), study_auroc_ci=held.get("study_auroc_ci"), epochs=profile.epochs,
                seconds=seconds)
-    if rung["kind"] == "objects":  # which objects the held-out calls find (p(abnormal) > 0.5)
-        out.update(found_hardware=found_share(held["p"], ho_bits, data.LESION_HARDWARE),
-                   found_cast_only=found_share(held["p"], ho_bits, data.LESION_CAST, without=data.LESION_HARDWARE))
+    out["held_out_studies"] = int(pd.unique(study_of).size)
+    if rung["kind"] == "objects":  # which objects of the abnormal held-out images the calls find (p > 0.5)
+        ab = np.asarray(y_ho) == 1  # a normal study's cast is no find: calling it abnormal is an error
+        out.update(found_hardware=found_share(held["p"][ab], ho_bits[ab], data.LESION_HARDWARE),
+                   found_cast_only=found_share(held["p"][ab], ho_bits[ab], data.LESION_CAST,
+                                               without=data.LESION_HARDWARE))
     return out
 
 
@@ -247,7 +251,8 @@ def with_ci(value, ci, digits: int = 2) -> str:
     """'0.57 [0.50, 0.63]' (the value and its interval), '0.57' without an interval, '-' without a value."""
     if value is None or value != value:
         return "-"
-    return evidence.fmt_interval(dict(estimate=value, low=ci[0], high=ci[1]), digits=digits) if ci else \
+    finite = ci is not None and all(v is not None and v == v for v in ci)  # every replicate failed: NaN ends
+    return evidence.fmt_interval(dict(estimate=value, low=ci[0], high=ci[1]), digits=digits) if finite else \
         f"{value:.{digits}f}"
 
 
@@ -277,7 +282,9 @@ def main(argv=None):
     out = ROOT / "report" / "recipe"
     out.mkdir(parents=True, exist_ok=True)
     f = out / f"{profile.name}-learnability.json"
-    old = json.loads(f.read_text())["rows"] if f.is_file() else []
+    generator = None if a.data else phantom.GENERATOR_VERSION
+    doc = json.loads(f.read_text()) if f.is_file() else {}
+    old = doc.get("rows", []) if doc.get("generator_version") == generator else []  # never mix two generators
     rows = {r["rung"]: dict(dict(study_auroc=None), **r) for r in old}
     for name in a.rungs:
         r = run_rung(profile, name, RUNGS[name], cache)
@@ -286,7 +293,8 @@ def main(argv=None):
               f"(majority {100 * r['majority']:.1f} %), AUROC {r['held_out_auroc']:.3f}, {r['seconds']:.0f} s",
               flush=True)
         ordered = [rows[k] for k in RUNGS if k in rows]
-        f.write_text(json.dumps(dict(profile=profile.name, task="abnormality", rows=ordered), indent=1))
+        f.write_text(json.dumps(dict(profile=profile.name, task="abnormality", generator_version=generator,
+                                     rows=ordered), indent=1))
         f.with_suffix(".md").write_text(markdown(table(ordered)))
 
 

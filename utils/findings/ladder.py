@@ -1,0 +1,198 @@
+"""The learnability ladder in the README (report/recipe/cpu-learnability.json, written by
+`python -m utils.models.learnability`): a headline of each group's AUROC range, the rung-by-rung answer and table
+(collapsed), and what the ladder says of why the abnormality members underfit (the caveats)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from utils.evaluation.evidence import fmt_interval
+from utils.findings.words import details_block
+
+
+FITS = 0.85
+"""A network fits its training set when it classifies at least this share of its training images (issue 21's
+target for the members)."""
+
+
+def _rung_how(auroc: float, ci=None) -> str:
+    """A rung's AUROC in words, graded on the printed value; "not above chance" where its interval reaches 0.5."""
+    if ci and _finite(ci[0]) and ci[0] <= 0.5:
+        return "not above chance"
+    a = round(auroc, 2)
+    return "finds" if a >= 0.9 else "only weakly" if a >= 0.7 else "barely"
+
+
+def _span(values: list[float], fmt: str = "{:.2f}", sep: str = "-") -> str:
+    lo, hi = min(values), max(values)
+    return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else f"{fmt.format(lo)}{sep}{fmt.format(hi)}"
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and x == x
+
+
+def _change(r: dict) -> str:
+    """What a rung changes: its name after its group's ("no augmentation, 30 epochs"), or the whole name."""
+    return r["rung"].split(", ", 1)[1] if ", " in r["rung"] else r["rung"]
+
+
+def _scored(rows: list[dict], key: str) -> list[dict]:
+    """The rows with a finite `key` (a rung whose held-out set lacks a class has no AUROC)."""
+    return [r for r in rows if _finite(r.get(key))]
+
+
+def _ci(r: dict, key: str):
+    ci = r.get(f"{key}_ci")
+    return ci if ci and all(_finite(v) for v in ci) else None
+
+
+def _rung_score(r: dict, key: str) -> str:
+    """A rung's AUROC (`key`) with its interval where it has one: '0.64 [0.58, 0.70]'."""
+    ci = _ci(r, key)
+    return fmt_interval(dict(estimate=r[key], low=ci[0], high=ci[1])) if ci else f"{r[key]:.2f}"
+
+
+def _variant(r: dict, base: dict, key: str) -> str:
+    """One variant rung beside its group's first: its score, what it changes, and its training accuracy where it
+    fits (>= FITS) and the first does not."""
+    s = f"{r[key]:.2f} with {_change(r)}"
+    if r["train_acc"] >= FITS > base["train_acc"]:
+        s += f", fitting {100 * r['train_acc']:.1f} %"
+    return s
+
+
+def _task_key(task: list[dict]) -> str:
+    return "study_auroc" if task and all(_finite(r.get("study_auroc")) for r in task) else "held_out_auroc"
+
+
+def learnability_answer(rows: list[dict]) -> str:
+    """The ladder in one plain line, from its rows: planted objects (the smallest found), real objects alone (the
+    first such rung, with its accuracy against the majority share, then each variant), the task (study AUROC where
+    measured, then each variant). A variant names its training accuracy where it fits (>= FITS) and the group's
+    first rung does not; rungs without an AUROC are left out."""
+    planted = _scored([r for r in rows if r["rung"].startswith("planted")], "held_out_auroc")
+    objects = _scored([r for r in rows if r["rung"].startswith("objects")], "held_out_auroc")
+    task = [r for r in rows if r["rung"].startswith("the task")]
+    key = _task_key(task)
+    task = _scored(task, key)
+    parts = []
+    if planted:
+        a = [r["held_out_auroc"] for r in planted]
+        sizes = [m for m in (re.match(r"planted (\d+)x(\d+) px", r["rung"]) for r in planted) if m]
+        small = min(sizes, key=lambda m: int(m.group(1)) * int(m.group(2))) if sizes else None
+        small = f"{small.group(1)}x{small.group(2)} px" if small else None
+        how = _rung_how(min(a))
+        parts.append(f"the learner {how} planted objects" + (f" of {small} and more" if small and how == "finds"
+                                                             else "") + f" (AUROC {_span(a)})")
+    if objects:
+        base, rest = objects[0], objects[1:]
+        how = _rung_how(base["held_out_auroc"], _ci(base, "held_out_auroc"))
+        s = ("real objects alone " + ("" if how == "finds" else how + " ")
+             + f"(AUROC {base['held_out_auroc']:.2f}; accuracy {100 * base['held_out_acc']:.1f} %, majority share "
+             f"{100 * base['majority']:.1f} %")
+        s += "".join(f"; {_variant(r, base, 'held_out_auroc')}" for r in rest if ", " in r["rung"])
+        parts.append(s + ")")
+    if task:
+        what = "study AUROC" if key == "study_auroc" else "AUROC"
+        base, rest = task[0], task[1:]
+        s = f"the task {_rung_how(base[key], _ci(base, key))} ({what} {base[key]:.2f}"
+        s += "".join(f"; {_variant(r, base, key)}" for r in rest if ", " in r["rung"])
+        parts.append(s + ")")
+    return "; ".join(parts)
+
+
+def learnability_headline(rows: list[dict]) -> str:
+    """The ladder in a few words: each group's range of held-out AUROCs, and how many of the task's rungs have an
+    interval that reaches chance (0.5)."""
+    task = [r for r in rows if r["rung"].startswith("the task")]
+    key = _task_key(task)
+    groups = [("planted objects", _scored([r for r in rows if r["rung"].startswith("planted")], "held_out_auroc"),
+               "held_out_auroc", "AUROC"),
+              ("hardware or casts alone", _scored([r for r in rows if r["rung"].startswith("objects")],
+                                                  "held_out_auroc"), "held_out_auroc", "AUROC"),
+              ("the task", _scored(task, key), key, "study AUROC" if key == "study_auroc" else "AUROC")]
+    parts = []
+    for name, rs, k, what in groups:
+        if not rs:
+            continue
+        s = f"{name}, {what} {_span([r[k] for r in rs])}"
+        chance = sum(_rung_how(r[k], _ci(r, k)) == "not above chance" for r in rs)
+        if chance:
+            s += f" ({chance} of {len(rs)} rungs' intervals reach 0.5)"
+        parts.append(s)
+    return "; ".join(parts)
+
+
+def learnability_reason(rows: list[dict]) -> str | None:
+    """What the ladder says of why the abnormality members underfit: the task rung that fits its training images
+    best (>= FITS) beside the task's first rung (same test images, unpaired intervals), the task rungs scored on
+    other test sets, and the share of held-out abnormal images with hardware the objects rungs call abnormal; None
+    where no task rung fits."""
+    task = [r for r in rows if r["rung"].startswith("the task")]
+    key = _task_key(task)
+    task = _scored(task, key)
+    fits = [r for r in task if r["train_acc"] >= FITS]
+    if not task or not fits:
+        return None
+    best, base = max(fits, key=lambda r: r["train_acc"]), task[0]
+    what = "study AUROC" if key == "study_auroc" else "AUROC"
+    s = (f"The learnability ladder (one run of one seed per rung) bounds the causes: the network can memorise its "
+         f"training images ({100 * best['train_acc']:.1f} % when trained with {_change(best)}), so the members' "
+         "fit comes from the recipe, not a hard limit of capacity; what it memorises generalises weakly ("
+         f"{what} {_rung_score(best, key)}")
+    if best is not base and best["held_out_images"] == base["held_out_images"]:
+        s += (f", against {_rung_score(base, key)} for the {base.get('epochs', '')}-epoch rung with augmentation "
+              f"`{base.get('augment', '')}` on the same test images: unpaired intervals, the difference not resolved")
+    s += ")"
+    other = [r for r in task if r["held_out_images"] != base["held_out_images"]]
+    if other:
+        s += ("; on their own test sets, " + ", ".join(
+            f"{_change(r)} {_rung_score(r, key)} ({r['held_out_images']} images"
+            + (f", {r['held_out_studies']} studies" if r.get("held_out_studies") else "") + ")" for r in other))
+    found = [r for r in rows if r["rung"].startswith("objects") and _finite(r.get("found_hardware"))]
+    if found:
+        s += (f"; of the held-out abnormal images that show hardware, the objects rungs call "
+              f"{_span([100 * r['found_hardware'] for r in found], '{:.0f}')} % abnormal at p > 0.5")
+    return s + "."
+
+
+def learnability_rows(root: Path) -> list[dict]:
+    """The ladder's rows (report/recipe/cpu-learnability.json); none where it has not been run."""
+    f = root / "report" / "recipe" / "cpu-learnability.json"
+    return json.loads(f.read_text()).get("rows", []) if f.is_file() else []
+
+
+def learnability_part(root: Path) -> list[str]:
+    """The abnormality learnability ladder (report/recipe/cpu-learnability.json): a plain answer, the table
+    collapsed; "not yet measured" where the file is absent."""
+    head = "**Can the learner see an abnormality?** [`utils.models.learnability`](utils/models/learnability.py)'s ladder"
+    rows = learnability_rows(root)
+    if not rows:
+        return [head + ": not yet measured."]
+    line = (head + f" ({len(rows)} rung{'s' if len(rows) > 1 else ''}): " + learnability_headline(rows)
+            + ". Separate runs of one seed each, not all on the same test images"
+            + (" (95 % study-bootstrap intervals in the table)" if all(r.get("held_out_auroc_ci") for r in rows)
+               else " (not every rung has an interval)") + ": not paired comparisons.")
+
+    def cell(x, fmt):
+        return fmt.format(x) if _finite(x) else "-"
+
+    def with_ci(x, ci):  # an AUROC with its study-bootstrap interval where the rung measured one
+        return cell(x, "{:.2f}") if not ci or not _finite(x) else fmt_interval(dict(estimate=x, low=ci[0], high=ci[1]))
+
+    table = ["| rung | augmentation | epochs | training / held-out images | majority share | training accuracy | "
+             "held-out accuracy | held-out AUROC | study AUROC | held-out hardware found |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        hw = r.get("found_hardware")
+        table.append(f"| {r['rung']} | {r.get('augment', '')} | {r.get('epochs', '-')} | {r['train_images']} / "
+                     f"{r['held_out_images']} | {100 * r['majority']:.1f} % | {100 * r['train_acc']:.1f} % | "
+                     f"{100 * r['held_out_acc']:.1f} % | {with_ci(r['held_out_auroc'], r.get('held_out_auroc_ci'))} | "
+                     f"{with_ci(r.get('study_auroc'), r.get('study_auroc_ci'))} | "
+                     f"{cell(100 * hw if _finite(hw) else None, '{:.0f} %')} |")
+    answer = learnability_answer(rows)
+    lead = [answer[:1].upper() + answer[1:] + ".", ""] if answer else []
+    return [line, "", *details_block("Rung by rung", [*lead, *table])[:-1]]
