@@ -174,10 +174,11 @@ def test_the_learnability_ladder_is_a_table_once_measured(tmp_path):
     (rec / "cpu-learnability.json").write_text(json.dumps(dict(rows=[row])))
     text = "\n".join(findings.learnability_part(tmp_path))
     assert "(1 rung): planted objects, AUROC 0.81." in text
+    assert "| held-out majority share |" in text
     assert "not paired comparisons" in text
     assert "| planted 1x6 px | full | 12 | 100 / 25 | 60.0 % | 80.0 % | 75.0 % | 0.81 | - | - |" in text  # no study AUROC
     assert "The learner only weakly planted objects (AUROC 0.81)." in text  # the long answer, inside the details
-    assert "(not every rung has an interval): not paired comparisons" in text
+    assert "One seed per rung, not every rung with an interval: not paired comparisons." in text
 
 
 def _rung(name, auroc, acc=0.8, majority=0.6, study=None, train=0.8, hw=None, n=25, ci=None, study_ci=None):
@@ -204,6 +205,8 @@ def test_the_learnability_answer_says_in_plain_words_what_each_group_of_rungs_sh
     # a variant that fits (>= 85 %) where the group's first rung does not says so
     assert findings.learnability_answer(rows).endswith(
         "the task barely (study AUROC 0.57; 0.64 with no augmentation, 30 epochs, fitting 96.7 %)")
+    other = rows + [_rung("the task, wrist only", 0.52, study=0.49, n=235)]
+    assert findings.learnability_answer(other).endswith("; 0.49 with wrist only (own test set))")
     nan = [_rung("the task", 0.563, study=0.5701), _rung("the task, 4x the patients", 0.61, study=float("nan"))]
     assert findings.learnability_answer(nan).endswith("the task barely (AUROC 0.56; 0.61 with 4x the patients)")
     chance = [_rung("the task", 0.52, study=0.49, study_ci=[0.37, 0.61])]
@@ -213,19 +216,22 @@ def test_the_learnability_answer_says_in_plain_words_what_each_group_of_rungs_sh
         "the learner finds planted objects of 2x10 px and more (AUROC 0.90)")
 
 
-def test_the_learnability_headline_gives_each_groups_range_and_the_rungs_at_chance():
+def test_the_learnability_headline_leads_with_each_groups_first_rung_then_its_range_and_test_sets():
     assert findings.learnability_headline(LADDER) == (
-        "planted objects, AUROC 0.92-0.97; hardware or casts alone, AUROC 0.70-0.84; the task, study AUROC 0.57-0.64")
+        "planted objects, AUROC 0.92-0.97; hardware or casts alone, AUROC 0.70 [0.64, 0.75] (0.70-0.84 over 3 "
+        "rungs); the task, study AUROC 0.57 [0.51, 0.63] (0.57-0.64 over 2 rungs)")
     rows = LADDER + [_rung("the task, wrist only", 0.52, study=0.49, study_ci=[0.37, 0.61], n=235)]
-    assert findings.learnability_headline(rows).endswith("the task, study AUROC 0.49-0.64 (1 of 3 rungs' intervals "
-                                                         "reach 0.5)")
+    assert findings.learnability_headline(rows).endswith(
+        "the task, study AUROC 0.57 [0.51, 0.63] (0.49-0.64 over 3 rungs, 2 test sets; 1 interval reaches 0.5)")
 
 
 def test_the_learnability_reason_quotes_the_rung_that_fits_and_words_its_comparison_with_care():
     why = findings.learnability_reason(LADDER)
-    assert "the network can memorise its training images (96.7 % when trained with no augmentation, 30 epochs)" in why
+    assert ("the network can memorise its training images (96.7 % at the last epoch when trained with no "
+            "augmentation, 30 epochs, no epoch selection;") in why
+    assert "so capacity does not cap the fit; which part of the recipe holds the members back" in why
     assert ("study AUROC 0.64 [0.58, 0.70], against 0.57 [0.51, 0.63] for the 12-epoch rung with augmentation "
-            "`full` on the same test images: unpaired intervals, the difference not resolved") in why
+            "`full` on the same test images: no paired interval, the difference not tested") in why
     assert "of the held-out abnormal images that show hardware, the objects rungs call 14-54 % abnormal at p > 0.5" in why
     assert "own test sets" not in why
     more = LADDER + [dict(_rung("the task, wrist only, 4x the patients", 0.73, study=0.76, train=0.69, n=158,

@@ -58,7 +58,8 @@ def _rung_score(r: dict, key: str) -> str:
 def _variant(r: dict, base: dict, key: str) -> str:
     """One variant rung beside its group's first: its score, what it changes, and its training accuracy where it
     fits (>= FITS) and the first does not."""
-    s = f"{r[key]:.2f} with {_change(r)}"
+    s = f"{r[key]:.2f} with {_change(r)}" + (" (own test set)" if r["held_out_images"] != base["held_out_images"]
+                                              else "")
     if r["train_acc"] >= FITS > base["train_acc"]:
         s += f", fitting {100 * r['train_acc']:.1f} %"
     return s
@@ -105,32 +106,34 @@ def learnability_answer(rows: list[dict]) -> str:
 
 
 def learnability_headline(rows: list[dict]) -> str:
-    """The ladder in a few words: each group's range of held-out AUROCs, and how many of the task's rungs have an
-    interval that reaches chance (0.5)."""
+    """The ladder in a few words: planted objects' range of AUROCs; for real objects and the task, the group's first
+    rung with its interval, then the range over its rungs and how many test sets they use, and how many intervals
+    reach chance (0.5)."""
     task = [r for r in rows if r["rung"].startswith("the task")]
     key = _task_key(task)
-    groups = [("planted objects", _scored([r for r in rows if r["rung"].startswith("planted")], "held_out_auroc"),
-               "held_out_auroc", "AUROC"),
-              ("hardware or casts alone", _scored([r for r in rows if r["rung"].startswith("objects")],
+    planted = _scored([r for r in rows if r["rung"].startswith("planted")], "held_out_auroc")
+    groups = [("hardware or casts alone", _scored([r for r in rows if r["rung"].startswith("objects")],
                                                   "held_out_auroc"), "held_out_auroc", "AUROC"),
               ("the task", _scored(task, key), key, "study AUROC" if key == "study_auroc" else "AUROC")]
-    parts = []
+    parts = [f"planted objects, AUROC {_span([r['held_out_auroc'] for r in planted])}"] if planted else []
     for name, rs, k, what in groups:
         if not rs:
             continue
-        s = f"{name}, {what} {_span([r[k] for r in rs])}"
-        chance = sum(_rung_how(r[k], _ci(r, k)) == "not above chance" for r in rs)
-        if chance:
-            s += f" ({chance} of {len(rs)} rungs' intervals reach 0.5)"
+        s = f"{name}, {what} {_rung_score(rs[0], k)}"
+        if len(rs) > 1:
+            sets = len({r["held_out_images"] for r in rs})
+            s += f" ({_span([r[k] for r in rs])} over {len(rs)} rungs" + (f", {sets} test sets" if sets > 1 else "")
+            chance = sum(_rung_how(r[k], _ci(r, k)) == "not above chance" for r in rs)
+            s += (f"; {chance} interval{'s reach' if chance > 1 else ' reaches'} 0.5" if chance else "") + ")"
         parts.append(s)
     return "; ".join(parts)
 
 
 def learnability_reason(rows: list[dict]) -> str | None:
     """What the ladder says of why the abnormality members underfit: the task rung that fits its training images
-    best (>= FITS) beside the task's first rung (same test images, unpaired intervals), the task rungs scored on
-    other test sets, and the share of held-out abnormal images with hardware the objects rungs call abnormal; None
-    where no task rung fits."""
+    best (>= FITS; at its last epoch, no epoch selection) beside the task's first rung (same test images, no paired
+    interval), the task rungs scored on other test sets, and the share of held-out abnormal images with hardware the
+    objects rungs call abnormal; None where no task rung fits."""
     task = [r for r in rows if r["rung"].startswith("the task")]
     key = _task_key(task)
     task = _scored(task, key)
@@ -140,12 +143,13 @@ def learnability_reason(rows: list[dict]) -> str | None:
     best, base = max(fits, key=lambda r: r["train_acc"]), task[0]
     what = "study AUROC" if key == "study_auroc" else "AUROC"
     s = (f"The learnability ladder (one run of one seed per rung) bounds the causes: the network can memorise its "
-         f"training images ({100 * best['train_acc']:.1f} % when trained with {_change(best)}), so the members' "
-         "fit comes from the recipe, not a hard limit of capacity; what it memorises generalises weakly ("
-         f"{what} {_rung_score(best, key)}")
+         f"training images ({100 * best['train_acc']:.1f} % at the last epoch when trained with {_change(best)}, no "
+         "epoch selection; the member's figure is at its epoch of lowest validation NLL), so capacity does not cap "
+         "the fit; which part of the recipe holds the members back (augmentation, epochs, the epoch kept) one seed "
+         f"does not separate. What it memorises generalises weakly ({what} {_rung_score(best, key)}")
     if best is not base and best["held_out_images"] == base["held_out_images"]:
         s += (f", against {_rung_score(base, key)} for the {base.get('epochs', '')}-epoch rung with augmentation "
-              f"`{base.get('augment', '')}` on the same test images: unpaired intervals, the difference not resolved")
+              f"`{base.get('augment', '')}` on the same test images: no paired interval, the difference not tested")
     s += ")"
     other = [r for r in task if r["held_out_images"] != base["held_out_images"]]
     if other:
@@ -154,8 +158,11 @@ def learnability_reason(rows: list[dict]) -> str | None:
             + (f", {r['held_out_studies']} studies" if r.get("held_out_studies") else "") + ")" for r in other))
     found = [r for r in rows if r["rung"].startswith("objects") and _finite(r.get("found_hardware"))]
     if found:
+        top = max(found, key=lambda r: r["found_hardware"])
         s += (f"; of the held-out abnormal images that show hardware, the objects rungs call "
-              f"{_span([100 * r['found_hardware'] for r in found], '{:.0f}')} % abnormal at p > 0.5")
+              f"{_span([100 * r['found_hardware'] for r in found], '{:.0f}')} % abnormal at p > 0.5"
+              + (" (the highest on its own test set)" if top["held_out_images"] != found[0]["held_out_images"]
+                 else ""))
     return s + "."
 
 
@@ -173,9 +180,8 @@ def learnability_part(root: Path) -> list[str]:
     if not rows:
         return [head + ": not yet measured."]
     line = (head + f" ({len(rows)} rung{'s' if len(rows) > 1 else ''}): " + learnability_headline(rows)
-            + ". Separate runs of one seed each, not all on the same test images"
-            + (" (95 % study-bootstrap intervals in the table)" if all(r.get("held_out_auroc_ci") for r in rows)
-               else " (not every rung has an interval)") + ": not paired comparisons.")
+            + ". One seed per rung, " + ("95 % intervals in the table" if all(r.get("held_out_auroc_ci") for r in rows)
+                                         else "not every rung with an interval") + ": not paired comparisons.")
 
     def cell(x, fmt):
         return fmt.format(x) if _finite(x) else "-"
@@ -183,7 +189,7 @@ def learnability_part(root: Path) -> list[str]:
     def with_ci(x, ci):  # an AUROC with its study-bootstrap interval where the rung measured one
         return cell(x, "{:.2f}") if not ci or not _finite(x) else fmt_interval(dict(estimate=x, low=ci[0], high=ci[1]))
 
-    table = ["| rung | augmentation | epochs | training / held-out images | majority share | training accuracy | "
+    table = ["| rung | augmentation | epochs | training / held-out images | held-out majority share | training accuracy | "
              "held-out accuracy | held-out AUROC | study AUROC | held-out hardware found |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
