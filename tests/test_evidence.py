@@ -340,6 +340,10 @@ def test_formatting():
     # a nonzero value that rounds to zero keeps its sign, so an interval [-0.0001, 0.012] reads as containing 0
     assert ev.fmt_delta({"delta": 0.0, "low": -0.0001, "high": 0.012}, digits=2) == "+0.00 [-0.00, +0.01]"
     assert ev.fmt_delta({"delta": -0.00006, "low": -0.00012, "high": -0.00001}, digits=3) == "-0.000 [-0.000, -0.000]"
+    # a value with an optional interval: NaN ends (every replicate failed) or none give the value alone
+    assert ev.fmt_estimate(0.5701, [0.511, 0.629]) == "0.57 [0.51, 0.63]"
+    assert ev.fmt_estimate(0.5701, [float("nan"), float("nan")]) == ev.fmt_estimate(0.5701) == "0.57"
+    assert ev.fmt_estimate(None) == ev.fmt_estimate(float("nan"), [0.1, 0.2]) == "-"
 
 
 def test_weighted_kappa_matches_scikit_learn_with_sample_weight():

@@ -56,7 +56,8 @@ def test_the_rungs_run_end_to_end_on_the_smoke_data(smoke_cache):
     for row, key in ((r, "held_out_auroc"), (o, "held_out_auroc"), (t, "held_out_auroc"), (t, "study_auroc")):
         lo, hi = row[f"{key}_ci"]
         assert lo <= row[key] <= hi and hi - lo > 0, (row["rung"], key)
-    assert learnability.with_ci(t["study_auroc"], t["study_auroc_ci"]).startswith(f"{t['study_auroc']:.2f} [")
+    assert learnability.evidence.fmt_estimate(t["study_auroc"], t["study_auroc_ci"]).startswith(
+        f"{t['study_auroc']:.2f} [")
 
 
 def test_noisy_labels_follow_the_phantoms_noise_model_on_its_own_studies(smoke_cache):

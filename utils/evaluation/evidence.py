@@ -528,6 +528,16 @@ def fmt_interval(d: dict, scale: float = 1.0, digits: int = 2) -> str:
            f"{_num(d['high'] * scale, digits, False)}]"
 
 
+def fmt_estimate(value, ci=None, digits: int = 2) -> str:
+    """'0.57 [0.50, 0.63]' from a value and its (low, high) interval; the value alone where the interval is missing
+    or has a NaN end (every bootstrap replicate failed); '-' where the value is missing or NaN."""
+    if value is None or value != value:
+        return "-"
+    if ci is None or any(v is None or v != v for v in ci):
+        return _num(value, digits, False)
+    return fmt_interval(dict(estimate=value, low=ci[0], high=ci[1]), digits=digits)
+
+
 def fmt_signed(x: float, digits: int = 2) -> str:
     """`x` with its sign ('+0.20', '-0.01'), but a value that rounds to zero as plain zero ('0.00', not '-0.00'):
     for a point value read without an interval."""

@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from utils.evaluation.evidence import fmt_interval
+from utils.evaluation.evidence import fmt_estimate
 from utils.findings.words import details_block
 
 
@@ -51,8 +51,7 @@ def _ci(r: dict, key: str):
 
 def _rung_score(r: dict, key: str) -> str:
     """A rung's AUROC (`key`) with its interval where it has one: '0.64 [0.58, 0.70]'."""
-    ci = _ci(r, key)
-    return fmt_interval(dict(estimate=r[key], low=ci[0], high=ci[1])) if ci else f"{r[key]:.2f}"
+    return fmt_estimate(r[key], r.get(f"{key}_ci"))
 
 
 def _variant(r: dict, base: dict, key: str) -> str:
@@ -186,9 +185,6 @@ def learnability_part(root: Path) -> list[str]:
     def cell(x, fmt):
         return fmt.format(x) if _finite(x) else "-"
 
-    def with_ci(x, ci):  # an AUROC with its study-bootstrap interval where the rung measured one
-        return cell(x, "{:.2f}") if not ci or not _finite(x) else fmt_interval(dict(estimate=x, low=ci[0], high=ci[1]))
-
     table = ["| rung | augmentation | epochs | training / held-out images | held-out majority share | training accuracy | "
              "held-out accuracy | held-out AUROC | study AUROC | held-out hardware found |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -196,8 +192,8 @@ def learnability_part(root: Path) -> list[str]:
         hw = r.get("found_hardware")
         table.append(f"| {r['rung']} | {r.get('augment', '')} | {r.get('epochs', '-')} | {r['train_images']} / "
                      f"{r['held_out_images']} | {100 * r['majority']:.1f} % | {100 * r['train_acc']:.1f} % | "
-                     f"{100 * r['held_out_acc']:.1f} % | {with_ci(r['held_out_auroc'], r.get('held_out_auroc_ci'))} | "
-                     f"{with_ci(r.get('study_auroc'), r.get('study_auroc_ci'))} | "
+                     f"{100 * r['held_out_acc']:.1f} % | {fmt_estimate(r['held_out_auroc'], r.get('held_out_auroc_ci'))} | "
+                     f"{fmt_estimate(r.get('study_auroc'), r.get('study_auroc_ci'))} | "
                      f"{cell(100 * hw if _finite(hw) else None, '{:.0f} %')} |")
     answer = learnability_answer(rows)
     lead = [answer[:1].upper() + answer[1:] + ".", ""] if answer else []

@@ -59,7 +59,7 @@ from utils.data import phantom, sources
 from utils.evaluation import evidence
 from utils.models import train
 from utils.models.networks import build_model
-from utils.models.recipe import markdown
+from utils.models.recipe import generator_of, markdown, previous_rows
 
 PLANT_SHARE = 0.4
 HELD_OUT = 0.2
@@ -218,9 +218,8 @@ def run_rung(profile, name: str, rung: dict, cache: data.ImageCache, device=None
     out = dict(rung=name, augment=profile.augment, train_images=len(y_tr), held_out_images=len(y_ho),
                majority=float(max(np.mean(y_ho), 1 - np.mean(y_ho))), train_acc=fit["acc"], held_out_acc=held["acc"],
                held_out_auroc=held["auroc"], held_out_auroc_ci=held.get("auroc_ci"),
-               study_auroc=held.get("study_auroc"), study_auroc_ci=held.get("study_auroc_ci"), epochs=profile.epochs,
-               seconds=seconds)
-    out["held_out_studies"] = int(pd.unique(study_of).size)
+               study_auroc=held.get("study_auroc"), study_auroc_ci=held.get("study_auroc_ci"),
+               held_out_studies=int(pd.unique(study_of).size), epochs=profile.epochs, seconds=seconds)
     if rung["kind"] == "objects":  # which objects of the abnormal held-out images the calls find (p > 0.5)
         ab = np.asarray(y_ho) == 1  # a normal study's cast is no find: calling it abnormal is an error
         out.update(found_hardware=found_share(held["p"][ab], ho_bits[ab], data.LESION_HARDWARE),
@@ -247,15 +246,6 @@ def _scaled_cache(profile, factor: int) -> data.ImageCache:
     return data.build_cache(index, profile.image_size, paths.cache, progress=False)
 
 
-def with_ci(value, ci, digits: int = 2) -> str:
-    """'0.57 [0.50, 0.63]' (the value and its interval), '0.57' without an interval, '-' without a value."""
-    if value is None or value != value:
-        return "-"
-    finite = ci is not None and all(v is not None and v == v for v in ci)  # every replicate failed: NaN ends
-    return evidence.fmt_interval(dict(estimate=value, low=ci[0], high=ci[1]), digits=digits) if finite else \
-        f"{value:.{digits}f}"
-
-
 def table(rows: list[dict]):
     df = pd.DataFrame(rows).reindex(columns=[
         "rung", "augment", "epochs", "train_images", "held_out_images", "majority", "train_acc", "held_out_acc",
@@ -263,7 +253,7 @@ def table(rows: list[dict]):
     for c in ("majority", "train_acc", "held_out_acc", "found_hardware", "found_cast_only"):
         df[c] = (100 * df[c]).round(1)
     for c in ("held_out_auroc", "study_auroc"):
-        df[c] = [with_ci(r.get(c), r.get(f"{c}_ci")) for r in rows]
+        df[c] = [evidence.fmt_estimate(r.get(c), r.get(f"{c}_ci")) for r in rows]
     df["seconds"] = df["seconds"].round(0).astype(int)
     return df.astype(object).where(df.notna(), "-")  # a rung without a study AUROC shows '-', not nan
 
@@ -282,9 +272,8 @@ def main(argv=None):
     out = ROOT / "report" / "recipe"
     out.mkdir(parents=True, exist_ok=True)
     f = out / f"{profile.name}-learnability.json"
-    generator = None if a.data else phantom.GENERATOR_VERSION
-    doc = json.loads(f.read_text()) if f.is_file() else {}
-    old = doc.get("rows", []) if doc.get("generator_version") == generator else []  # never mix two generators
+    generator = generator_of(a.data)
+    old = previous_rows(f, generator)
     rows = {r["rung"]: dict(dict(study_auroc=None), **r) for r in old}
     for name in a.rungs:
         r = run_rung(profile, name, RUNGS[name], cache)

@@ -135,16 +135,28 @@ def main(argv=None):
         print(f"{name:18s} train {100 * r['train_acc']:5.1f} % (last epoch {100 * r['train_acc_last']:5.1f}), val "
               f"{100 * r['val_acc']:5.1f} %, test {100 * r['test_acc']:5.1f} %, kept epoch {r['best_epoch']}/"
               f"{r['epochs']}, {r['seconds']:.0f} s", flush=True)
-        rows = save(f, profile, r, generator=None if a.data else phantom.GENERATOR_VERSION)
+        rows = save(f, profile, r, generator=generator_of(a.data))
     print(table(rows).to_string(index=False))
+
+
+def generator_of(data_root: str) -> str | None:
+    """The phantom generator a run on `data_root` reads ("": the profile's phantom), None for real data."""
+    return None if data_root else phantom.GENERATOR_VERSION
+
+
+def previous_rows(f: Path, generator: str | None) -> list[dict]:
+    """The rows already in the results file `f` (controlled runs, the learnability ladder) that a run on
+    `generator` may join: none where the file ran on another generator or does not say which, so a table never
+    mixes generators."""
+    doc = json.loads(f.read_text()) if f.is_file() else {}
+    return doc.get("rows", []) if doc.get("generator_version") == generator else []
 
 
 def save(f: Path, profile, row: dict, generator: str | None = None) -> list[dict]:
     """Add (or replace) one variant's row in the JSON file `f` and rewrite its Markdown table beside it; the rows.
     `generator`: the phantom generator the rows ran on (None: real data); a file whose rows ran on another
     generator (or on data of unknown origin) is started afresh, so a table never mixes generators."""
-    doc = json.loads(f.read_text()) if f.is_file() else {}
-    old = doc.get("rows", []) if doc.get("generator_version") == generator else []
+    old = previous_rows(f, generator)
     order = list(VARIANTS)
     rows = sorted([r for r in old if r["variant"] != row["variant"]] + [row],
                   key=lambda r: order.index(r["variant"]) if r["variant"] in order else len(order))
