@@ -173,12 +173,11 @@ def test_the_learnability_ladder_is_a_table_once_measured(tmp_path):
                train_acc=0.8, held_out_acc=0.75, held_out_auroc=0.81, epochs=12, seconds=30.0)
     (rec / "cpu-learnability.json").write_text(json.dumps(dict(rows=[row])))
     text = "\n".join(findings.learnability_part(tmp_path))
-    assert "(1 rung): planted objects, AUROC 0.81." in text
+    assert "(1 rung, one seed each, not every rung with an interval; not paired comparisons): planted objects, AUROC 0.81." in text
     assert "| held-out majority share |" in text
     assert "not paired comparisons" in text
-    assert "| planted 1x6 px | full | 12 | 100 / 25 | 60.0 % | 80.0 % | 75.0 % | 0.81 | - | - |" in text  # no study AUROC
+    assert "| planted 1x6 px | full | 12 | 100 / 25 | 60.0 % | 80.0 % | 75.0 % | 0.81 | - | - | - |" in text  # no study AUROC
     assert "The learner only weakly planted objects (AUROC 0.81)." in text  # the long answer, inside the details
-    assert "One seed per rung, not every rung with an interval: not paired comparisons." in text
 
 
 def _rung(name, auroc, acc=0.8, majority=0.6, study=None, train=0.8, hw=None, n=25, ci=None, study_ci=None):
@@ -366,3 +365,39 @@ def test_the_conformal_caveat_reads_coverage_against_the_band_once_the_results_c
     text = conformal_caveat({"conformal_settings": {"cal_images": 519, "cal_studies": 201}})
     assert "band the guarantee implies for the cal split's 519 images" in text and "201 studies" in text
     assert "design effect" in text and "notebooks 04 and 06" not in text
+
+
+def test_the_mura_size_rung_is_placed_beside_the_published_from_scratch_kappa_of_its_part():
+    from utils.chapters.abnormality import reference_table
+    from utils.models.learnability import RUNGS
+
+    name = next(k for k in RUNGS if "MURA's" in k and k.endswith(" size"))
+    assert RUNGS[name]["parts"] == ("WRIST",)
+    ref = reference_table()
+    v = float(ref[(ref.pretraining == "none (from scratch)") & (ref.metric == "kappa")].wrist.iloc[0])
+
+    def row(kappa, ci):
+        return dict(_rung(name, 0.8, study=0.81, train=0.7, n=600, study_ci=[0.76, 0.85]), train_images=9500,
+                    held_out_studies=230, study_kappa=kappa, study_kappa_ci=ci, seconds=30.2)
+
+    line = findings.mura_size_line(LADDER + [row(0.40, [0.30, v - 0.01])])
+    assert line.startswith("At about MURA's wrist training size (9,500 images, 230 test studies) the phantom's wrist "
+                           "gives study AUROC 0.81 [0.76, 0.85] and kappa 0.40 [0.30, ")
+    assert f"reaches wrist kappa {v:.2f} on MURA-valid; the phantom's interval lies below it." in line
+    assert "holds it" in findings.mura_size_line([row(0.45, [v - 0.1, v + 0.1])])
+    assert "lies above it" in findings.mura_size_line([row(0.7, [v + 0.01, 0.8])])
+    assert findings.mura_size_line(LADDER) is None  # no such rung
+    assert findings.mura_size_line([row(None, None)]) is None  # a rung without a kappa (an older file)
+    assert "it does not test it. The rung's one network trained for 30 s" in findings.learnability_reason(
+        LADDER + [row(0.40, [0.30, 0.45])])
+
+
+def test_the_learnability_headline_gives_the_rung_at_muras_size_in_place_of_the_tasks_range():
+    from utils.models.learnability import RUNGS
+
+    name = next(k for k in RUNGS if "MURA's" in k and k.endswith(" size"))
+    r = dict(_rung(name, 0.8, study=0.87, n=900, study_ci=[0.83, 0.90]), study_kappa=0.56, study_kappa_ci=[0.47, 0.64])
+    assert findings.learnability_headline(LADDER + [r]).endswith(
+        "; the task, study AUROC 0.57 [0.51, 0.63] (3 rungs); at MURA's wrist training size, 0.87 [0.83, 0.90], "
+        "kappa 0.56 [0.47, 0.64]")
+    assert "MURA's" not in findings.learnability_headline(LADDER)

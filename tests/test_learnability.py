@@ -52,6 +52,7 @@ def test_the_rungs_run_end_to_end_on_the_smoke_data(smoke_cache):
     t = learnability.run_rung(profile, "task", learnability.RUNGS["the task"], cache, device="cpu")
     assert t["train_images"] == len(cache.index.query("subset == 'train'"))
     assert t["held_out_images"] == len(cache.index.query("subset == 'test'")) and 0 <= t["study_auroc"] <= 1
+    assert -1 <= t["study_kappa"] <= 1 and t["study_kappa_ci"][0] <= t["study_kappa"] <= t["study_kappa_ci"][1]
     # every AUROC carries its 95 % study-bootstrap interval around it
     for row, key in ((r, "held_out_auroc"), (o, "held_out_auroc"), (t, "held_out_auroc"), (t, "study_auroc")):
         lo, hi = row[f"{key}_ci"]
@@ -78,3 +79,50 @@ def test_noisy_labels_follow_the_phantoms_noise_model_on_its_own_studies(smoke_c
     assert (y[(truth == 1) & ~missed] == 1).all()  # other findings always reported
     flipped = (truth == 0) & (y == 1)
     assert 0 < flipped.sum() < (truth == 0).sum() * 3 * phantom.OVERCALL  # a few normal studies over-called
+
+
+def test_study_kappa_is_cohens_kappa_of_the_study_mean_at_one_half():
+    """Against scikit-learn's cohen_kappa_score on the studies' mean probabilities (an independent implementation)."""
+    import pandas as pd
+    import torch
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = np.random.default_rng(0)
+    n = 240
+    groups = rng.integers(0, 80, n)
+    y = (groups % 3 == 0).astype(int)  # a study's images share its label
+    z = torch.as_tensor(rng.normal(y * 0.8, 1.0), dtype=torch.float32)
+    model = lambda x: torch.stack([torch.zeros_like(x[:, 0]), x[:, 0]], 1)  # noqa: E731  logit = the feature
+    out = learnability._scores(model, z[:, None], y, "cpu", groups=groups, study_level=True, n_boot=200)
+    p = torch.sigmoid(z).numpy()
+    st = pd.DataFrame(dict(g=groups, p=p, y=y)).groupby("g").agg(p=("p", "mean"), y=("y", "first"))
+    assert out["study_kappa"] == pytest.approx(cohen_kappa_score(st.y, (st.p > 0.5).astype(int)), abs=1e-9)
+    lo, hi = out["study_kappa_ci"]
+    assert lo <= out["study_kappa"] <= hi
+
+
+def test_a_one_part_scaled_cache_keeps_the_whole_trees_validation_carve(smoke_tree, tmp_path, monkeypatch):
+    """The one-part phantom's splits are those of the whole tree (carved first, then filtered), and it holds that
+    part's images only; the phantom asked for has the scaled patient counts."""
+    from utils import config
+    from utils.data import sources
+
+    asked = {}
+
+    def fake_ensure(out, train_patients, valid_patients, *a, **kw):
+        asked.update(out=out, train=train_patients, valid=valid_patients)
+        return smoke_tree
+
+    monkeypatch.setattr(learnability.phantom, "ensure", fake_ensure)
+    monkeypatch.setattr(learnability, "get_paths", lambda **kw: config.get_paths(tmp_path, **kw))
+    profile = config.get_profile("smoke", task="abnormality")
+    part = sources.load_index(smoke_tree).body_part.iloc[0]
+    cache = learnability._scaled_cache(profile, 3, 2, [part])
+    ph = profile.phantom
+    assert (asked["train"], asked["valid"]) == (3 * ph.train_patients, 2 * ph.valid_patients)
+    assert str(asked["out"]).endswith(f"phantom-{profile.name}-x3-v2")
+    whole = sources.carve_validation(sources.load_index(smoke_tree), profile.val_fraction, profile.seed,
+                                     profile.cal_fraction)
+    mine = whole[whole.body_part == part].set_index("path").subset
+    assert set(cache.index.body_part) == {part} and len(cache.index) == len(mine)
+    assert (cache.index.set_index("path").subset.loc[mine.index] == mine).all()

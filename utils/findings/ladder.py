@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+from utils.config import get_profile
 from utils.evaluation.evidence import fmt_estimate
 from utils.findings.words import details_block
 
@@ -107,9 +108,11 @@ def learnability_answer(rows: list[dict]) -> str:
 def learnability_headline(rows: list[dict]) -> str:
     """The ladder in a few words: planted objects' range of AUROCs; for real objects and the task, the group's first
     rung with its interval, then the range over its rungs and how many test sets they use, and how many intervals
-    reach chance (0.5)."""
+    reach chance (0.5). Where the one-part rung at MURA's size of that part is measured, the task's range gives way
+    to it (study AUROC and kappa): the range mixes test sets, that rung says what more data per part does."""
     task = [r for r in rows if r["rung"].startswith("the task")]
     key = _task_key(task)
+    mura = _mura_size_rung(rows) if key == "study_auroc" else None
     planted = _scored([r for r in rows if r["rung"].startswith("planted")], "held_out_auroc")
     groups = [("hardware or casts alone", _scored([r for r in rows if r["rung"].startswith("objects")],
                                                   "held_out_auroc"), "held_out_auroc", "AUROC"),
@@ -119,11 +122,14 @@ def learnability_headline(rows: list[dict]) -> str:
         if not rs:
             continue
         s = f"{name}, {what} {_rung_score(rs[0], k)}"
-        if len(rs) > 1:
+        if len(rs) > 1 and (mura is None or name != "the task"):
             sets = len({r["held_out_images"] for r in rs})
             s += f" ({_span([r[k] for r in rs])} over {len(rs)} rungs" + (f", {sets} test sets" if sets > 1 else "")
             chance = sum(_rung_how(r[k], _ci(r, k)) == "not above chance" for r in rs)
             s += (f"; {chance} interval{'s reach' if chance > 1 else ' reaches'} 0.5" if chance else "") + ")"
+        elif len(rs) > 1:
+            s += (f" ({len(rs)} rungs); at MURA's {_one_part(mura).lower()} training size, "
+                  f"{_rung_score(mura, 'study_auroc')}, kappa {_rung_score(mura, 'study_kappa')}")
         parts.append(s)
     return "; ".join(parts)
 
@@ -131,8 +137,9 @@ def learnability_headline(rows: list[dict]) -> str:
 def learnability_reason(rows: list[dict]) -> str | None:
     """What the ladder says of why the abnormality members underfit: the task rung that fits its training images
     best (>= FITS; at its last epoch, no epoch selection) beside the task's first rung (same test images, no paired
-    interval), the task rungs scored on other test sets, and the share of held-out abnormal images with hardware the
-    objects rungs call abnormal; None where no task rung fits."""
+    interval), the task rungs scored on other test sets, the share of held-out abnormal images with hardware the
+    objects rungs call abnormal, and the one-part rung at MURA's size beside the published figure (`mura_size_line`);
+    None where no task rung fits."""
     task = [r for r in rows if r["rung"].startswith("the task")]
     key = _task_key(task)
     task = _scored(task, key)
@@ -162,7 +169,52 @@ def learnability_reason(rows: list[dict]) -> str | None:
               f"{_span([100 * r['found_hardware'] for r in found], '{:.0f}')} % abnormal at p > 0.5"
               + (" (the highest on its own test set)" if top["held_out_images"] != found[0]["held_out_images"]
                  else ""))
-    return s + "."
+    mura = mura_size_line(rows)
+    return s + "." + (f" {mura}" if mura else "")
+
+
+def _one_part(r: dict) -> str | None:
+    """The body part a rung trains and scores on alone (its definition in `learnability.RUNGS`), else None."""
+    from utils.models.learnability import RUNGS
+
+    parts = RUNGS.get(r["rung"], {}).get("parts") or ()
+    return parts[0] if len(parts) == 1 else None
+
+
+def _mura_size_rung(rows: list[dict]) -> dict | None:
+    """The one-part task rung named for MURA's size of its part, with a study AUROC and kappa; else None."""
+    return next((r for r in rows if "MURA's" in r["rung"] and r["rung"].endswith(" size") and _one_part(r)
+                 and _finite(r.get("study_kappa")) and _finite(r.get("study_auroc"))), None)
+
+
+def mura_size_line(rows: list[dict]) -> str | None:
+    """The one-part task rung trained on about as many images of its part as MURA's training split holds (its name
+    says "MURA's ... size"), with its study AUROC and kappa, beside the published kappa of a small CNN trained from
+    scratch on real MURA for that part (`abnormality.reference_table`); None without such a rung or figure. The two
+    differ in network, input size and training set (that CNN trained on all seven parts), so the line places the
+    phantom's figure and tests nothing."""
+    from utils.chapters.abnormality import reference_table
+
+    r = _mura_size_rung(rows)
+    if r is None:
+        return None
+    part = _one_part(r)
+    ref = reference_table()
+    ref = ref[(ref.pretraining == "none (from scratch)") & (ref.metric == "kappa")]
+    if ref.empty or not _finite(ref[part.lower()].iloc[0]):
+        return None
+    v, ci = float(ref[part.lower()].iloc[0]), _ci(r, "study_kappa")
+    where = ("" if ci is None else "; the phantom's interval lies below it" if ci[1] < v
+             else "; the phantom's interval lies above it" if ci[0] > v else "; the phantom's interval holds it")
+    return (f"At about MURA's {part.lower()} training size ({r['train_images']:,} images, "
+            f"{r.get('held_out_studies', '?')} test studies) the phantom's {part.lower()} gives study AUROC "
+            f"{_rung_score(r, 'study_auroc')} and kappa {_rung_score(r, 'study_kappa')}; a small CNN trained from "
+            f"scratch on real MURA (all seven parts; not peer-reviewed) reaches {part.lower()} kappa {v:.2f} on "
+            f"MURA-valid{where}. Different networks, inputs and training sets: this places the phantom, it does not "
+            "test it." + (f" The rung's one network trained for {r['seconds']:.0f} s (shared cores, indicative); the "
+                          f"cpu report trains {get_profile('cpu').members} members and generates its phantom within 10 "
+                          "minutes a task, so its learner sees the cpu phantom's images, not MURA's number."
+                          if _finite(r.get("seconds")) else ""))
 
 
 def learnability_rows(root: Path) -> list[dict]:
@@ -178,22 +230,24 @@ def learnability_part(root: Path) -> list[str]:
     rows = learnability_rows(root)
     if not rows:
         return [head + ": not yet measured."]
-    line = (head + f" ({len(rows)} rung{'s' if len(rows) > 1 else ''}): " + learnability_headline(rows)
-            + ". One seed per rung, " + ("95 % intervals in the table" if all(r.get("held_out_auroc_ci") for r in rows)
-                                         else "not every rung with an interval") + ": not paired comparisons.")
+    line = (head + f" ({len(rows)} rung{'s' if len(rows) > 1 else ''}, one seed each, "
+            + ("95 % intervals in the table" if all(r.get("held_out_auroc_ci") for r in rows)
+               else "not every rung with an interval") + "; not paired comparisons): " + learnability_headline(rows)
+            + ".")
 
     def cell(x, fmt):
         return fmt.format(x) if _finite(x) else "-"
 
     table = ["| rung | augmentation | epochs | training / held-out images | held-out majority share | training accuracy | "
-             "held-out accuracy | held-out AUROC | study AUROC | held-out hardware found |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "held-out accuracy | held-out AUROC | study AUROC | study kappa | held-out hardware found |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         hw = r.get("found_hardware")
         table.append(f"| {r['rung']} | {r.get('augment', '')} | {r.get('epochs', '-')} | {r['train_images']} / "
                      f"{r['held_out_images']} | {100 * r['majority']:.1f} % | {100 * r['train_acc']:.1f} % | "
                      f"{100 * r['held_out_acc']:.1f} % | {fmt_estimate(r['held_out_auroc'], r.get('held_out_auroc_ci'))} | "
                      f"{fmt_estimate(r.get('study_auroc'), r.get('study_auroc_ci'))} | "
+                     f"{fmt_estimate(r.get('study_kappa'), r.get('study_kappa_ci'))} | "
                      f"{cell(100 * hw if _finite(hw) else None, '{:.0f} %')} |")
     answer = learnability_answer(rows)
     lead = [answer[:1].upper() + answer[1:] + ".", ""] if answer else []
