@@ -8,9 +8,11 @@ import json
 import re
 from pathlib import Path
 
+from utils.chapters.abnormality import reference_table
 from utils.config import get_profile
 from utils.evaluation.evidence import fmt_estimate
 from utils.findings.words import details_block
+from utils.models.learnability import RUNGS
 
 
 FITS = 0.85
@@ -175,8 +177,6 @@ def learnability_reason(rows: list[dict]) -> str | None:
 
 def _one_part(r: dict) -> str | None:
     """The body part a rung trains and scores on alone (its definition in `learnability.RUNGS`), else None."""
-    from utils.models.learnability import RUNGS
-
     parts = RUNGS.get(r["rung"], {}).get("parts") or ()
     return parts[0] if len(parts) == 1 else None
 
@@ -193,8 +193,6 @@ def mura_size_line(rows: list[dict]) -> str | None:
     scratch on real MURA for that part (`abnormality.reference_table`); None without such a rung or figure. The two
     differ in network, input size and training set (that CNN trained on all seven parts), so the line places the
     phantom's figure and tests nothing."""
-    from utils.chapters.abnormality import reference_table
-
     r = _mura_size_rung(rows)
     if r is None:
         return None
