@@ -173,11 +173,15 @@ def test_the_posteriors_probit_predictive_matches_laplace_torchs_moments(tmp_pat
     member = posteriors.ArrayMember(net, {"train": x}, {"train": y}, tmp_path, batch_size=16)
     post = posteriors.make("Laplace, kron, all weights", member).fit()
     x = torch.randn(6, 1, 24, 24)
-    post.n_samples = 4000
+    post.n_samples = 400  # Monte Carlo error in the covariance ~2e-4 in total variation (1-4e-4 over seeds 0-3)
     ours = post.probs(x)
     f_mu, f_var = post.la_fit.la._glm_predictive_distribution(x)
     ref = bayes.probit(f_mu, f_var, project=True)
-    assert 0.5 * np.abs(ours - ref).sum(1).max() < 0.02
+    tv = 0.5 * np.abs(ours - ref).sum(1).max()
+    assert tv < 1e-3
+    # the check can tell: the MAP softmax (no variance) and the unprojected probit are both farther off than that
+    assert 0.5 * np.abs(torch.softmax(f_mu, 1).numpy() - ref).sum(1).max() > 2e-3
+    assert 0.5 * np.abs(bayes.probit(f_mu, f_var, project=False) - ref).sum(1).max() > 2e-3
 
 
 @pytest.fixture(scope="module")
