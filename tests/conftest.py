@@ -1,6 +1,11 @@
-"""Shared fixtures: a small MURA-shaped tree built by hand, and a small phantom."""
+"""Shared fixtures: a small MURA-shaped tree built by hand, a small phantom, and the smoke report (started in the
+background as soon as the tests are collected, so that it runs beside the unit tests)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +118,63 @@ def net():
                 mod.running_mean.uniform_(-0.2, 0.2)
                 mod.running_var.uniform_(0.5, 1.5)
     return m
+
+
+# --------------------------------------------------------------------------- the smoke report, in the background
+
+SMOKE_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+"""The smoke report runs with one intra-op thread: it runs beside the unit tests on a 2-core machine, where threads
+of two processes only wait for each other. Every smoke report of a session runs so (the reproducibility test
+compares two runs, and torch's CPU results may depend on the number of threads)."""
+
+
+def start_smoke_report(out: Path) -> subprocess.Popen:
+    """`python -m utils.report --profile smoke` into `out`, started and not awaited (output in out/report-log.txt)."""
+    from utils.config import ROOT
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "report-log.txt", "w") as log:
+        return subprocess.Popen([sys.executable, "-m", "utils.report", "--profile", "smoke", "--out-root", str(out)],
+                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **SMOKE_ENV})
+
+
+def finish_smoke_report(proc: subprocess.Popen, out: Path, timeout: float = 900) -> Path:
+    """Wait for a smoke report started by `start_smoke_report`; `out` if it succeeded, else the test fails with the
+    end of its log."""
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        rc = "killed after the timeout"
+    log = (out / "report-log.txt").read_text(errors="replace")
+    assert rc == 0, f"the smoke report failed ({rc}):\n{log[-6000:]}"
+    return out
+
+
+_BACKGROUND: dict = {}
+
+
+def pytest_collection_finish(session):
+    """Start the smoke report once the selected tests are known, if any of them needs it (`smoke_run`)."""
+    if any("smoke_run" in getattr(item, "fixturenames", ()) for item in session.items):
+        factory = getattr(session.config, "_tmp_path_factory", None)
+        out = factory.mktemp("smoke") if factory is not None else Path(tempfile.mkdtemp(prefix="smoke-"))
+        _BACKGROUND.update(proc=start_smoke_report(out), out=out)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    proc = _BACKGROUND.get("proc")
+    if proc is not None and proc.poll() is None:  # a run stopped early (-x, Ctrl-C): no orphaned report
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """The whole report on the smoke profile, in a temporary folder (what `make test` runs): the one started in the
+    background at collection, or, where none was, one run now."""
+    if "proc" in _BACKGROUND:
+        return finish_smoke_report(_BACKGROUND["proc"], _BACKGROUND["out"])
+    out = tmp_path_factory.mktemp("smoke")
+    return finish_smoke_report(start_smoke_report(out), out)

@@ -11,6 +11,8 @@ import pytest
 from utils import report, site
 from utils.config import ROOT
 
+from .conftest import finish_smoke_report, start_smoke_report
+
 NOTEBOOKS = report.find_notebooks()  # every notebook, whatever its task
 BODYPART = report.find_notebooks(task="bodypart")  # what a body-part report runs
 
@@ -31,16 +33,8 @@ def test_there_are_notebooks_and_they_are_stored_without_outputs():
 
 
 def _smoke_report(out):
-    proc = subprocess.run([sys.executable, "-m", "utils.report", "--profile", "smoke", "--out-root", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """The whole report on the smoke profile, into a temporary folder (what `make test` runs)."""
-    return _smoke_report(tmp_path_factory.mktemp("smoke"))
+    """A smoke report run now, as the background one is run (`conftest.start_smoke_report`: one thread)."""
+    return finish_smoke_report(start_smoke_report(out), out)
 
 
 def test_smoke_profile_runs_every_notebook(smoke_run):
