@@ -12,7 +12,9 @@ size, with its training cost).
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -175,6 +177,26 @@ def reference_table() -> pd.DataFrame:
                      "overall": overall, **{p.lower(): per.get(p) for p in PARTS_ORDER}, "status": status,
                      "source": source})
     return pd.DataFrame(rows)
+
+
+def data_scaling(root, profile_name: str = "cpu") -> pd.DataFrame | None:
+    """The task rungs of the learnability ladder (report/recipe/<profile>-learnability.json, written by `python -m
+    utils.models.learnability` on the profile's phantom, not by the report): how study AUROC and kappa move with the
+    training images of one part or of all, each rung one network of member 0's seed at its last epoch, scored on its
+    own phantom's test split. Columns: rung, training images, test studies, training accuracy, study AUROC and kappa
+    as 'estimate [low, high]'. None where the file is absent or holds no task rung with a study AUROC."""
+    f = Path(root) / "report" / "recipe" / f"{profile_name}-learnability.json"
+    if not f.is_file():
+        return None
+    rows = [r for r in json.loads(f.read_text()).get("rows", [])
+            if r["rung"].startswith("the task") and r.get("study_auroc") is not None]
+    if not rows:
+        return None
+    return pd.DataFrame([{
+        "rung": r["rung"], "training images": r["train_images"], "test studies": r.get("held_out_studies"),
+        "training accuracy": round(100 * r["train_acc"], 1),
+        "study AUROC": evidence.fmt_estimate(r["study_auroc"], r.get("study_auroc_ci")),
+        "study kappa": evidence.fmt_estimate(r.get("study_kappa"), r.get("study_kappa_ci"))} for r in rows])
 
 
 # --------------------------------------------------------------------------- where abnormality CAMs point
