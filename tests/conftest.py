@@ -2,7 +2,10 @@
 background as soon as the tests are collected, so that it runs beside the unit tests)."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -135,7 +138,34 @@ def start_smoke_report(out: Path) -> subprocess.Popen:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "report-log.txt", "w") as log:
         return subprocess.Popen([sys.executable, "-m", "utils.report", "--profile", "smoke", "--out-root", str(out)],
-                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **SMOKE_ENV})
+                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **SMOKE_ENV},
+                                start_new_session=True,  # its own process group: stopped with its kernels
+                                preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    """In the report's process, before it starts (Linux): SIGTERM when pytest dies, even by SIGKILL, when no
+    session hook or atexit handler runs; its kernels then exit as their parent is gone."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def stop_smoke_report(proc: subprocess.Popen) -> None:
+    """Stop a smoke report still running, with the notebook kernels it started (its process group)."""
+    if proc.poll() is not None:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def finish_smoke_report(proc: subprocess.Popen, out: Path, timeout: float = 900) -> Path:
@@ -144,9 +174,8 @@ def finish_smoke_report(proc: subprocess.Popen, out: Path, timeout: float = 900)
     try:
         rc = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        rc = "killed after the timeout"
+        stop_smoke_report(proc)
+        rc = "stopped after the timeout"
     log = (out / "report-log.txt").read_text(errors="replace")
     assert rc == 0, f"the smoke report failed ({rc}):\n{log[-6000:]}"
     return out
@@ -156,18 +185,23 @@ _BACKGROUND: dict = {}
 
 
 def pytest_collection_finish(session):
-    """Start the smoke report once the selected tests are known, if any of them needs it (`smoke_run`)."""
+    """Start the smoke report once the selected tests are known, if any of them needs it (`smoke_run`); not for
+    `--collect-only`. It is stopped when the session ends (`pytest_sessionfinish`) or, failing that, when the
+    interpreter exits (atexit)."""
+    if session.config.option.collectonly:
+        return
     if any("smoke_run" in getattr(item, "fixturenames", ()) for item in session.items):
-        factory = getattr(session.config, "_tmp_path_factory", None)
-        out = factory.mktemp("smoke") if factory is not None else Path(tempfile.mkdtemp(prefix="smoke-"))
-        _BACKGROUND.update(proc=start_smoke_report(out), out=out)
+        out = Path(tempfile.mkdtemp(prefix="smoke-report-"))
+        proc = start_smoke_report(out)
+        _BACKGROUND.update(proc=proc, out=out)
+        atexit.register(stop_smoke_report, proc)
 
 
 def pytest_sessionfinish(session, exitstatus):
-    proc = _BACKGROUND.get("proc")
-    if proc is not None and proc.poll() is None:  # a run stopped early (-x, Ctrl-C): no orphaned report
-        proc.kill()
-        proc.wait()
+    """A run stopped early (-x, Ctrl-C, a failure) leaves no report running; the folder goes with the session."""
+    if "proc" in _BACKGROUND:
+        stop_smoke_report(_BACKGROUND["proc"])
+        shutil.rmtree(_BACKGROUND["out"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
