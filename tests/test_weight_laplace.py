@@ -177,11 +177,17 @@ def test_the_posteriors_probit_predictive_matches_laplace_torchs_moments(tmp_pat
     ours = post.probs(x)
     f_mu, f_var = post.la_fit.la._glm_predictive_distribution(x)
     ref = bayes.probit(f_mu, f_var, project=True)
-    tv = 0.5 * np.abs(ours - ref).sum(1).max()
-    assert tv < 1e-3
-    # the check can tell: the MAP softmax (no variance) and the unprojected probit are both farther off than that
-    assert 0.5 * np.abs(torch.softmax(f_mu, 1).numpy() - ref).sum(1).max() > 2e-3
-    assert 0.5 * np.abs(bayes.probit(f_mu, f_var, project=False) - ref).sum(1).max() > 2e-3
+    tol = 8e-4  # about 5x the Monte Carlo error
+
+    def tv(p):
+        return 0.5 * np.abs(p - ref).sum(1).max()
+
+    assert tv(ours) < tol
+    # the check can tell: the MAP softmax (no variance; 0.0034 off), the unprojected probit (0.0040) and the probit
+    # over half the covariance (0.0016) are all farther off than that
+    assert tv(torch.softmax(f_mu, 1).numpy()) > 2 * tol
+    assert tv(bayes.probit(f_mu, f_var, project=False)) > 2 * tol
+    assert tv(bayes.probit(f_mu, 0.5 * f_var, project=True)) > tol
 
 
 @pytest.fixture(scope="module")
