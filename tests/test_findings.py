@@ -173,10 +173,10 @@ def test_the_learnability_ladder_is_a_table_once_measured(tmp_path):
                train_acc=0.8, held_out_acc=0.75, held_out_auroc=0.81, epochs=12, seconds=30.0)
     (rec / "cpu-learnability.json").write_text(json.dumps(dict(rows=[row])))
     text = "\n".join(findings.learnability_part(tmp_path))
-    assert "(1 rung, one seed each, not every rung with an interval; not paired comparisons): planted objects, AUROC 0.81." in text
+    assert "(1 rung, one seed each, not every rung with an interval, unpaired): planted objects, AUROC 0.81." in text
     assert "| held-out majority share |" in text
-    assert "not paired comparisons" in text
-    assert "| planted 1x6 px | full | 12 | 100 / 25 | 60.0 % | 80.0 % | 75.0 % | 0.81 | - | - | - |" in text  # no study AUROC
+    assert "unpaired" in text
+    assert "| planted 1x6 px | full | 12 | 100 / 25 | 60.0 % | 80.0 % | 75.0 % | 0.81 | - | - | - | - |" in text  # no study AUROC
     assert "The learner only weakly planted objects (AUROC 0.81)." in text  # the long answer, inside the details
 
 
@@ -217,7 +217,7 @@ def test_the_learnability_answer_says_in_plain_words_what_each_group_of_rungs_sh
 
 def test_the_learnability_headline_leads_with_each_groups_first_rung_then_its_range_and_test_sets():
     assert findings.learnability_headline(LADDER) == (
-        "planted objects, AUROC 0.92-0.97; hardware or casts alone, AUROC 0.70 [0.64, 0.75] (0.70-0.84 over 3 "
+        "planted objects, AUROC 0.92-0.97; hardware/casts alone, AUROC 0.70 [0.64, 0.75] (0.70-0.84 over 3 "
         "rungs); the task, study AUROC 0.57 [0.51, 0.63] (0.57-0.64 over 2 rungs)")
     rows = LADDER + [_rung("the task, wrist only", 0.52, study=0.49, study_ci=[0.37, 0.61], n=235)]
     assert findings.learnability_headline(rows).endswith(
@@ -381,23 +381,26 @@ def test_the_mura_size_rung_is_placed_beside_the_published_from_scratch_kappa_of
                     held_out_studies=230, study_kappa=kappa, study_kappa_ci=ci, seconds=30.2)
 
     line = findings.mura_size_line(LADDER + [row(0.40, [0.30, v - 0.01])])
-    assert line.startswith("At about MURA's wrist training size (9,500 images, 230 test studies) the phantom's wrist "
-                           "gives study AUROC 0.81 [0.76, 0.85] and kappa 0.40 [0.30, ")
-    assert f"reaches wrist kappa {v:.2f} on MURA-valid; the phantom's interval lies below it." in line
-    assert "holds it" in findings.mura_size_line([row(0.45, [v - 0.1, v + 0.1])])
-    assert "lies above it" in findings.mura_size_line([row(0.7, [v + 0.01, 0.8])])
+    assert line.startswith("At about MURA's wrist training size (9,500 images, its own 230 test studies) the phantom's "
+                           "wrist alone gives study AUROC 0.81 [0.76, 0.85] and kappa 0.40 [0.30, ")
+    others = ref[(ref.metric == "kappa") & (ref.pretraining != "none (from scratch)")].wrist.dropna()
+    assert (f"reports wrist kappa {v:.2f} on MURA-valid, outside the phantom's interval; pretrained networks report "
+            f"{others.min():.2f}-{others.max():.2f} (notebook 07, table 07-2, with their splits). Not a test:") in line
+    assert f"{v:.2f} on MURA-valid, inside the phantom's interval;" in findings.mura_size_line([row(0.45, [v - 0.1, v + 0.1])])
+    assert "holds" not in line and "lies above" not in line  # where it falls, no verdict
     assert findings.mura_size_line(LADDER) is None  # no such rung
     assert findings.mura_size_line([row(None, None)]) is None  # a rung without a kappa (an older file)
-    assert "it does not test it. The rung's one network trained for 30 s" in findings.learnability_reason(
-        LADDER + [row(0.40, [0.30, 0.45])])
+    why = findings.learnability_reason(LADDER + [row(0.40, [0.30, 0.45])])
+    assert "carry no interval. The rung's one network trained for 30 s" in why
+    assert why.count("0.81 [0.76, 0.85]") == 1  # said once, not also among the rungs on their own test sets
 
 
-def test_the_learnability_headline_gives_the_rung_at_muras_size_in_place_of_the_tasks_range():
+def test_the_learnability_headline_names_the_rung_at_muras_size_within_the_tasks_range():
     from utils.models.learnability import RUNGS
 
     name = next(k for k in RUNGS if "MURA's" in k and k.endswith(" size"))
     r = dict(_rung(name, 0.8, study=0.87, n=900, study_ci=[0.83, 0.90]), study_kappa=0.56, study_kappa_ci=[0.47, 0.64])
     assert findings.learnability_headline(LADDER + [r]).endswith(
-        "; the task, study AUROC 0.57 [0.51, 0.63] (3 rungs); at MURA's wrist training size, 0.87 [0.83, 0.90], "
-        "kappa 0.56 [0.47, 0.64]")
+        "; the task, study AUROC 0.57 [0.51, 0.63] (0.57-0.87 over 3 rungs, 2 test sets; wrist alone at MURA's "
+        "training size, own test set: 0.87 [0.83, 0.90], kappa 0.56 [0.47, 0.64])")
     assert "MURA's" not in findings.learnability_headline(LADDER)

@@ -53,6 +53,7 @@ def test_the_rungs_run_end_to_end_on_the_smoke_data(smoke_cache):
     assert t["train_images"] == len(cache.index.query("subset == 'train'"))
     assert t["held_out_images"] == len(cache.index.query("subset == 'test'")) and 0 <= t["study_auroc"] <= 1
     assert -1 <= t["study_kappa"] <= 1 and t["study_kappa_ci"][0] <= t["study_kappa"] <= t["study_kappa_ci"][1]
+    assert 0 <= t["study_called"] <= 1
     # every AUROC carries its 95 % study-bootstrap interval around it
     for row, key in ((r, "held_out_auroc"), (o, "held_out_auroc"), (t, "held_out_auroc"), (t, "study_auroc")):
         lo, hi = row[f"{key}_ci"]
@@ -99,6 +100,7 @@ def test_study_kappa_is_cohens_kappa_of_the_study_mean_at_one_half():
     assert out["study_kappa"] == pytest.approx(cohen_kappa_score(st.y, (st.p > 0.5).astype(int)), abs=1e-9)
     lo, hi = out["study_kappa_ci"]
     assert lo <= out["study_kappa"] <= hi
+    assert out["study_called"] == pytest.approx((st.p > 0.5).mean())
 
 
 def test_a_one_part_scaled_cache_keeps_the_whole_trees_validation_carve(smoke_tree, tmp_path, monkeypatch):

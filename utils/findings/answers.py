@@ -434,7 +434,7 @@ def summary(root: Path = ROOT, base: str = "") -> str:
         out += ["No calibration results yet: `make report`.", "", null_simulation_line(root)]
     out += [""] + learnability_part(root)
     out += ["", "### The rendered report", "",
-            "Browsable copies: `report/index.html`, `report/abnormality/index.html` (open from a clone).", ""]
+            "Browsable: `report/index.html`, `report/abnormality/index.html`.", ""]
     out += notebook_links(root)
     out += [""] + glossary_lines() + ["", SUMMARY_END]
     text = "\n".join(out)
