@@ -221,3 +221,21 @@ def test_data_scaling_lists_the_ladders_task_rungs_with_their_intervals(tmp_path
         "rung": "the task, wrist only", "training images": 743, "test studies": 98, "training accuracy": 63.1,
         "study AUROC": "0.49 [0.37, 0.61]", "study kappa": "0.00 [0.00, 0.00]", "studies called abnormal": 0.0}]
     assert abnormality.data_scaling(tmp_path, "gpu") is None  # another profile's ladder is not this one's
+
+
+def test_paired_scaling_reads_the_curve_and_marks_the_largest_size(tmp_path):
+    import json
+
+    assert abnormality.paired_scaling(tmp_path) is None
+    rec = tmp_path / "report" / "recipe"
+    rec.mkdir(parents=True)
+    row = dict(patients=1, train_images=743, train_acc=0.631, study_auroc=0.49, study_auroc_ci=[0.37, 0.61],
+               study_kappa=0.0, study_kappa_ci=[0.0, 0.0], study_called=0.0, seconds=9.4,
+               minus_top_auroc=[-0.38, -0.5, -0.25], minus_top_kappa=[-0.56, -0.64, -0.47])
+    top = dict(row, patients=13, train_images=9921, study_auroc=0.87, study_auroc_ci=[0.83, 0.90])
+    del top["minus_top_auroc"], top["minus_top_kappa"]
+    (rec / "cpu-scaling.json").write_text(json.dumps(dict(rows=[row, top])))
+    t = abnormality.paired_scaling(tmp_path)
+    assert t["training patients"].tolist() == ["1x", "13x"]
+    assert t["AUROC minus the largest"].tolist() == ["-0.38 [-0.50, -0.25]", "-"]
+    assert t["kappa minus the largest"].iloc[0] == "-0.56 [-0.64, -0.47]"

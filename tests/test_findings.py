@@ -404,3 +404,19 @@ def test_the_learnability_headline_names_the_rung_at_muras_size_within_the_tasks
         "; the task, study AUROC 0.57 [0.51, 0.63] (0.57-0.87 over 3 rungs, 2 test sets; wrist alone at MURA's "
         "training size, own test set: 0.87 [0.83, 0.90], kappa 0.56 [0.47, 0.64])")
     assert "MURA's" not in findings.learnability_headline(LADDER)
+
+
+def test_the_scaling_line_gives_every_size_and_the_paired_differences_from_the_largest(tmp_path):
+    assert findings.scaling_line(tmp_path) is None
+    rec = tmp_path / "report" / "recipe"
+    rec.mkdir(parents=True)
+    small = dict(patients=1, train_images=743, study_auroc=0.49, study_auroc_ci=[0.37, 0.61], study_kappa=0.0,
+                 study_kappa_ci=[0.0, 0.0], study_called=0.0, minus_top_auroc=[-0.38, -0.5, -0.25], minus_top_kappa=[-0.56, -0.64, -0.47])
+    top = dict(patients=13, train_images=9921, study_auroc=0.87, study_auroc_ci=[0.83, 0.9], study_kappa=0.56,
+               study_kappa_ci=[0.47, 0.64])
+    (rec / "cpu-scaling.json").write_text(json.dumps(dict(parts=["WRIST"], test_studies=372, rows=[top, small])))
+    line = findings.scaling_line(tmp_path)
+    assert line.startswith("Paired, on one test set (372 wrist studies of the 13x phantom's test split)")
+    assert ("1x (743 images): study AUROC 0.49 [0.37, 0.61], kappa 0.00 [0.00, 0.00] (calls every study normal), 13x (9,921 images): study "
+            "AUROC 0.87 [0.83, 0.90], kappa 0.56 [0.47, 0.64]; 1x minus 13x, AUROC -0.38 [-0.50, -0.25] and kappa "
+            "-0.56 [-0.64, -0.47] (paired 95 % intervals, one seed per size).") in line

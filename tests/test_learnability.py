@@ -128,3 +128,29 @@ def test_a_one_part_scaled_cache_keeps_the_whole_trees_validation_carve(smoke_tr
     mine = whole[whole.body_part == part].set_index("path").subset
     assert set(cache.index.body_part) == {part} and len(cache.index) == len(mine)
     assert (cache.index.set_index("path").subset.loc[mine.index] == mine).all()
+
+
+def test_the_scaling_curve_trains_on_nested_prefixes_and_pairs_each_size_with_the_largest(smoke_cache, monkeypatch):
+    """Training sets grow with the factor and each is a prefix (by patient number) of the next; every network is
+    scored on the same test studies; a smaller size's paired difference is exactly its estimate minus the largest's,
+    inside its own interval."""
+    from utils.config import PhantomSpec
+
+    profile, cache = smoke_cache  # all parts: no single part of the smoke data has 10 images of each class
+    test = cache.index.query("subset == 'test'")
+    monkeypatch.setattr(learnability, "_scaled_cache", lambda *a, **kw: cache)
+    half = profile.replace(phantom=PhantomSpec(train_patients=profile.phantom.train_patients // 2,
+                                               valid_patients=profile.phantom.valid_patients,
+                                               seed=profile.phantom.seed))
+    res = learnability.scaling_curve(half, device="cpu", parts=None, factors=(1, 2))
+    small, top = res["rows"]
+    assert small["patients"] == 1 and top["patients"] == 2
+    n_train = len(cache.index.query("subset == 'train'"))
+    assert 0 < small["train_images"] < top["train_images"] == n_train
+    assert res["test_studies"] == test.study_id.nunique() and res["parts"] == "all"
+    assert "minus_top_auroc" not in top
+    for m in ("auroc", "kappa"):
+        d, lo, hi = small[f"minus_top_{m}"]
+        assert d == pytest.approx(small[f"study_{m}"] - top[f"study_{m}"], abs=1e-9) and lo <= d <= hi
+    t = learnability.scaling_table(res)
+    assert list(t["AUROC minus the largest"])[-1] == "-" and t["training patients"].tolist() == ["1x", "2x"]

@@ -26,6 +26,7 @@ from utils.chapters.plots import overlay
 from utils.config import Profile
 from utils.data.images import PIXEL_MEAN, PIXEL_STD
 from utils.evaluation import evidence, metrics
+from utils.models import learnability
 from utils.run import Run
 
 # --------------------------------------------------------------------------- study-level scores
@@ -200,6 +201,15 @@ def data_scaling(root, profile_name: str = "cpu") -> pd.DataFrame | None:
         "study kappa": evidence.fmt_estimate(r.get("study_kappa"), r.get("study_kappa_ci")),
         "studies called abnormal": None if r.get("study_called") is None else round(100 * r["study_called"], 1)}
         for r in rows])
+
+
+def paired_scaling(root, profile_name: str = "cpu") -> pd.DataFrame | None:
+    """The paired data-scaling curve (report/recipe/<profile>-scaling.json, `python -m utils.models.learnability
+    --scaling`, not run by the report): one network per training size on nested prefixes of one phantom's patients,
+    all scored on the same test studies, with each size's paired difference from the largest
+    (`learnability.scaling_table`); None where the file is absent."""
+    f = Path(root) / "report" / "recipe" / f"{profile_name}-scaling.json"
+    return learnability.scaling_table(json.loads(f.read_text())) if f.is_file() else None
 
 
 # --------------------------------------------------------------------------- where abnormality CAMs point

@@ -221,6 +221,37 @@ def mura_size_line(rows: list[dict]) -> str | None:
                            if _finite(r.get("seconds")) else ""))
 
 
+def scaling_line(root: Path) -> str | None:
+    """The paired data-scaling curve (report/recipe/cpu-scaling.json, `python -m utils.models.learnability
+    --scaling`) in one sentence: each training size's study AUROC and kappa on the one test set, and each smaller
+    size's paired difference from the largest; None where it has not been run."""
+    f = root / "report" / "recipe" / "cpu-scaling.json"
+    if not f.is_file():
+        return None
+    res = json.loads(f.read_text())
+    rows = sorted(res["rows"], key=lambda r: r["patients"])
+    top = rows[-1]
+    parts = res["parts"] if isinstance(res["parts"], str) else ", ".join(p.lower() for p in res["parts"])
+    def alike(r):  # a network that calls every study the same: its kappa is 0 in every replicate
+        c = r.get("study_called")
+        return f" (calls every study {'normal' if c == 0 else 'abnormal'})" if c in (0, 1) else ""
+
+    sizes = ", ".join(f"{r['patients']}x ({r['train_images']:,} images): study AUROC "
+                      f"{fmt_estimate(r['study_auroc'], r['study_auroc_ci'])}, kappa "
+                      f"{fmt_estimate(r['study_kappa'], r['study_kappa_ci'])}{alike(r)}" for r in rows)
+    deltas = "; ".join(f"{r['patients']}x minus {top['patients']}x, AUROC "
+                       f"{fmt_estimate(r['minus_top_auroc'][0], r['minus_top_auroc'][1:])} and kappa "
+                       f"{fmt_estimate(r['minus_top_kappa'][0], r['minus_top_kappa'][1:])}"
+                       for r in rows if r.get("minus_top_auroc"))
+    return (f"Paired, on one test set ({res['test_studies']} {parts} studies of the {top['patients']}x phantom's test "
+            f"split) with networks trained on "
+            f"nested shares of its {parts} training patients (1x: the cpu phantom's, images identical, less those this "
+            f"tree's validation carve takes): {sizes}"
+            + (f"; {deltas} (paired 95 % intervals, one seed per size)" if deltas else "")
+            + ". The part is held fixed, so the differences measure more images of that part; whether other parts gain "
+            "as much is not measured.")
+
+
 def learnability_rows(root: Path) -> list[dict]:
     """The ladder's rows (report/recipe/cpu-learnability.json); none where it has not been run."""
     f = root / "report" / "recipe" / "cpu-learnability.json"

@@ -267,6 +267,81 @@ def _scaled_cache(profile, factor: int, valid_factor: int = 1, parts=None) -> da
     return data.build_cache(index, profile.image_size, paths.cache, progress=False)
 
 
+SCALING = dict(parts=("WRIST",), patients=(1, 4, 13), valid_patients=4)
+"""The paired data-scaling curve (`scaling_curve`): the body parts, the training patients' factors, the validation
+factor of the phantom whose test split scores every network (that of "the task, wrist only, MURA's wrist size")."""
+
+
+def scaling_curve(profile, device=None, parts=SCALING["parts"], factors=SCALING["patients"],
+                  valid_factor: int = SCALING["valid_patients"]) -> dict:
+    """The task on `parts` (None: all), one network per training size, all scored on the same test studies, paired.
+
+    The phantom's plan draws patients in order from one stream, so the first `f` x train_patients patients of the
+    largest phantom are the phantom of factor `f`, image for image: the networks train on nested prefixes of one
+    training split (its patients numbered from 1), less the patients that the largest tree's validation and
+    calibration carve takes (left unused, as in every task rung; so 1x holds a few fewer images than the cpu
+    phantom's own training split), and are scored on that tree's test split. Each row: training images, training
+    accuracy, study AUROC and kappa with 95 % study-bootstrap intervals and the share of studies called abnormal;
+    each smaller size also its paired difference from the largest (`evidence.paired_delta`, the same resampled
+    studies for both), which the unpaired rungs of the ladder cannot give."""
+    device = device or get_device()
+    profile = profile.replace(task="abnormality")
+    parts = list(parts) if parts else None
+    cache = _scaled_cache(profile, max(factors), valid_factor, parts)
+    tr, _, _, te = train.datasets(profile, cache, parts)
+    patient = tr.index.patient.str.removeprefix("patient").astype(int).to_numpy()
+    x_te = data.standardize(data.to_input(cache.images[np.asarray(te.rows)]))
+    y_te, study_of = np.asarray(te.targets), te.index.study_id.to_numpy()
+    seed = train.member_seed(profile, 0)
+    rows, study_p = [], {}
+    for f in sorted(factors):
+        keep = patient <= f * profile.phantom.train_patients
+        rows_f = np.asarray(tr.rows)[keep]
+        x_tr = data.standardize(data.to_input(cache.images[rows_f]))
+        y_tr = torch.as_tensor(np.asarray(tr.targets)[keep])
+        t0 = time.perf_counter()
+        model = _fit_arrays(profile, x_tr, y_tr, seed, device)
+        seconds = time.perf_counter() - t0
+        fit = _scores(model, x_tr, y_tr.numpy(), device)
+        held = _scores(model, x_te, y_te, device, groups=study_of, study_level=True, n_boot=profile.n_boot)
+        st = pd.DataFrame(dict(g=study_of, p=held["p"], y=y_te)).groupby("g").agg(p=("p", "mean"), y=("y", "first"))
+        study_p[f] = st
+        rows.append(dict(patients=f, train_images=int(keep.sum()), train_acc=fit["acc"],
+                         study_auroc=held["study_auroc"], study_auroc_ci=held["study_auroc_ci"],
+                         study_kappa=held["study_kappa"], study_kappa_ci=held["study_kappa_ci"],
+                         study_called=held["study_called"], seconds=seconds))
+    top = study_p[max(factors)]
+    for r in rows:
+        if r["patients"] == max(factors):
+            continue
+        st = study_p[r["patients"]]
+        for metric in ("auroc", "kappa"):
+            a, b = st.p.to_numpy(np.float64), top.p.to_numpy(np.float64)
+            if metric == "kappa":
+                a, b = np.stack([1 - a, a], 1), np.stack([1 - b, b], 1)
+            d = evidence.paired_delta(metric, a, b, st.y.to_numpy(), None, profile.n_boot)
+            r[f"minus_top_{metric}"] = [d["delta"], d["low"], d["high"]]
+    return dict(parts=parts or "all", valid_patients=valid_factor, test_images=int(len(y_te)), test_studies=int(len(top)),
+                test_abnormal_studies=float(top.y.mean()), rows=rows)
+
+
+def scaling_table(res: dict) -> pd.DataFrame:
+    """The scaling curve as a table: one row per training size, intervals as 'estimate [low, high]', and each smaller
+    size's paired difference from the largest ('-' for the largest itself)."""
+    def delta(r, m):
+        d = r.get(f"minus_top_{m}")
+        return "-" if d is None else evidence.fmt_estimate(d[0], d[1:], digits=2)
+
+    return pd.DataFrame([{
+        "training patients": f"{r['patients']}x", "training images": r["train_images"],
+        "training accuracy": round(100 * r["train_acc"], 1),
+        "study AUROC": evidence.fmt_estimate(r["study_auroc"], r["study_auroc_ci"]),
+        "study kappa": evidence.fmt_estimate(r["study_kappa"], r["study_kappa_ci"]),
+        "studies called abnormal": round(100 * r["study_called"], 1),
+        "AUROC minus the largest": delta(r, "auroc"), "kappa minus the largest": delta(r, "kappa"),
+        "seconds": round(r["seconds"])} for r in res["rows"]])
+
+
 def table(rows: list[dict]):
     df = pd.DataFrame(rows).reindex(columns=[
         "rung", "augment", "epochs", "train_images", "held_out_images", "majority", "train_acc", "held_out_acc",
@@ -285,7 +360,22 @@ def main(argv=None):
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--data", default="")
     ap.add_argument("--rungs", nargs="*", default=list(RUNGS), help=f"of: {', '.join(RUNGS)}")
+    ap.add_argument("--scaling", action="store_true",
+                    help="instead of the rungs, the paired data-scaling curve (scaling_curve; phantom only): "
+                         "report/recipe/<profile>-scaling.{json,md}")
     a = ap.parse_args(argv)
+    if a.scaling:
+        if a.data:
+            raise SystemExit("the scaling curve runs on the profile's phantom (nested prefixes of one plan), not on --data")
+        profile = get_profile(a.profile, task="abnormality")
+        res = dict(profile=profile.name, task="abnormality", generator_version=generator_of(""),
+                   **scaling_curve(profile))
+        out = ROOT / "report" / "recipe" / f"{profile.name}-scaling.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=1))
+        out.with_suffix(".md").write_text(markdown(scaling_table(res)))
+        print(markdown(scaling_table(res)))
+        return
     unknown = sorted(set(a.rungs) - set(RUNGS))
     if unknown:
         raise SystemExit(f"unknown rung(s) {unknown}; known: {', '.join(RUNGS)}")
