@@ -143,14 +143,19 @@ def test_the_scaling_curve_trains_on_nested_prefixes_and_pairs_each_size_with_th
                                                valid_patients=profile.phantom.valid_patients,
                                                seed=profile.phantom.seed))
     res = learnability.scaling_curve(half, device="cpu", parts=None, factors=(1, 2))
-    small, top = res["rows"]
-    assert small["patients"] == 1 and top["patients"] == 2
+    small, top, same_steps = res["rows"]
+    assert small["patients"] == 1 and top["patients"] == 2 and same_steps["patients"] == 1
+    assert small["epochs"] == top["epochs"] == half.epochs < same_steps["epochs"]  # images and steps told apart
+    steps_per_epoch = same_steps["train_images"] // half.batch_size
+    assert abs(same_steps["steps"] - top["steps"]) <= steps_per_epoch / 2 + 1 and same_steps["steps"] > small["steps"]
+    assert same_steps["train_images"] == small["train_images"]
     n_train = len(cache.index.query("subset == 'train'"))
     assert 0 < small["train_images"] < top["train_images"] == n_train
     assert res["test_studies"] == test.study_id.nunique() and res["parts"] == "all"
     assert "minus_top_auroc" not in top
-    for m in ("auroc", "kappa"):
-        d, lo, hi = small[f"minus_top_{m}"]
-        assert d == pytest.approx(small[f"study_{m}"] - top[f"study_{m}"], abs=1e-9) and lo <= d <= hi
+    for row in (small, same_steps):
+        for m in ("auroc", "kappa"):
+            d, lo, hi = row[f"minus_top_{m}"]
+            assert d == pytest.approx(row[f"study_{m}"] - top[f"study_{m}"], abs=1e-9) and lo <= d <= hi
     t = learnability.scaling_table(res)
-    assert list(t["AUROC minus the largest"])[-1] == "-" and t["training patients"].tolist() == ["1x", "2x"]
+    assert t["AUROC minus the largest"].tolist()[1] == "-" and t["training patients"].tolist() == ["1x", "2x", "1x with 2x's steps"]

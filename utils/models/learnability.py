@@ -273,7 +273,7 @@ factor of the phantom whose test split scores every network (that of "the task, 
 
 
 def scaling_curve(profile, device=None, parts=SCALING["parts"], factors=SCALING["patients"],
-                  valid_factor: int = SCALING["valid_patients"]) -> dict:
+                  valid_factor: int = SCALING["valid_patients"], equal_steps: bool = True) -> dict:
     """The task on `parts` (None: all), one network per training size, all scored on the same test studies, paired.
 
     The phantom's plan draws patients in order from one stream, so the first `f` x train_patients patients of the
@@ -283,7 +283,10 @@ def scaling_curve(profile, device=None, parts=SCALING["parts"], factors=SCALING[
     phantom's own training split), and are scored on that tree's test split. Each row: training images, training
     accuracy, study AUROC and kappa with 95 % study-bootstrap intervals and the share of studies called abnormal;
     each smaller size also its paired difference from the largest (`evidence.paired_delta`, the same resampled
-    studies for both), which the unpaired rungs of the ladder cannot give."""
+    studies for both), which the unpaired rungs of the ladder cannot give. At the profile's epochs a larger size also
+    takes proportionally more optimiser steps; with `equal_steps` each smaller size is trained once more for as many
+    steps as the largest (its epochs scaled up; the schedule's shape kept: one warm-up epoch, cosine decay), so that
+    images and steps are told apart. Intervals cover the test studies (one seed per row), not the training run."""
     device = device or get_device()
     profile = profile.replace(task="abnormality")
     parts = list(parts) if parts else None
@@ -293,36 +296,39 @@ def scaling_curve(profile, device=None, parts=SCALING["parts"], factors=SCALING[
     x_te = data.standardize(data.to_input(cache.images[np.asarray(te.rows)]))
     y_te, study_of = np.asarray(te.targets), te.index.study_id.to_numpy()
     seed = train.member_seed(profile, 0)
-    rows, study_p = [], {}
-    for f in sorted(factors):
-        keep = patient <= f * profile.phantom.train_patients
-        rows_f = np.asarray(tr.rows)[keep]
-        x_tr = data.standardize(data.to_input(cache.images[rows_f]))
-        y_tr = torch.as_tensor(np.asarray(tr.targets)[keep])
+    factors = sorted(factors)
+    keep = {f: patient <= f * profile.phantom.train_patients for f in factors}
+    steps = {f: max(1, int(keep[f].sum()) // profile.batch_size) for f in factors}
+    runs = [(f, profile.epochs) for f in factors]
+    if equal_steps:  # the smaller sizes again, with as many optimiser steps as the largest takes in its epochs
+        runs += [(f, int(round(profile.epochs * steps[factors[-1]] / steps[f]))) for f in factors[:-1]]
+    rows, study_p = [], []
+    for f, epochs in runs:
+        x_tr = data.standardize(data.to_input(cache.images[np.asarray(tr.rows)[keep[f]]]))
+        y_tr = torch.as_tensor(np.asarray(tr.targets)[keep[f]])
         t0 = time.perf_counter()
-        model = _fit_arrays(profile, x_tr, y_tr, seed, device)
+        model = _fit_arrays(profile.replace(epochs=epochs), x_tr, y_tr, seed, device)
         seconds = time.perf_counter() - t0
         fit = _scores(model, x_tr, y_tr.numpy(), device)
         held = _scores(model, x_te, y_te, device, groups=study_of, study_level=True, n_boot=profile.n_boot)
-        st = pd.DataFrame(dict(g=study_of, p=held["p"], y=y_te)).groupby("g").agg(p=("p", "mean"), y=("y", "first"))
-        study_p[f] = st
-        rows.append(dict(patients=f, train_images=int(keep.sum()), train_acc=fit["acc"],
-                         study_auroc=held["study_auroc"], study_auroc_ci=held["study_auroc_ci"],
+        study_p.append(pd.DataFrame(dict(g=study_of, p=held["p"], y=y_te)).groupby("g").agg(p=("p", "mean"),
+                                                                                             y=("y", "first")))
+        rows.append(dict(patients=f, epochs=epochs, steps=epochs * steps[f], train_images=int(keep[f].sum()),
+                         train_acc=fit["acc"], study_auroc=held["study_auroc"], study_auroc_ci=held["study_auroc_ci"],
                          study_kappa=held["study_kappa"], study_kappa_ci=held["study_kappa_ci"],
                          study_called=held["study_called"], seconds=seconds))
-    top = study_p[max(factors)]
-    for r in rows:
-        if r["patients"] == max(factors):
+    top = study_p[len(factors) - 1]  # the largest size at the profile's epochs
+    for r, st in zip(rows, study_p):
+        if st is top:
             continue
-        st = study_p[r["patients"]]
         for metric in ("auroc", "kappa"):
             a, b = st.p.to_numpy(np.float64), top.p.to_numpy(np.float64)
             if metric == "kappa":
                 a, b = np.stack([1 - a, a], 1), np.stack([1 - b, b], 1)
             d = evidence.paired_delta(metric, a, b, st.y.to_numpy(), None, profile.n_boot)
             r[f"minus_top_{metric}"] = [d["delta"], d["low"], d["high"]]
-    return dict(parts=parts or "all", valid_patients=valid_factor, test_images=int(len(y_te)), test_studies=int(len(top)),
-                test_abnormal_studies=float(top.y.mean()), rows=rows)
+    return dict(parts=parts or "all", valid_patients=valid_factor, test_images=int(len(y_te)),
+                test_studies=int(len(top)), test_abnormal_studies=float(top.y.mean()), rows=rows)
 
 
 def scaling_table(res: dict) -> pd.DataFrame:
@@ -332,8 +338,15 @@ def scaling_table(res: dict) -> pd.DataFrame:
         d = r.get(f"minus_top_{m}")
         return "-" if d is None else evidence.fmt_estimate(d[0], d[1:], digits=2)
 
+    top = next(r for r in res["rows"] if "minus_top_auroc" not in r)
+
+    def name(r):
+        same = r.get("epochs") in (None, top.get("epochs"))
+        return f"{r['patients']}x" + ("" if same else f" with {top['patients']}x's steps")
+
     return pd.DataFrame([{
-        "training patients": f"{r['patients']}x", "training images": r["train_images"],
+        "training patients": name(r), "training images": r["train_images"],
+        "epochs": r.get("epochs", "-"), "optimiser steps": r.get("steps", "-"),
         "training accuracy": round(100 * r["train_acc"], 1),
         "study AUROC": evidence.fmt_estimate(r["study_auroc"], r["study_auroc_ci"]),
         "study kappa": evidence.fmt_estimate(r["study_kappa"], r["study_kappa_ci"]),
