@@ -128,7 +128,8 @@ PROFILES: dict[str, Profile] = {
         # fits 65.9 % at 30. Both tasks keep 12 epochs: what the budget pays for, not what fits best. On the wrist alone
         # (report/recipe/cpu-scaling.md, one seed a row) 12 epochs on the cpu phantom's wrist images (120 steps) give a
         # network that calls every study normal, and the same images for 1,860 steps a study AUROC of 0.83: there the
-        # members are short of optimiser steps rather than of images; not yet measured on all parts within the budget.
+        # members are short of optimiser steps rather than of images. On all parts, 40 epochs (1,800 steps) give 0.66
+        # [0.60, 0.72] (report/recipe/cpu-learnability.md), against 0.57 at 12: steps alone do not reach the wrist's.
         epochs=12,
         members=5,
         rotation_step=30,  # 30 degrees (13 angles) keeps the cpu report near its 10-minute budget

@@ -79,13 +79,16 @@ RUNGS: dict[str, dict] = {
     "the task, training labels with MURA's reader noise": dict(kind="task", patients=1, noise=0.7),
     "the task, no augmentation, 30 epochs": dict(kind="task", patients=1, augment="none", epochs=30),
     "the task, 4x the patients, 3 epochs": dict(kind="task", patients=4, epochs=3),
+    "the task, 40 epochs": dict(kind="task", patients=1, epochs=40),
     "the task, wrist only": dict(kind="task", patients=1, parts=("WRIST",)),
     "the task, wrist only, 4x the patients": dict(kind="task", patients=4, parts=("WRIST",)),
     "the task, wrist only, MURA's wrist size": dict(kind="task", patients=13, valid_patients=4, parts=("WRIST",)),
 }
 """Name -> rung. `w`, `length`: the planted bar in px at the profile's image size; `augment`: overrides the
 profile's augmentation (`data.AUGMENTATIONS`); `epochs`: the profile's epochs (the 30-epoch rungs ask whether the
-learner can fit its training set at all; "4x the patients, 3 epochs" costs what the task's 12 epochs on 1x cost);
+learner can fit its training set at all; "4x the patients, 3 epochs" costs what the task's 12 epochs on 1x cost;
+"40 epochs" gives all parts, with augmentation, about the optimiser steps (1,800) after which the wrist alone is
+learned in the paired scaling curve);
 `patients`: the training patients' factor (objects and task rungs); `parts`: the body parts trained and scored (task
 rungs; all by default): one part, as the published one-part MURA runs the issue quotes (the wrist has 9,752 of
 MURA's training images; the cpu phantom 743, its 4x phantom 2,965); `valid_patients`: the validation patients'
