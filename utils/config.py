@@ -126,10 +126,10 @@ PROFILES: dict[str, Profile] = {
         # 36 s (one run each, shared cores: indicative), and a 20-epoch body-part report took 761 s (phantom 3.0), over its 10-minute
         # budget; the abnormality member keeps epoch 7 of 12 at 59.8 % (its training set's normal share is 59.4 %) and
         # fits 65.9 % at 30. Both tasks keep 12 epochs: what the budget pays for, not what fits best. On the wrist alone
-        # (report/recipe/cpu-scaling.md, one seed a row) 12 epochs on the cpu phantom's wrist images (120 steps) give a
-        # network that calls every study normal, and the same images for 1,860 steps a study AUROC of 0.83: there the
-        # members are short of optimiser steps rather than of images. On all parts, 40 epochs (1,800 steps) give 0.66
-        # [0.60, 0.72] (report/recipe/cpu-learnability.md), against 0.57 at 12: steps alone do not reach the wrist's.
+        # (report/recipe/cpu-scaling.md, paired, one seed a row) the cpu phantom's wrist images give a network that calls
+        # every study normal at 12 epochs (120 steps) and a study AUROC of 0.83 at 1,860 steps: there the smaller shares
+        # are short mainly of steps. For the all-parts members this is not tested: all parts at 40 epochs give 0.66
+        # [0.60, 0.72] on their own test set (report/recipe/cpu-learnability.md; unpaired, fitting 67.0 %).
         epochs=12,
         members=5,
         rotation_step=30,  # 30 degrees (13 angles) keeps the cpu report near its 10-minute budget
