@@ -12,7 +12,7 @@ from utils.chapters.abnormality import reference_table
 from utils.config import get_profile
 from utils.evaluation.evidence import fmt_estimate
 from utils.findings.words import details_block
-from utils.models.learnability import RUNGS
+from utils.models.learnability import RUNGS, scaling_name, scaling_top
 
 
 FITS = 0.85
@@ -241,21 +241,16 @@ def scaling_line(root: Path) -> str | None:
         return None
     res = json.loads(f.read_text())
     rows = res["rows"]
-    top = next(r for r in rows if "minus_top_auroc" not in r)
+    top = scaling_top(rows)
     parts = res["parts"] if isinstance(res["parts"], str) else ", ".join(p.lower() for p in res["parts"])
-
-    def name(r):
-        if r.get("epochs") in (None, top.get("epochs")):
-            return f"{r['patients']}x"
-        return f"{r['patients']}x with {top['patients']}x's steps"
 
     def how(r):
         steps = f", {r['epochs']} epochs, {r['steps']:,} steps" if r.get("steps") else ""
-        return (f"{name(r)} ({r['train_images']:,} images{steps}): AUROC "
+        return (f"{scaling_name(r, top)} ({r['train_images']:,} images{steps}): AUROC "
                 f"{fmt_estimate(r['study_auroc'], r['study_auroc_ci'])}, kappa "
                 f"{fmt_estimate(r['study_kappa'], r['study_kappa_ci'])}{_alike(r)}")
 
-    deltas = "; ".join(f"{name(r)}, AUROC {fmt_estimate(r['minus_top_auroc'][0], r['minus_top_auroc'][1:])}"
+    deltas = "; ".join(f"{scaling_name(r, top)}, AUROC {fmt_estimate(r['minus_top_auroc'][0], r['minus_top_auroc'][1:])}"
                        f" and kappa {fmt_estimate(r['minus_top_kappa'][0], r['minus_top_kappa'][1:])}"
                        for r in rows if r.get("minus_top_auroc"))
     return (f"Paired, on one test set ({res['test_studies']} {parts} studies of the {top['patients']}x phantom's "

@@ -334,6 +334,17 @@ def scaling_curve(profile, device=None, parts=SCALING["parts"], factors=SCALING[
                 test_studies=int(len(top)), test_abnormal_studies=float(top.y.mean()), rows=rows)
 
 
+def scaling_top(rows: list[dict]) -> dict:
+    """The scaling curve's reference row: the largest size at the profile's epochs (the one without differences)."""
+    return next(r for r in rows if "minus_top_auroc" not in r)
+
+
+def scaling_name(r: dict, top: dict) -> str:
+    """A scaling row's name: its share ('4x'), and "with 13x's steps" where it was trained for the reference's steps."""
+    same = r.get("epochs") in (None, top.get("epochs"))
+    return f"{r['patients']}x" + ("" if same else f" with {top['patients']}x's steps")
+
+
 def scaling_table(res: dict) -> pd.DataFrame:
     """The scaling curve as a table: one row per training size, intervals as 'estimate [low, high]', and each smaller
     size's paired difference from the largest ('-' for the largest itself)."""
@@ -341,14 +352,9 @@ def scaling_table(res: dict) -> pd.DataFrame:
         d = r.get(f"minus_top_{m}")
         return "-" if d is None else evidence.fmt_estimate(d[0], d[1:], digits=2)
 
-    top = next(r for r in res["rows"] if "minus_top_auroc" not in r)
-
-    def name(r):
-        same = r.get("epochs") in (None, top.get("epochs"))
-        return f"{r['patients']}x" + ("" if same else f" with {top['patients']}x's steps")
-
+    top = scaling_top(res["rows"])
     return pd.DataFrame([{
-        "training patients": name(r), "training images": r["train_images"],
+        "training patients": scaling_name(r, top), "training images": r["train_images"],
         "epochs": r.get("epochs", "-"), "optimiser steps": r.get("steps", "-"),
         "training accuracy": round(100 * r["train_acc"], 1),
         "study AUROC": evidence.fmt_estimate(r["study_auroc"], r["study_auroc_ci"]),
