@@ -211,15 +211,17 @@ def test_data_scaling_lists_the_ladders_task_rungs_with_their_intervals(tmp_path
     assert abnormality.data_scaling(tmp_path) is None  # not measured: no table
     rec = tmp_path / "report" / "recipe"
     rec.mkdir(parents=True)
-    task = dict(rung="the task, wrist only", train_images=743, held_out_studies=98, train_acc=0.631,
-                study_auroc=0.49, study_auroc_ci=[0.37, 0.61], study_kappa=0.0, study_kappa_ci=[0.0, 0.0], study_called=0.0)
+    task = dict(rung="the task, wrist only", train_images=743, held_out_studies=98, train_acc=0.631, epochs=12,
+                study_auroc=0.49, study_auroc_ci=[0.37, 0.61], study_kappa=0.0, study_kappa_ci=[0.0, 0.0], study_called=0.0,
+                seconds=9.4)
     rows = [dict(rung="planted 1x6 px", train_images=10, train_acc=0.8, study_auroc=None), task,
             dict(task, rung="the task, 4x the patients, 3 epochs", study_auroc=None)]  # no study AUROC: left out
     (rec / "cpu-learnability.json").write_text(json.dumps(dict(rows=rows)))
     t = abnormality.data_scaling(tmp_path)
     assert t.to_dict(orient="records") == [{
-        "rung": "the task, wrist only", "training images": 743, "test studies": 98, "training accuracy": 63.1,
-        "study AUROC": "0.49 [0.37, 0.61]", "study kappa": "0.00 [0.00, 0.00]", "studies called abnormal": 0.0}]
+        "rung": "the task, wrist only", "training images": 743, "epochs": 12, "test studies": 98,
+        "training accuracy": 63.1, "study AUROC": "0.49 [0.37, 0.61]", "study kappa": "0.00 [0.00, 0.00]",
+        "studies called abnormal": 0.0, "training seconds": 9}]
     assert abnormality.data_scaling(tmp_path, "gpu") is None  # another profile's ladder is not this one's
 
 

@@ -394,6 +394,45 @@ def test_the_mura_size_rung_is_placed_beside_the_published_from_scratch_kappa_of
     assert why.count("0.81 [0.76, 0.85]") == 1  # said once, not also among the rungs on their own test sets
 
 
+def test_the_budget_line_sets_the_longest_all_parts_rung_against_what_the_cpu_report_trains():
+    from utils.config import get_profile
+
+    p = get_profile("cpu")
+    long = dict(_rung("the task, 160 epochs", 0.72, study=0.745, train=0.85, n=25, study_ci=[0.69, 0.80]),
+                epochs=160, train_images=2911, held_out_studies=332, study_kappa=0.35, study_kappa_ci=[0.25, 0.45],
+                study_called=0.3, seconds=513.0,
+                study_auroc_by_part=dict(WRIST=dict(auroc=0.80, ci=[0.70, 0.88], studies=98, abnormal=36),
+                                         HAND=dict(auroc=0.56, ci=[0.38, 0.72], studies=39, abnormal=12),
+                                         FOREARM=dict(auroc=None, ci=None, studies=19, abnormal=0)))
+    line = findings.budget_line(LADDER + [long])
+    steps = 160 * (2911 // p.batch_size)
+    assert line.startswith(f"Trained for 160 epochs ({steps:,} optimiser steps, all parts, augmentation `full`), one "
+                           "network reaches study AUROC 0.74 [0.69, 0.80] and kappa 0.35 [0.25, 0.45] on the report's "
+                           "332 test studies and fits 85.0 % of its training images; it took 513 s")
+    assert (f"against {findings.REPORT_BUDGET_S} s for the whole cpu report of a task, which trains {p.members} "
+            f"members of {p.epochs} epochs; {p.members} members this long would take about "
+            f"{p.members * 513 / 60:.0f} min of training alone.") in line
+    # parts ordered by their estimate, a part with one label left out; overlapping intervals give no order
+    assert "per part: wrist 0.80 [0.70, 0.88] (98 studies), hand 0.56 [0.38, 0.72] (39 studies); every two" in line
+    assert "forearm" not in line
+    apart = dict(long, study_auroc_by_part=dict(long["study_auroc_by_part"], HAND=dict(auroc=0.5, ci=[0.4, 0.6],
+                                                                                        studies=39, abnormal=12)))
+    assert findings.budget_line([LADDER[5], apart]).endswith("intervals apart only for wrist above hand.")
+    # a part with fewer than ORDER_MIN_STUDIES studies of a label is listed but never ordered (a degenerate interval)
+    few = dict(long, study_auroc_by_part=dict(long["study_auroc_by_part"], HUMERUS=dict(auroc=1.0, ci=[1.0, 1.0],
+                                                                                         studies=13, abnormal=7)))
+    line = findings.budget_line([LADDER[5], few])
+    assert "humerus 1.00 [1.00, 1.00] (13 studies), wrist 0.80" in line and "humerus above" not in line
+    assert line.endswith(f"humerus, with fewer than {findings.ORDER_MIN_STUDIES} studies of a label, is not ordered "
+                         "(a bootstrap interval of so few is unreliable); among the others every two parts' intervals "
+                         "overlap, so no order of the parts is shown.")
+    # not for a rung on another test set, one body part, or no more epochs than the members train
+    assert findings.budget_line(LADDER) is None
+    assert findings.budget_line([LADDER[5], dict(long, held_out_images=900)]) is None
+    assert findings.budget_line([LADDER[5], dict(long, epochs=p.epochs)]) is None
+    assert findings.budget_line([LADDER[5], dict(long, rung="the task, wrist only")]) is None
+
+
 def test_the_learnability_headline_names_the_rung_at_muras_size_within_the_tasks_range():
     from utils.models.learnability import RUNGS
 

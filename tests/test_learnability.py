@@ -103,6 +103,37 @@ def test_study_kappa_is_cohens_kappa_of_the_study_mean_at_one_half():
     assert out["study_called"] == pytest.approx((st.p > 0.5).mean())
 
 
+def test_study_auroc_by_part_is_each_parts_study_auroc_and_none_where_a_part_has_one_label():
+    """Against scikit-learn's roc_auc_score on each part's studies (their mean probabilities); a part whose studies
+    are all normal gets no AUROC and no interval; the counts are the part's studies and abnormal studies."""
+    import pandas as pd
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    n = 300
+    groups = rng.integers(0, 90, n)
+    part = np.where(groups < 40, "WRIST", np.where(groups < 80, "HAND", "FINGER"))  # a study's images share its part
+    y = ((groups % 3 == 0) & (part != "FINGER")).astype(int)  # FINGER: normal studies only
+    z = torch.as_tensor(rng.normal(y * np.where(part == "WRIST", 1.5, 0.3), 1.0), dtype=torch.float32)
+    model = lambda x: torch.stack([torch.zeros_like(x[:, 0]), x[:, 0]], 1)  # noqa: E731
+    out = learnability._scores(model, z[:, None], y, "cpu", groups=groups, study_level=True, n_boot=200, parts=part)
+    st = pd.DataFrame(dict(g=groups, p=torch.sigmoid(z).numpy(), y=y, part=part)).groupby("g").agg(
+        p=("p", "mean"), y=("y", "first"), part=("part", "first"))
+    by = out["study_auroc_by_part"]
+    assert set(by) == {"FINGER", "HAND", "WRIST"}
+    for name in ("HAND", "WRIST"):
+        s = st[st.part == name]
+        assert by[name]["auroc"] == pytest.approx(roc_auc_score(s.y, s.p), abs=1e-12)
+        assert by[name]["studies"] == len(s) and by[name]["abnormal"] == int(s.y.sum())
+        lo, hi = by[name]["ci"]
+        assert lo <= by[name]["auroc"] <= hi
+    assert by["WRIST"]["auroc"] > by["HAND"]["auroc"]  # the stronger signal drawn for the wrist shows
+    assert by["FINGER"]["auroc"] is None and by["FINGER"]["ci"] is None and by["FINGER"]["abnormal"] == 0
+    assert "study_auroc_by_part" not in learnability._scores(model, z[:, None], y, "cpu", groups=groups,
+                                                             study_level=True, n_boot=50)
+
+
 def test_a_one_part_scaled_cache_keeps_the_whole_trees_validation_carve(smoke_tree, tmp_path, monkeypatch):
     """The one-part phantom's splits are those of the whole tree (carved first, then filtered), and it holds that
     part's images only; the phantom asked for has the scaled patient counts."""

@@ -184,9 +184,10 @@ def data_scaling(root, profile_name: str = "cpu") -> pd.DataFrame | None:
     """The task rungs of the learnability ladder (report/recipe/<profile>-learnability.json, written by `python -m
     utils.models.learnability` on the profile's phantom, not by the report): how study AUROC and kappa move with the
     training images of one part or of all, each rung one network of member 0's seed at its last epoch, scored on its
-    own phantom's test split. Columns: rung, training images, test studies, training accuracy, study AUROC and kappa
-    as 'estimate [low, high]', and the share of test studies called abnormal (near 0 or 100 %: a network that calls
-    almost every study alike, whose kappa is then near 0). None where the file is absent or holds no task rung with a study AUROC."""
+    own phantom's test split. Columns: rung, training images, epochs, test studies, training accuracy, study AUROC and
+    kappa as 'estimate [low, high]', the share of test studies called abnormal (near 0 or 100 %: a network that calls
+    almost every study alike, whose kappa is then near 0) and the seconds its training took (one run on the machine
+    that ran the ladder: what a longer recipe would cost the report). None where the file is absent or holds no task rung with a study AUROC."""
     f = Path(root) / "report" / "recipe" / f"{profile_name}-learnability.json"
     if not f.is_file():
         return None
@@ -195,11 +196,12 @@ def data_scaling(root, profile_name: str = "cpu") -> pd.DataFrame | None:
     if not rows:
         return None
     return pd.DataFrame([{
-        "rung": r["rung"], "training images": r["train_images"], "test studies": r.get("held_out_studies"),
-        "training accuracy": round(100 * r["train_acc"], 1),
+        "rung": r["rung"], "training images": r["train_images"], "epochs": r.get("epochs"),
+        "test studies": r.get("held_out_studies"), "training accuracy": round(100 * r["train_acc"], 1),
         "study AUROC": evidence.fmt_estimate(r["study_auroc"], r.get("study_auroc_ci")),
         "study kappa": evidence.fmt_estimate(r.get("study_kappa"), r.get("study_kappa_ci")),
-        "studies called abnormal": None if r.get("study_called") is None else round(100 * r["study_called"], 1)}
+        "studies called abnormal": None if r.get("study_called") is None else round(100 * r["study_called"], 1),
+        "training seconds": None if r.get("seconds") is None else round(r["seconds"])}
         for r in rows])
 
 

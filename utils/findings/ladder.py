@@ -289,6 +289,62 @@ def _steps_reading(rows: list[dict], top: dict) -> str:
             f"{top['patients']}x itself gains from more steps is not measured.")
 
 
+ORDER_MIN_STUDIES = 10
+"""A part's study AUROC enters the order of the parts (`budget_line`) only with at least this many normal and this
+many abnormal studies: with fewer, a percentile bootstrap of the AUROC is unreliable (at perfect separation it
+collapses to [1.00, 1.00])."""
+
+REPORT_BUDGET_S = 600
+"""What `make report` may take for one task on the cpu profile, 2 cores, cold (the README's budget)."""
+
+
+def budget_line(rows: list[dict], profile: str = "cpu") -> str | None:
+    """The longest-trained task rung on all parts of the profile's phantom (the test images of the task's first
+    rung), set against what the profile's report trains: its study AUROC and kappa, its fit, its steps and seconds
+    beside the report's budget and its members' epochs, and its study AUROC per body part (`study_auroc_by_part`);
+    None where no such rung has more epochs than the profile's members."""
+    p = get_profile(profile)
+    task = [r for r in rows if r["rung"].startswith("the task") and _finite(r.get("study_auroc"))]
+    if not task:
+        return None
+    base = task[0]
+    longer = [r for r in task if r["held_out_images"] == base["held_out_images"] and r.get("augment") == p.augment
+              and not RUNGS.get(r["rung"], {}).get("parts") and (r.get("epochs") or 0) > p.epochs
+              and _finite(r.get("seconds"))]
+    if not longer:
+        return None
+    r = max(longer, key=lambda r: r["epochs"])
+    steps = r["epochs"] * (r["train_images"] // p.batch_size)
+    s = (f"Trained for {r['epochs']} epochs ({steps:,} optimiser steps, all parts, augmentation `{r['augment']}`), one "
+         f"network reaches study AUROC {_rung_score(r, 'study_auroc')} and kappa {_rung_score(r, 'study_kappa')} on "
+         f"the report's {r.get('held_out_studies', '?')} test studies{_alike(r)} and fits "
+         f"{100 * r['train_acc']:.1f} % of its training images; it took {r['seconds']:.0f} s here (one run, shared "
+         f"cores: indicative), against {REPORT_BUDGET_S} s for the whole {p.name} report of a task, which trains "
+         f"{p.members} members of {p.epochs} epochs; {p.members} members this long would take about "
+         f"{p.members * r['seconds'] / 60:.0f} min of training alone.")
+    by = r.get("study_auroc_by_part") or {}
+    shown = [f"{k.lower()} {fmt_estimate(v['auroc'], v['ci'])} ({v['studies']} studies)"
+             for k, v in sorted(by.items(), key=lambda kv: -kv[1]["auroc"] if _finite(kv[1].get("auroc")) else 1)
+             if _finite(v.get("auroc"))]
+    if shown:
+        small = [k for k, v in by.items() if _finite(v.get("auroc"))
+                 and min(v["abnormal"], v["studies"] - v["abnormal"]) < ORDER_MIN_STUDIES]
+        ci = {k: v["ci"] for k, v in by.items() if _finite(v.get("auroc")) and v.get("ci") and k not in small}
+        apart = [f"{a.lower()} above {b.lower()}" for a in ci for b in ci if ci[a][0] > ci[b][1]]
+        s += (" Its study AUROC per part: " + ", ".join(shown) + "; "
+              + (f"{_join([k.lower() for k in sorted(small)])}, with fewer than {ORDER_MIN_STUDIES} studies of a "
+                 f"label, {'is' if len(small) == 1 else 'are'} not ordered (a bootstrap interval of so few is "
+                 "unreliable); among the others "
+                 if small else "")
+              + ("every two parts' intervals overlap, so no order of the parts is shown." if not apart else
+                 "intervals apart only for " + ", ".join(apart) + "."))
+    return s
+
+
+def _join(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
 def learnability_rows(root: Path) -> list[dict]:
     """The ladder's rows (report/recipe/cpu-learnability.json); none where it has not been run."""
     f = root / "report" / "recipe" / "cpu-learnability.json"

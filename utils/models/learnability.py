@@ -80,6 +80,7 @@ RUNGS: dict[str, dict] = {
     "the task, no augmentation, 30 epochs": dict(kind="task", patients=1, augment="none", epochs=30),
     "the task, 4x the patients, 3 epochs": dict(kind="task", patients=4, epochs=3),
     "the task, 40 epochs": dict(kind="task", patients=1, epochs=40),
+    "the task, 160 epochs": dict(kind="task", patients=1, epochs=160),
     "the task, wrist only": dict(kind="task", patients=1, parts=("WRIST",)),
     "the task, wrist only, 4x the patients": dict(kind="task", patients=4, parts=("WRIST",)),
     "the task, wrist only, MURA's wrist size": dict(kind="task", patients=13, valid_patients=4, parts=("WRIST",)),
@@ -88,7 +89,9 @@ RUNGS: dict[str, dict] = {
 profile's augmentation (`data.AUGMENTATIONS`); `epochs`: the profile's epochs (the 30-epoch rungs ask whether the
 learner can fit its training set at all; "4x the patients, 3 epochs" costs what the task's 12 epochs on 1x cost;
 "40 epochs" gives all parts, with augmentation, about the optimiser steps (1,800) after which the wrist alone is
-learned in the paired scaling curve);
+learned in the paired scaling curve); "160 epochs" gives every part about the wrist's share of those steps (the
+wrist is about a quarter of the training images, so ~7,400 steps), to measure what the all-parts task reaches with
+them and what they cost (`seconds`) against the report's budget;
 `patients`: the training patients' factor (objects and task rungs); `parts`: the body parts trained and scored (task
 rungs; all by default): one part, as the published one-part MURA runs the issue quotes (the wrist has 9,752 of
 MURA's training images; the cpu phantom 743, its 4x phantom 2,965); `valid_patients`: the validation patients'
@@ -145,13 +148,13 @@ def _fit_arrays(profile, x_tr: torch.Tensor, y_tr: torch.Tensor, seed: int, devi
 
 
 def _scores(model: nn.Module, x: torch.Tensor, y: np.ndarray, device, groups=None, study_level: bool = False,
-            n_boot: int = 2000) -> dict:
+            n_boot: int = 2000, parts=None) -> dict:
     """Accuracy and AUROC of the abnormal probability `p`; with `groups` (the images' study ids) the AUROC's 95 %
     study-bootstrap interval (`auroc_ci`), and with `study_level` also the study AUROC of the mean probability of
     each study's images with its interval (`study_auroc`, `study_auroc_ci`; each study resampled as a whole) and the
     study kappa of that mean at 0.5 (`study_kappa`, `study_kappa_ci`: MURA's metric) and the share of studies it
     calls abnormal (`study_called`: 0 or 1 for a network that calls every study alike, whose kappa is 0 in every
-    replicate)."""
+    replicate); with `parts` (the images' body parts) also `study_auroc_by_part` (`by_part`)."""
     with torch.no_grad():
         p = torch.cat([model(x[i:i + 256].to(device)).softmax(1)[:, 1].cpu() for i in range(0, len(x), 256)]).numpy()
     two = len(set(y)) == 2
@@ -169,8 +172,24 @@ def _scores(model: nn.Module, x: torch.Tensor, y: np.ndarray, device, groups=Non
             ka = evidence.interval("kappa", pk, st.y.to_numpy(), None, n_boot)
             out["study_kappa"], out["study_kappa_ci"] = ka["estimate"], [ka["low"], ka["high"]]
             out["study_called"] = float((st.p > 0.5).mean())
+            if parts is not None:
+                part = pd.Series(np.asarray(parts), index=groups).groupby(level=0).first().loc[st.index]
+                out["study_auroc_by_part"] = by_part(st.p.to_numpy(), st.y.to_numpy(), part.to_numpy(), n_boot)
         else:
             out["study_auroc"] = None
+    return out
+
+
+def by_part(p: np.ndarray, y: np.ndarray, part: np.ndarray, n_boot: int) -> dict:
+    """Study AUROC of each body part: part -> dict(auroc, ci, studies, abnormal); auroc and ci None where the part's
+    studies hold one label only. The intervals of parts with few studies are wide: read them, not the estimates."""
+    out = {}
+    for name in sorted(set(part)):
+        k = part == name
+        two = len(set(y[k])) == 2
+        ci = evidence.interval("auroc", p[k].astype(np.float64), y[k], None, n_boot) if two else None
+        out[str(name)] = dict(auroc=float(roc_auc_score(y[k], p[k])) if two else None,
+                              ci=[ci["low"], ci["high"]] if ci else None, studies=int(k.sum()), abnormal=int(y[k].sum()))
     return out
 
 
@@ -231,13 +250,13 @@ def run_rung(profile, name: str, rung: dict, cache: data.ImageCache, device=None
     seconds = time.perf_counter() - t0
     fit = _scores(model, x_tr, np.asarray(y_tr), device)
     held = _scores(model, x_ho, np.asarray(y_ho), device, groups=study_of, study_level=rung["kind"] == "task",
-                   n_boot=profile.n_boot)
+                   n_boot=profile.n_boot, parts=te.index.body_part.to_numpy() if rung["kind"] == "task" else None)
     out = dict(rung=name, augment=profile.augment, train_images=len(y_tr), held_out_images=len(y_ho),
                majority=float(max(np.mean(y_ho), 1 - np.mean(y_ho))), train_acc=fit["acc"], held_out_acc=held["acc"],
                held_out_auroc=held["auroc"], held_out_auroc_ci=held.get("auroc_ci"),
                study_auroc=held.get("study_auroc"), study_auroc_ci=held.get("study_auroc_ci"),
                study_kappa=held.get("study_kappa"), study_kappa_ci=held.get("study_kappa_ci"),
-               study_called=held.get("study_called"),
+               study_called=held.get("study_called"), study_auroc_by_part=held.get("study_auroc_by_part"),
                held_out_studies=int(pd.unique(study_of).size), epochs=profile.epochs, seconds=seconds)
     if rung["kind"] == "objects":  # which objects of the abnormal held-out images the calls find (p > 0.5)
         ab = np.asarray(y_ho) == 1  # a normal study's cast is no find: calling it abnormal is an error
