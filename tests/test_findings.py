@@ -407,25 +407,30 @@ def test_the_budget_line_sets_the_longest_all_parts_rung_against_what_the_cpu_re
     line = findings.budget_line(LADDER + [long])
     steps = 160 * (2911 // p.batch_size)
     assert line.startswith(f"Trained for 160 epochs ({steps:,} optimiser steps, all parts, augmentation `full`), one "
-                           "network reaches study AUROC 0.74 [0.69, 0.80] and kappa 0.35 [0.25, 0.45] on the report's "
-                           "332 test studies and fits 85.0 % of its training images; it took 513 s")
-    assert (f"against {findings.REPORT_BUDGET_S} s for the whole cpu report of a task, which trains {p.members} "
-            f"members of {p.epochs} epochs; {p.members} members this long would take about "
+                           "network reaches, at its last epoch (no epoch selection), study AUROC 0.74 [0.69, 0.80] and "
+                           "kappa 0.35 [0.25, 0.45] on the report's 332 test studies and fits 85.0 % of its training "
+                           "images; its training took 513 s")
+    assert (f"against the cpu report's budget of {findings.REPORT_BUDGET_S} s per task for everything, which trains "
+            f"{p.members} members of {p.epochs} epochs; {p.members} members this long would take about "
             f"{p.members * 513 / 60:.0f} min of training alone.") in line
-    # parts ordered by their estimate, a part with one label left out; overlapping intervals give no order
-    assert "per part: wrist 0.80 [0.70, 0.88] (98 studies), hand 0.56 [0.38, 0.72] (39 studies); every two" in line
+    # parts in alphabetical order (not by estimate), a part with one label left out; overlap gives no order
+    assert ("per part (alphabetical): hand 0.56 [0.38, 0.72] (39 studies, 12 abnormal), wrist 0.80 [0.70, 0.88] "
+            "(98 studies, 36 abnormal). Among the parts every two intervals overlap, so no order of the parts is "
+            "shown (the pairwise differences are not tested, and overlap does not show the parts alike).") in line
     assert "forearm" not in line
     apart = dict(long, study_auroc_by_part=dict(long["study_auroc_by_part"], HAND=dict(auroc=0.5, ci=[0.4, 0.6],
                                                                                         studies=39, abnormal=12)))
-    assert findings.budget_line([LADDER[5], apart]).endswith("intervals apart only for wrist above hand.")
-    # a part with fewer than ORDER_MIN_STUDIES studies of a label is listed but never ordered (a degenerate interval)
+    assert findings.budget_line([LADDER[5], apart]).endswith(
+        "the intervals lie apart only for wrist above hand (the pairwise differences are not tested).")
+    # a part with fewer than ORDER_MIN_STUDIES studies of a label gets no interval and is never compared
     few = dict(long, study_auroc_by_part=dict(long["study_auroc_by_part"], HUMERUS=dict(auroc=1.0, ci=[1.0, 1.0],
                                                                                          studies=13, abnormal=7)))
     line = findings.budget_line([LADDER[5], few])
-    assert "humerus 1.00 [1.00, 1.00] (13 studies), wrist 0.80" in line and "humerus above" not in line
-    assert line.endswith(f"humerus, with fewer than {findings.ORDER_MIN_STUDIES} studies of a label, is not ordered "
-                         "(a bootstrap interval of so few is unreliable); among the others every two parts' intervals "
-                         "overlap, so no order of the parts is shown.")
+    assert ("humerus 1.00 (13 studies, 7 abnormal; no interval: too few studies of a label), wrist" in line
+            and "[1.00, 1.00]" not in line and "humerus above" not in line)
+    assert line.endswith(f"Parts with fewer than {findings.ORDER_MIN_STUDIES} normal or abnormal studies are not "
+                         "compared; among the others every two intervals overlap, so no order of the parts is shown "
+                         "(the pairwise differences are not tested, and overlap does not show the parts alike).")
     # not for a rung on another test set, one body part, or no more epochs than the members train
     assert findings.budget_line(LADDER) is None
     assert findings.budget_line([LADDER[5], dict(long, held_out_images=900)]) is None

@@ -128,11 +128,11 @@ PROFILES: dict[str, Profile] = {
         # fits 65.9 % at 30. Both tasks keep 12 epochs: what the budget pays for, not what fits best. On the wrist alone
         # (report/recipe/cpu-scaling.md, paired, one seed a row) the cpu phantom's wrist images give a network that calls
         # every study normal at 12 epochs (120 steps) and a study AUROC of 0.83 at 1,860 steps: there the smaller shares
-        # are short mainly of steps. All parts (report/recipe/cpu-learnability.md, the report's test studies, one
-        # network each, unpaired) give study AUROC 0.57 at 12 epochs, 0.66 at 40 and 0.74 [0.69, 0.80] at 160
-        # (7,200 steps, fitting 85.0 %, 487 s on 2 cores): five members that long would take ~41 min of training
-        # alone against the report's 10 minutes, and one such network is still short of a study AUROC of 0.80.
-        # Whether the gpu profile's recipe gets there is not measured (no GPU so far).
+        # are short mainly of steps. All parts (report/recipe/cpu-learnability.md: one network each, one seed, its last
+        # epoch, on the report's test studies; no paired interval, differences not tested) give study AUROC 0.57 at 12
+        # epochs, 0.66 at 40 and 0.74 [0.69, 0.80] at 160 (7,200 steps, fitting 85.0 %, 487 s on shared cores): five
+        # members that long would take ~41 min of training alone against the report's 10 minutes per task. Whether the
+        # gpu profile's recipe reaches a higher study AUROC is not measured (no GPU so far).
         epochs=12,
         members=5,
         rotation_step=30,  # 30 degrees (13 angles) keeps the cpu report near its 10-minute budget

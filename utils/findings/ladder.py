@@ -316,33 +316,32 @@ def budget_line(rows: list[dict], profile: str = "cpu") -> str | None:
     r = max(longer, key=lambda r: r["epochs"])
     steps = r["epochs"] * (r["train_images"] // p.batch_size)
     s = (f"Trained for {r['epochs']} epochs ({steps:,} optimiser steps, all parts, augmentation `{r['augment']}`), one "
-         f"network reaches study AUROC {_rung_score(r, 'study_auroc')} and kappa {_rung_score(r, 'study_kappa')} on "
-         f"the report's {r.get('held_out_studies', '?')} test studies{_alike(r)} and fits "
-         f"{100 * r['train_acc']:.1f} % of its training images; it took {r['seconds']:.0f} s here (one run, shared "
-         f"cores: indicative), against {REPORT_BUDGET_S} s for the whole {p.name} report of a task, which trains "
-         f"{p.members} members of {p.epochs} epochs; {p.members} members this long would take about "
-         f"{p.members * r['seconds'] / 60:.0f} min of training alone.")
+         f"network reaches, at its last epoch (no epoch selection), study AUROC {_rung_score(r, 'study_auroc')} and "
+         f"kappa {_rung_score(r, 'study_kappa')} on the report's {r.get('held_out_studies', '?')} test studies"
+         f"{_alike(r)} and fits {100 * r['train_acc']:.1f} % of its training images; its training took "
+         f"{r['seconds']:.0f} s (one run, shared cores: indicative), against the {p.name} report's budget of "
+         f"{REPORT_BUDGET_S} s per task for everything, which trains {p.members} members of {p.epochs} epochs; "
+         f"{p.members} members this long would take about {p.members * r['seconds'] / 60:.0f} min of training alone.")
     by = r.get("study_auroc_by_part") or {}
-    shown = [f"{k.lower()} {fmt_estimate(v['auroc'], v['ci'])} ({v['studies']} studies)"
-             for k, v in sorted(by.items(), key=lambda kv: -kv[1]["auroc"] if _finite(kv[1].get("auroc")) else 1)
-             if _finite(v.get("auroc"))]
-    if shown:
-        small = [k for k, v in by.items() if _finite(v.get("auroc"))
-                 and min(v["abnormal"], v["studies"] - v["abnormal"]) < ORDER_MIN_STUDIES]
-        ci = {k: v["ci"] for k, v in by.items() if _finite(v.get("auroc")) and v.get("ci") and k not in small}
+    scored = {k: v for k, v in sorted(by.items()) if _finite(v.get("auroc"))}
+    small = [k for k, v in scored.items() if min(v["abnormal"], v["studies"] - v["abnormal"]) < ORDER_MIN_STUDIES]
+    if scored:
+        def one(k, v):
+            counts = f"{v['studies']} studies, {v['abnormal']} abnormal"
+            if k in small:
+                return f"{k.lower()} {v['auroc']:.2f} ({counts}; no interval: too few studies of a label)"
+            return f"{k.lower()} {fmt_estimate(v['auroc'], v['ci'])} ({counts})"
+
+        ci = {k: v["ci"] for k, v in scored.items() if v.get("ci") and k not in small}
         apart = [f"{a.lower()} above {b.lower()}" for a in ci for b in ci if ci[a][0] > ci[b][1]]
-        s += (" Its study AUROC per part: " + ", ".join(shown) + "; "
-              + (f"{_join([k.lower() for k in sorted(small)])}, with fewer than {ORDER_MIN_STUDIES} studies of a "
-                 f"label, {'is' if len(small) == 1 else 'are'} not ordered (a bootstrap interval of so few is "
-                 "unreliable); among the others "
-                 if small else "")
-              + ("every two parts' intervals overlap, so no order of the parts is shown." if not apart else
-                 "intervals apart only for " + ", ".join(apart) + "."))
+        s += (" Its study AUROC per part (alphabetical): " + ", ".join(one(k, v) for k, v in scored.items()) + ". "
+              + (f"Parts with fewer than {ORDER_MIN_STUDIES} normal or abnormal studies are not compared; among the "
+                 "others " if small else "Among the parts ")
+              + ("every two intervals overlap, so no order of the parts is shown (the pairwise differences are not "
+                 "tested, and overlap does not show the parts alike)." if not apart else
+                 "the intervals lie apart only for " + ", ".join(apart) + " (the pairwise differences are not "
+                 "tested)."))
     return s
-
-
-def _join(words: list[str]) -> str:
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def learnability_rows(root: Path) -> list[dict]:

@@ -89,9 +89,9 @@ RUNGS: dict[str, dict] = {
 profile's augmentation (`data.AUGMENTATIONS`); `epochs`: the profile's epochs (the 30-epoch rungs ask whether the
 learner can fit its training set at all; "4x the patients, 3 epochs" costs what the task's 12 epochs on 1x cost;
 "40 epochs" gives all parts, with augmentation, about the optimiser steps (1,800) after which the wrist alone is
-learned in the paired scaling curve); "160 epochs" gives every part about the wrist's share of those steps (the
-wrist is about a quarter of the training images, so ~7,400 steps), to measure what the all-parts task reaches with
-them and what they cost (`seconds`) against the report's budget;
+learned in the paired scaling curve); "160 epochs" (7,200 steps in all) gives the wrist, about a quarter of the
+training images, about the 1,860 steps' worth of its images that the wrist alone needed in that curve, to measure
+what the all-parts task reaches with them and what they cost (`seconds`) against the report's budget;
 `patients`: the training patients' factor (objects and task rungs); `parts`: the body parts trained and scored (task
 rungs; all by default): one part, as the published one-part MURA runs the issue quotes (the wrist has 9,752 of
 MURA's training images; the cpu phantom 743, its 4x phantom 2,965); `valid_patients`: the validation patients'
