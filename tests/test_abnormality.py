@@ -221,7 +221,10 @@ def test_data_scaling_lists_the_ladders_task_rungs_with_their_intervals(tmp_path
     assert t.to_dict(orient="records") == [{
         "rung": "the task, wrist only", "training images": 743, "epochs": 12, "test studies": 98,
         "training accuracy": 63.1, "study AUROC": "0.49 [0.37, 0.61]", "study kappa": "0.00 [0.00, 0.00]",
-        "studies called abnormal": 0.0, "training seconds": 9}]
+        "study AUROC, shortcut-free": "-", "studies called abnormal": 0.0, "training seconds": 9}]
+    rows[1].update(free_study_auroc=0.47, free_study_auroc_ci=[0.33, 0.6])
+    (rec / "cpu-learnability.json").write_text(json.dumps(dict(rows=rows)))
+    assert abnormality.data_scaling(tmp_path)["study AUROC, shortcut-free"].tolist() == ["0.47 [0.33, 0.60]"]
     assert abnormality.data_scaling(tmp_path, "gpu") is None  # another profile's ladder is not this one's
 
 

@@ -413,6 +413,13 @@ def test_the_budget_line_sets_the_longest_all_parts_rung_against_what_the_cpu_re
     assert (f"against the cpu report's budget of {findings.REPORT_BUDGET_S} s per task for everything, which trains "
             f"{p.members} members of {p.epochs} epochs; {p.members} members this long would take about "
             f"{p.members * 513 / 60:.0f} min of training alone.") in line
+    assert "shortcut-free" not in line  # not measured on this row
+    free = dict(long, free_study_auroc=0.66, free_study_auroc_ci=[0.58, 0.73], free_study_kappa=0.2,
+                free_study_kappa_ci=[0.1, 0.3], free_studies=270, free_abnormal=80)
+    assert ("of training alone. Without the abnormal studies that show hardware or a cast (270 studies left, 80 "
+            "abnormal: the report's shortcut-free score) its study AUROC is 0.66 [0.58, 0.73] and kappa 0.20 [0.10, "
+            "0.30] (no paired interval with the full set: dropping studies also changes the case mix). Its study "
+            "AUROC per part") in findings.budget_line([LADDER[5], free])
     # parts in alphabetical order (not by estimate), a part with one label left out; overlap gives no order
     assert ("per part (alphabetical): hand 0.56 [0.38, 0.72] (39 studies, 12 abnormal), wrist 0.80 [0.70, 0.88] "
             "(98 studies, 36 abnormal). Among the parts every two intervals overlap, so no order of the parts is "

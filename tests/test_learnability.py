@@ -54,6 +54,17 @@ def test_the_rungs_run_end_to_end_on_the_smoke_data(smoke_cache):
     assert t["held_out_images"] == len(cache.index.query("subset == 'test'")) and 0 <= t["study_auroc"] <= 1
     assert -1 <= t["study_kappa"] <= 1 and t["study_kappa_ci"][0] <= t["study_kappa"] <= t["study_kappa_ci"][1]
     assert 0 <= t["study_called"] <= 1
+    # the shortcut-free score (the phantom has lesion masks): the studies left by the report's selection
+    from utils import data
+
+    te = cache.index.query("subset == 'test'")
+    keep = data.without_object_positives(te.label.to_numpy(), te.study_id.to_numpy(),
+                                         data.masks_for(te.path.tolist(), cache.size)[1])
+    assert t["free_studies"] == te.study_id[keep].nunique() <= t["held_out_studies"]
+    assert t["free_abnormal"] == te[keep].groupby("study_id").label.first().sum()
+    if t["free_study_auroc"] is not None:
+        lo, hi = t["free_study_auroc_ci"]
+        assert lo <= t["free_study_auroc"] <= hi
     # every AUROC carries its 95 % study-bootstrap interval around it
     for row, key in ((r, "held_out_auroc"), (o, "held_out_auroc"), (t, "held_out_auroc"), (t, "study_auroc")):
         lo, hi = row[f"{key}_ci"]

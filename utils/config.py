@@ -130,8 +130,9 @@ PROFILES: dict[str, Profile] = {
         # every study normal at 12 epochs (120 steps) and a study AUROC of 0.83 at 1,860 steps: there the smaller shares
         # are short mainly of steps. All parts (report/recipe/cpu-learnability.md: one network each, one seed, its last
         # epoch, on the report's test studies; no paired interval, differences not tested) give study AUROC 0.57 at 12
-        # epochs, 0.66 at 40 and 0.74 [0.69, 0.80] at 160 (7,200 steps, fitting 85.0 %, 487 s on shared cores): five
-        # members that long would take ~41 min of training alone against the report's 10 minutes per task. Whether the
+        # epochs, 0.66 at 40 and 0.74 [0.69, 0.80] at 160 (0.64 [0.57, 0.71] shortcut-free; 7,200 steps, fitting
+        # 85.0 %, 468 s on shared cores): five
+        # members that long would take ~39 min of training alone against the report's 10 minutes per task. Whether the
         # gpu profile's recipe reaches a higher study AUROC is not measured (no GPU so far).
         epochs=12,
         members=5,

@@ -71,19 +71,7 @@ def study_table(runs: dict[str, np.ndarray], labels, study_ids, body_parts, n_bo
     return t[cols + [c for c in t.columns if c not in cols]]
 
 
-OBJECTS = ("hardware", "cast")
-
-
-def without_object_positives(labels, study_ids, lesion) -> np.ndarray:
-    """Which test images to keep for a shortcut-free score (Pure-MURA's point: about half of MURA's positive
-    studies show a plate, a cast or another obvious object): every normal study, and the abnormal studies none of
-    whose images shows hardware or a cast in the lesion masks (`lesion`: N x H x W bit flags, one per test image;
-    `data.LESION_BITS`). Boolean, one per test image."""
-    labels, study_ids = np.asarray(labels), np.asarray(study_ids)
-    bits = sum(data.LESION_BITS[k] for k in OBJECTS)
-    shows = ((np.asarray(lesion).reshape(len(labels), -1) & bits) != 0).any(1)
-    with_object = set(study_ids[shows & (labels == 1)])
-    return ~np.isin(study_ids, list(with_object))
+OBJECTS, without_object_positives = data.OBJECTS, data.without_object_positives  # the shortcut-free selection
 
 
 def shortcut_free_table(runs: dict[str, np.ndarray], labels, study_ids, lesion, n_boot: int = 2000,
@@ -185,7 +173,9 @@ def data_scaling(root, profile_name: str = "cpu") -> pd.DataFrame | None:
     utils.models.learnability` on the profile's phantom, not by the report): how study AUROC and kappa move with the
     training images of one part or of all, each rung one network of member 0's seed at its last epoch, scored on its
     own phantom's test split. Columns: rung, training images, epochs, test studies, training accuracy, study AUROC and
-    kappa as 'estimate [low, high]', the share of test studies called abnormal (near 0 or 100 %: a network that calls
+    kappa as 'estimate [low, high]', the study AUROC on the studies left when the abnormal ones showing hardware or a
+    cast are dropped (the shortcut-free score of table 07-1b; '-' where the ladder did not measure it), the share of
+    test studies called abnormal (near 0 or 100 %: a network that calls
     almost every study alike, whose kappa is then near 0) and the seconds its training took (one run on the machine
     that ran the ladder: what a longer recipe would cost the report). None where the file is absent or holds no task rung with a study AUROC."""
     f = Path(root) / "report" / "recipe" / f"{profile_name}-learnability.json"
@@ -200,6 +190,7 @@ def data_scaling(root, profile_name: str = "cpu") -> pd.DataFrame | None:
         "test studies": r.get("held_out_studies"), "training accuracy": round(100 * r["train_acc"], 1),
         "study AUROC": evidence.fmt_estimate(r["study_auroc"], r.get("study_auroc_ci")),
         "study kappa": evidence.fmt_estimate(r.get("study_kappa"), r.get("study_kappa_ci")),
+        "study AUROC, shortcut-free": evidence.fmt_estimate(r.get("free_study_auroc"), r.get("free_study_auroc_ci")),
         "studies called abnormal": None if r.get("study_called") is None else round(100 * r["study_called"], 1),
         "training seconds": None if r.get("seconds") is None else round(r["seconds"])}
         for r in rows])

@@ -8,7 +8,7 @@ from .images import (
     DataError, DegenerateData, task_targets, class_counts, check_task_data, ImageReadError, read_image,
     letterbox, image_stats, ImageCache, cache_key, build_cache, to_input, standardize, CachedImages, PngImages,
     BatchAugment, AUGMENTATIONS, augmentation, make_loader, LESION_BITS, LESION_FRACTURE, LESION_HARDWARE,
-    LESION_CAST, LESION_DEGENERATIVE, mask_paths, read_masks, masks_for,
+    LESION_CAST, LESION_DEGENERATIVE, OBJECTS, without_object_positives, mask_paths, read_masks, masks_for,
 )
 from .sources import (
     prepare_unfamiliar, prepare, SPLITS, INDEX_COLUMNS, find_mura_root, load_index, carve_validation,

@@ -489,6 +489,23 @@ LESION_FRACTURE, LESION_HARDWARE, LESION_CAST = LESION_BITS["fracture"], LESION_
 LESION_DEGENERATIVE = LESION_BITS["degenerative"]
 
 
+OBJECTS = ("hardware", "cast")
+"""The findings MURA's shortcut is made of (Pure-MURA: about half of MURA's positive studies show a plate, a cast or
+another obvious object)."""
+
+
+def without_object_positives(labels, study_ids, lesion) -> np.ndarray:
+    """Which test images to keep for a shortcut-free score (Pure-MURA's point: about half of MURA's positive
+    studies show a plate, a cast or another obvious object): every normal study, and the abnormal studies none of
+    whose images shows hardware or a cast in the lesion masks (`lesion`: N x H x W bit flags, one per test image;
+    `LESION_BITS`). Boolean, one per test image."""
+    labels, study_ids = np.asarray(labels), np.asarray(study_ids)
+    bits = sum(LESION_BITS[k] for k in OBJECTS)
+    shows = ((np.asarray(lesion).reshape(len(labels), -1) & bits) != 0).any(1)
+    with_object = set(study_ids[shows & (labels == 1)])
+    return ~np.isin(study_ids, list(with_object))
+
+
 def mask_paths(image_path: str | os.PathLike) -> tuple[Path, Path] | None:
     """The phantom's (bones, lesion) mask files of an image, or None where the tree has no masks (MURA)."""
     p = Path(image_path)

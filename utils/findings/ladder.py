@@ -322,6 +322,11 @@ def budget_line(rows: list[dict], profile: str = "cpu") -> str | None:
          f"{r['seconds']:.0f} s (one run, shared cores: indicative), against the {p.name} report's budget of "
          f"{REPORT_BUDGET_S} s per task for everything, which trains {p.members} members of {p.epochs} epochs; "
          f"{p.members} members this long would take about {p.members * r['seconds'] / 60:.0f} min of training alone.")
+    if _finite(r.get("free_study_auroc")):
+        s += (f" Without the abnormal studies that show hardware or a cast ({r['free_studies']} studies left, "
+              f"{r['free_abnormal']} abnormal: the report's shortcut-free score) its study AUROC is "
+              f"{_rung_score(r, 'free_study_auroc')} and kappa {_rung_score(r, 'free_study_kappa')} (no paired "
+              "interval with the full set: dropping studies also changes the case mix).")
     by = r.get("study_auroc_by_part") or {}
     scored = {k: v for k, v in sorted(by.items()) if _finite(v.get("auroc"))}
     small = [k for k, v in scored.items() if min(v["abnormal"], v["studies"] - v["abnormal"]) < ORDER_MIN_STUDIES]

@@ -20,7 +20,9 @@ held-out sample, not the training run), and the majority share:
   `found_cast_only`: the share of the held-out images showing hardware (a cast and no hardware) that the network
   calls abnormal.
 - `task`: MURA's normal/abnormal task itself, trained on the training split and scored on the test split (image
-  accuracy and AUROC; `study_auroc` averages each study's images), on the profile's phantom and on one with
+  accuracy and AUROC; `study_auroc` averages each study's images; on a phantom also `free_study_auroc`, the same on
+  the studies left when the abnormal ones showing hardware or a cast are dropped, `shortcut_free`), on the
+  profile's phantom and on one with
   `patients` times as many training patients (phantom only: generated once under data/, its own validation
   carve and test split; MURA has ~12x the cpu phantom's training images). Trained like every rung (last epoch),
   so the row can differ a little from `utils.recipe`'s baseline, which keeps the epoch of lowest validation NLL.
@@ -258,12 +260,33 @@ def run_rung(profile, name: str, rung: dict, cache: data.ImageCache, device=None
                study_kappa=held.get("study_kappa"), study_kappa_ci=held.get("study_kappa_ci"),
                study_called=held.get("study_called"), study_auroc_by_part=held.get("study_auroc_by_part"),
                held_out_studies=int(pd.unique(study_of).size), epochs=profile.epochs, seconds=seconds)
+    if rung["kind"] == "task":  # the shortcut-free score (phantom only: it needs the lesion masks)
+        out.update(shortcut_free(model, x_ho, np.asarray(y_ho), study_of, te.index.path.tolist(), cache.size, device,
+                                 profile.n_boot))
     if rung["kind"] == "objects":  # which objects of the abnormal held-out images the calls find (p > 0.5)
         ab = np.asarray(y_ho) == 1  # a normal study's cast is no find: calling it abnormal is an error
         out.update(found_hardware=found_share(held["p"][ab], ho_bits[ab], data.LESION_HARDWARE),
                    found_cast_only=found_share(held["p"][ab], ho_bits[ab], data.LESION_CAST,
                                                without=data.LESION_HARDWARE))
     return out
+
+
+def shortcut_free(model: nn.Module, x: torch.Tensor, y: np.ndarray, study_of: np.ndarray, paths: list[str],
+                  size: int, device, n_boot: int) -> dict:
+    """The task rung's study AUROC and kappa on the held-out studies left when every abnormal study that shows
+    hardware or a cast is dropped (`data.without_object_positives`, the report's shortcut-free score, table 07-1b):
+    `free_study_auroc`, `free_study_kappa` (with `_ci`), `free_studies`, `free_abnormal`; nothing where the tree has
+    no lesion masks (real MURA)."""
+    masks = data.masks_for(paths, size)
+    if masks is None:
+        return {}
+    keep = data.without_object_positives(y, study_of, masks[1])
+    sc = _scores(model, x[torch.as_tensor(keep)], y[keep], device, groups=study_of[keep], study_level=True,
+                 n_boot=n_boot)
+    st = pd.DataFrame(dict(g=study_of[keep], y=y[keep])).groupby("g").y.first()
+    return dict(free_study_auroc=sc.get("study_auroc"), free_study_auroc_ci=sc.get("study_auroc_ci"),
+                free_study_kappa=sc.get("study_kappa"), free_study_kappa_ci=sc.get("study_kappa_ci"),
+                free_studies=int(len(st)), free_abnormal=int(st.sum()))
 
 
 def found_share(p: np.ndarray, bits: np.ndarray, flag: int, without: int = 0) -> float | None:
