@@ -244,3 +244,18 @@ def test_paired_scaling_reads_the_curve_and_marks_the_largest_size(tmp_path):
     assert t["training patients"].tolist() == ["1x", "13x"]
     assert t["AUROC minus the largest"].tolist() == ["-0.38 [-0.50, -0.25]", "-"]
     assert t["kappa minus the largest"].iloc[0] == "-0.56 [-0.64, -0.47]"
+
+
+def test_members_trade_reads_the_trade_and_pairs_each_split_with_the_first(tmp_path):
+    import json
+
+    assert abnormality.members_trade(tmp_path) is None
+    rec = tmp_path / "report" / "recipe"
+    rec.mkdir(parents=True)
+    row = dict(members=5, epochs=12, train_acc=0.616, study_auroc=0.57, study_auroc_ci=[0.51, 0.63], study_kappa=0.0,
+               study_kappa_ci=[0.0, 0.0], study_called=0.0, seconds=210.4)
+    two = dict(row, members=2, epochs=30, minus_first_auroc=[0.07, 0.02, 0.12], minus_first_kappa=[0.2, 0.1, 0.3])
+    (rec / "cpu-trade.json").write_text(json.dumps(dict(test_studies=332, rows=[row, two])))
+    t = abnormality.members_trade(tmp_path)
+    assert t["members x epochs"].tolist() == ["5 x 12", "2 x 30"]
+    assert t["AUROC minus the first"].tolist() == ["-", "0.07 [0.02, 0.12]"] and t["seconds"].tolist() == [210, 210]

@@ -229,6 +229,10 @@ def test_the_learnability_reason_quotes_the_rung_that_fits_and_words_its_compari
     assert ("the network can memorise its training images (96.7 % at the last epoch when trained with no "
             "augmentation, 30 epochs, no epoch selection;") in why
     assert "so capacity does not cap the fit; which part of the recipe holds the members back" in why
+    longer = LADDER + [dict(_rung("the task, 40 epochs", 0.63, study=0.66, train=0.67, study_ci=[0.60, 0.72]), epochs=40)]
+    assert ("so capacity does not cap the fit; with augmentation `full` kept, the fit rises with the epochs (61.6 % at "
+            "12, 67.0 % at 40; one seed each, last epoch), so the members' epochs hold their fit back; what "
+            "augmentation and the epoch kept add one seed does not separate.") in findings.learnability_reason(longer)
     assert ("study AUROC 0.64 [0.58, 0.70], against 0.57 [0.51, 0.63] for the 12-epoch rung with augmentation "
             "`full` on the same test images: no paired interval, the difference not tested") in why
     assert "of the held-out abnormal images that show hardware, the objects rungs call 14-54 % abnormal at p > 0.5" in why
@@ -415,11 +419,17 @@ def test_the_budget_line_sets_the_longest_all_parts_rung_against_what_the_cpu_re
             f"{p.members * 513 / 60:.0f} min of training alone.") in line
     assert "shortcut-free" not in line  # not measured on this row
     free = dict(long, free_study_auroc=0.66, free_study_auroc_ci=[0.58, 0.73], free_study_kappa=0.2,
-                free_study_kappa_ci=[0.1, 0.3], free_studies=270, free_abnormal=80)
-    assert ("of training alone. Without the abnormal studies that show hardware or a cast (270 studies left, 80 "
-            "abnormal: the report's shortcut-free score) its study AUROC is 0.66 [0.58, 0.73] and kappa 0.20 [0.10, "
-            "0.30] (no paired interval with the full set: dropping studies also changes the case mix). Its study "
-            "AUROC per part") in findings.budget_line([LADDER[5], free])
+                free_study_kappa_ci=[0.1, 0.3], free_studies=270, free_abnormal=80, objects_study_auroc=0.9,
+                objects_study_auroc_ci=[0.85, 0.94], objects_abnormal=60)
+    assert ("of training alone. Against the same 190 normal studies it ranks the 80 abnormal studies that show no "
+            "hardware or cast (the report's shortcut-free score; kappa 0.20 [0.10, 0.30] on them and the normal ones) "
+            "and the 60 that show one at study AUROC 0.66 [0.58, 0.73] and 0.90 [0.85, 0.94] respectively; the all-studies AUROC is "
+            "exactly their mean weighted by those abnormal studies. Its study AUROC per part"
+            ) in findings.budget_line([LADDER[5], free])
+    base = dict(LADDER[5], free_study_auroc=0.57, free_study_auroc_ci=[0.49, 0.65], objects_study_auroc=0.57,
+                objects_study_auroc_ci=[0.49, 0.66])
+    assert ("0.66 [0.58, 0.73] and 0.90 [0.85, 0.94] respectively (at 12 epochs: 0.57 [0.49, 0.65] and 0.57 [0.49, 0.66]; one seed "
+            "each); the all-studies") in findings.budget_line([base, free])
     # parts in alphabetical order (not by estimate), a part with one label left out; overlap gives no order
     assert ("per part (alphabetical): hand 0.56 [0.38, 0.72] (39 studies, 12 abnormal), wrist 0.80 [0.70, 0.88] "
             "(98 studies, 36 abnormal). Among the parts every two intervals overlap, so no order of the parts is "
@@ -443,6 +453,25 @@ def test_the_budget_line_sets_the_longest_all_parts_rung_against_what_the_cpu_re
     assert findings.budget_line([LADDER[5], dict(long, held_out_images=900)]) is None
     assert findings.budget_line([LADDER[5], dict(long, epochs=p.epochs)]) is None
     assert findings.budget_line([LADDER[5], dict(long, rung="the task, wrist only")]) is None
+
+
+def test_the_trade_line_gives_each_split_and_its_paired_difference_from_the_reports(tmp_path):
+    assert findings.trade_line(tmp_path) is None  # not run: nothing said
+    rec = tmp_path / "report" / "recipe"
+    rec.mkdir(parents=True)
+    row = dict(members=5, epochs=12, train_acc=0.616, study_auroc=0.57, study_auroc_ci=[0.51, 0.63], study_kappa=0.0,
+               study_kappa_ci=[0.0, 0.0], study_called=0.0, seconds=210.0)
+    two = dict(row, members=2, epochs=30, train_acc=0.65, study_auroc=0.64, study_auroc_ci=[0.58, 0.70],
+               study_kappa=0.2, study_kappa_ci=[0.1, 0.3], study_called=0.2, minus_first_auroc=[0.07, 0.02, 0.12],
+               minus_first_kappa=[0.2, 0.1, 0.3])
+    (rec / "cpu-trade.json").write_text(json.dumps(dict(test_studies=332, rows=[row, two])))
+    assert findings.trade_line(tmp_path) == (
+        "Spending the members' training cost (60 member-epochs, the report's 5 x 12) on fewer, longer-trained members (members at their "
+        "last epoch, scored on the report's 332 test studies): 5 x 12, study AUROC 0.57 [0.51, 0.63] and kappa 0.00 "
+        "[0.00, 0.00] (calls every study normal), members fitting 61.6 %; 2 x 30, study AUROC 0.64 [0.58, 0.70] and "
+        "kappa 0.20 [0.10, 0.30], members fitting 65.0 %. Against 5 x 12, paired: 2 x 30, AUROC +0.07 [+0.02, +0.12] "
+        "and kappa +0.20 [+0.10, +0.30] (one seed set per row; the intervals cover the test studies, not the training "
+        "runs).")
 
 
 def test_the_learnability_headline_names_the_rung_at_muras_size_within_the_tasks_range():

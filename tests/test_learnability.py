@@ -65,6 +65,13 @@ def test_the_rungs_run_end_to_end_on_the_smoke_data(smoke_cache):
     if t["free_study_auroc"] is not None:
         lo, hi = t["free_study_auroc_ci"]
         assert lo <= t["free_study_auroc"] <= hi
+    n_ab = te.groupby("study_id").label.first().sum()
+    assert t["objects_abnormal"] + t["free_abnormal"] == n_ab
+    assert t["free_study_auroc"] is not None and t["objects_study_auroc"] is not None  # the smoke test split has both
+    # an AUROC averages over (abnormal, normal) pairs: the two subsets' AUROCs against the same normal studies make up
+    # the all-studies AUROC exactly, weighted by their abnormal studies (ties count a half in each)
+    mix = (t["free_abnormal"] * t["free_study_auroc"] + t["objects_abnormal"] * t["objects_study_auroc"]) / n_ab
+    assert t["study_auroc"] == pytest.approx(mix, abs=1e-9)
     # every AUROC carries its 95 % study-bootstrap interval around it
     for row, key in ((r, "held_out_auroc"), (o, "held_out_auroc"), (t, "held_out_auroc"), (t, "study_auroc")):
         lo, hi = row[f"{key}_ci"]
@@ -201,3 +208,20 @@ def test_the_scaling_curve_trains_on_nested_prefixes_and_pairs_each_size_with_th
             assert d == pytest.approx(row[f"study_{m}"] - top[f"study_{m}"], abs=1e-9) and lo <= d <= hi
     t = learnability.scaling_table(res)
     assert t["AUROC minus the largest"].tolist()[1] == "-" and t["training patients"].tolist() == ["1x", "2x", "1x with 2x's steps"]
+
+
+def test_the_ensemble_trade_scores_each_split_and_pairs_it_with_the_first(smoke_cache):
+    """A one-member split is the task rung's network (same seed, recipe and epochs: the same study AUROC to the
+    last digit); a split repeated is paired with itself at exactly zero; members average their probabilities."""
+    profile, cache = smoke_cache
+    res = learnability.ensemble_trade(profile, cache, device="cpu", splits=((1, 2), (1, 2), (2, 1)))
+    one, again, two = res["rows"]
+    t = learnability.run_rung(profile.replace(epochs=2), "task", dict(kind="task", patients=1), cache, device="cpu")
+    assert one["study_auroc"] == t["study_auroc"] and one["train_acc"] == t["train_acc"]
+    assert again["minus_first_auroc"] == [0.0, 0.0, 0.0] and again["minus_first_kappa"] == [0.0, 0.0, 0.0]
+    assert "minus_first_auroc" not in one and (two["members"], two["epochs"]) == (2, 1)
+    lo, hi = two["minus_first_auroc"][1:]
+    assert lo <= two["minus_first_auroc"][0] <= hi
+    assert res["test_studies"] == cache.index.query("subset == 'test'").study_id.nunique()
+    table = learnability.trade_table(res)
+    assert table["members x epochs"].tolist() == ["1 x 2", "1 x 2", "2 x 1"] and table["AUROC minus the first"][0] == "-"

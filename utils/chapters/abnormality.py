@@ -196,6 +196,15 @@ def data_scaling(root, profile_name: str = "cpu") -> pd.DataFrame | None:
         for r in rows])
 
 
+def members_trade(root, profile_name: str = "cpu") -> pd.DataFrame | None:
+    """The members-for-epochs trade at the report's training cost (report/recipe/<profile>-trade.json, `python -m
+    utils.models.learnability --trade`, not run by the report): deep ensembles of fewer, longer-trained members on
+    all parts, scored on the report's test studies, each paired with the report's split (`learnability.trade_table`);
+    None where the file is absent."""
+    f = Path(root) / "report" / "recipe" / f"{profile_name}-trade.json"
+    return learnability.trade_table(json.loads(f.read_text())) if f.is_file() else None
+
+
 def paired_scaling(root, profile_name: str = "cpu") -> pd.DataFrame | None:
     """The paired data-scaling curve (report/recipe/<profile>-scaling.json, `python -m utils.models.learnability
     --scaling`, not run by the report): one network per training size on nested prefixes of one phantom's patients,

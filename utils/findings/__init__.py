@@ -50,7 +50,7 @@ from .answers import (
 )
 from .ladder import (
     learnability_answer, learnability_headline, learnability_reason, learnability_rows, learnability_part,
-    mura_size_line, scaling_line, budget_line, REPORT_BUDGET_S, ORDER_MIN_STUDIES,
+    mura_size_line, scaling_line, budget_line, REPORT_BUDGET_S, ORDER_MIN_STUDIES, trade_line,
 )
 from .details import (
     delta_table, fit_line, recipe_markdown, caveats, block, rewrite, readme_text, findings_part, word_count,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from utils.config import ROOT
 from utils.findings.answers import summary
-from utils.findings.ladder import budget_line, learnability_reason, learnability_rows, scaling_line
+from utils.findings.ladder import budget_line, learnability_reason, learnability_rows, scaling_line, trade_line
 from utils.findings.forest import all_weights_note, forest_is_current, summary_forest_rows, write_forest
 from utils.findings.words import (
     DETAILS_HEADING,
@@ -108,10 +108,13 @@ def caveats(root: Path, cal: dict | None, amp: dict | None, ens: dict | None, ex
     fit = (amp or {}).get("fit")
     if fit and not fit.get("fits", True):
         rows = learnability_rows(root)
-        why = " ".join(filter(None, (learnability_reason(rows), scaling_line(root), budget_line(rows))))
+        why = " ".join(filter(None, (learnability_reason(rows), scaling_line(root))))
         out.append(f"- On MURA's task member 0 fits {fit['train_acc']:.1%} of its own training images, so that "
                    "task's calibration and explanation comparisons describe underfitted networks."
                    + (f" {why}" if why else ""))
+        budget = " ".join(filter(None, (budget_line(rows), trade_line(root))))
+        if budget:
+            out.append(f"- What longer training gives all parts, and what it costs. {budget}")
     recs = [root / "report" / "recipe" / f"cpu-{t}.json" for t in ("bodypart", "abnormality")]
     recs = [json.loads(f.read_text()) for f in recs if f.is_file()]
     if recs:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from utils.chapters.abnormality import reference_table
 from utils.config import get_profile
-from utils.evaluation.evidence import fmt_estimate
+from utils.evaluation.evidence import fmt_delta, fmt_estimate
 from utils.findings.words import details_block
 from utils.models.learnability import RUNGS, scaling_name, scaling_top
 
@@ -151,11 +151,24 @@ def learnability_reason(rows: list[dict]) -> str | None:
         return None
     best, base = max(fits, key=lambda r: r["train_acc"]), task[0]
     what = "study AUROC" if key == "study_auroc" else "AUROC"
+    def epochs_only(r):  # a task rung that changes nothing but the epochs (RUNGS)
+        d = RUNGS.get(r["rung"])
+        return d is not None and set(d) <= {"kind", "patients", "epochs"} and d.get("patients", 1) == 1
+
+    same = sorted((r for r in task if epochs_only(r) and _finite(r.get("epochs"))), key=lambda r: r["epochs"])
+    fit = [r["train_acc"] for r in same]
+    if len({r["epochs"] for r in same}) > 1 and all(a < b for a, b in zip(fit, fit[1:])):
+        recipe = (f"with augmentation `{base.get('augment', '')}` kept, the fit rises with the epochs ("
+                  + ", ".join(f"{100 * r['train_acc']:.1f} % at {r['epochs']}" for r in same)
+                  + "; one seed each, last epoch), so the members' epochs hold their fit back; what augmentation and "
+                  "the epoch kept add one seed does not separate")
+    else:
+        recipe = ("which part of the recipe holds the members back (augmentation, epochs, the epoch kept) one seed "
+                  "does not separate")
     s = (f"The learnability ladder (one run of one seed per rung) bounds the causes: the network can memorise its "
          f"training images ({100 * best['train_acc']:.1f} % at the last epoch when trained with {_change(best)}, no "
          "epoch selection; the member's figure is at its epoch of lowest validation NLL), so capacity does not cap "
-         "the fit; which part of the recipe holds the members back (augmentation, epochs, the epoch kept) one seed "
-         f"does not separate. What it memorises generalises weakly ({what} {_rung_score(best, key)}")
+         f"the fit; {recipe}. What it memorises generalises weakly ({what} {_rung_score(best, key)}")
     if best is not base and best["held_out_images"] == base["held_out_images"]:
         s += (f", against {_rung_score(base, key)} for the {base.get('epochs', '')}-epoch rung with augmentation "
               f"`{base.get('augment', '')}` on the same test images: no paired interval, the difference not tested")
@@ -322,11 +335,17 @@ def budget_line(rows: list[dict], profile: str = "cpu") -> str | None:
          f"{r['seconds']:.0f} s (one run, shared cores: indicative), against the {p.name} report's budget of "
          f"{REPORT_BUDGET_S} s per task for everything, which trains {p.members} members of {p.epochs} epochs; "
          f"{p.members} members this long would take about {p.members * r['seconds'] / 60:.0f} min of training alone.")
-    if _finite(r.get("free_study_auroc")):
-        s += (f" Without the abnormal studies that show hardware or a cast ({r['free_studies']} studies left, "
-              f"{r['free_abnormal']} abnormal: the report's shortcut-free score) its study AUROC is "
-              f"{_rung_score(r, 'free_study_auroc')} and kappa {_rung_score(r, 'free_study_kappa')} (no paired "
-              "interval with the full set: dropping studies also changes the case mix).")
+    if _finite(r.get("free_study_auroc")) and _finite(r.get("objects_study_auroc")):
+        def at(x):
+            return (f"{_rung_score(x, 'free_study_auroc')} and {_rung_score(x, 'objects_study_auroc')}")
+
+        s += (f" Against the same {r['free_studies'] - r['free_abnormal']} normal studies it ranks the "
+              f"{r['free_abnormal']} abnormal studies that show no hardware or cast (the report's shortcut-free "
+              f"score; kappa {_rung_score(r, 'free_study_kappa')} on them and the normal ones) and the "
+              f"{r['objects_abnormal']} that show one at study AUROC {at(r)} respectively"
+              + (f" (at {base['epochs']} epochs: {at(base)}; one seed each)" if base is not r
+                 and _finite(base.get("free_study_auroc")) and _finite(base.get("objects_study_auroc")) else "")
+              + "; the all-studies AUROC is exactly their mean weighted by those abnormal studies.")
     by = r.get("study_auroc_by_part") or {}
     scored = {k: v for k, v in sorted(by.items()) if _finite(v.get("auroc"))}
     small = [k for k, v in scored.items() if min(v["abnormal"], v["studies"] - v["abnormal"]) < ORDER_MIN_STUDIES]
@@ -347,6 +366,35 @@ def budget_line(rows: list[dict], profile: str = "cpu") -> str | None:
                  "the intervals lie apart only for " + ", ".join(apart) + " (the pairwise differences are not "
                  "tested)."))
     return s
+
+
+def trade_line(root: Path) -> str | None:
+    """The members-for-epochs trade at the report's training cost (report/recipe/cpu-trade.json, `python -m
+    utils.models.learnability --trade`) in one sentence: each split's ensemble study AUROC and kappa, and each later
+    split's paired difference from the first (the report's split); None where it has not been run."""
+    f = root / "report" / "recipe" / "cpu-trade.json"
+    if not f.is_file():
+        return None
+    res = json.loads(f.read_text())
+    rows = res["rows"]
+
+    def name(r):
+        return f"{r['members']} x {r['epochs']}"
+
+    def pair(r, m):
+        d = r[f"minus_first_{m}"]
+        return fmt_delta(dict(delta=d[0], low=d[1], high=d[2]))
+
+    first = rows[0]
+    return (f"Spending the members' training cost ({first['members'] * first['epochs']} member-epochs, the report's "
+            f"{name(first)}) on fewer, longer-trained members "
+            f"(members at their last epoch, scored on the report's {res['test_studies']} test studies): "
+            + "; ".join(f"{name(r)}, study AUROC {fmt_estimate(r['study_auroc'], r['study_auroc_ci'])} and kappa "
+                        f"{fmt_estimate(r['study_kappa'], r['study_kappa_ci'])}{_alike(r)}, members fitting "
+                        f"{100 * r['train_acc']:.1f} %" for r in rows)
+            + ". Against " + name(first) + ", paired: "
+            + "; ".join(f"{name(r)}, AUROC {pair(r, 'auroc')} and kappa {pair(r, 'kappa')}" for r in rows[1:])
+            + " (one seed set per row; the intervals cover the test studies, not the training runs).")
 
 
 def learnability_rows(root: Path) -> list[dict]:
@@ -370,9 +418,9 @@ def learnability_part(root: Path) -> list[str]:
         return fmt.format(x) if _finite(x) else "-"
 
     table = ["| rung | augmentation | epochs | training / held-out images | held-out majority share | training accuracy | "
-             "held-out accuracy | held-out AUROC | study AUROC | study kappa | studies called abnormal | "
-             "held-out hardware found |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "held-out accuracy | held-out AUROC | study AUROC | study kappa | study AUROC, shortcut-free | "
+             "studies called abnormal | held-out hardware found |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         hw = r.get("found_hardware")
         table.append(f"| {r['rung']} | {r.get('augment', '')} | {r.get('epochs', '-')} | {r['train_images']} / "
@@ -380,6 +428,7 @@ def learnability_part(root: Path) -> list[str]:
                      f"{100 * r['held_out_acc']:.1f} % | {fmt_estimate(r['held_out_auroc'], r.get('held_out_auroc_ci'))} | "
                      f"{fmt_estimate(r.get('study_auroc'), r.get('study_auroc_ci'))} | "
                      f"{fmt_estimate(r.get('study_kappa'), r.get('study_kappa_ci'))} | "
+                     f"{fmt_estimate(r.get('free_study_auroc'), r.get('free_study_auroc_ci'))} | "
                      f"{cell(100 * r['study_called'] if _finite(r.get('study_called')) else None, '{:.0f} %')} | "
                      f"{cell(100 * hw if _finite(hw) else None, '{:.0f} %')} |")
     answer = learnability_answer(rows)

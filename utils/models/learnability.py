@@ -165,21 +165,28 @@ def _scores(model: nn.Module, x: torch.Tensor, y: np.ndarray, device, groups=Non
         ci = evidence.interval("auroc", p.astype(np.float64), y, groups, n_boot)
         out["auroc_ci"] = [ci["low"], ci["high"]]
     if groups is not None and study_level:
-        st = pd.DataFrame(dict(g=groups, p=p, y=y)).groupby("g").agg(p=("p", "mean"), y=("y", "first"))
-        if st.y.nunique() == 2:
-            out["study_auroc"] = float(roc_auc_score(st.y, st.p))
-            ci = evidence.interval("auroc", st.p.to_numpy(np.float64), st.y.to_numpy(), None, n_boot)
-            out["study_auroc_ci"] = [ci["low"], ci["high"]]
-            pk = np.stack([1 - st.p.to_numpy(np.float64), st.p.to_numpy(np.float64)], 1)
-            ka = evidence.interval("kappa", pk, st.y.to_numpy(), None, n_boot)
-            out["study_kappa"], out["study_kappa_ci"] = ka["estimate"], [ka["low"], ka["high"]]
-            out["study_called"] = float((st.p > 0.5).mean())
-            if parts is not None:
-                part = pd.Series(np.asarray(parts), index=groups).groupby(level=0).first().loc[st.index]
-                out["study_auroc_by_part"] = by_part(st.p.to_numpy(), st.y.to_numpy(), part.to_numpy(), n_boot)
-        else:
-            out["study_auroc"] = None
+        st = _study_scores(p, y, groups, n_boot)
+        study = st.pop("study")
+        out.update(st)
+        if parts is not None and st["study_auroc"] is not None:
+            part = pd.Series(np.asarray(parts), index=groups).groupby(level=0).first().loc[study.index]
+            out["study_auroc_by_part"] = by_part(study.p.to_numpy(), study.y.to_numpy(), part.to_numpy(), n_boot)
     return out
+
+
+def _study_scores(p: np.ndarray, y: np.ndarray, groups, n_boot: int) -> dict:
+    """Study AUROC of the mean probability of each study's images and study kappa of that mean at 0.5, each with its
+    95 % study-bootstrap interval, and the share of studies called abnormal; `study`: the studies' (p, y). The
+    AUROC None (and nothing else) where the studies hold one label."""
+    st = pd.DataFrame(dict(g=groups, p=p, y=y)).groupby("g").agg(p=("p", "mean"), y=("y", "first"))
+    if st.y.nunique() != 2:
+        return dict(study_auroc=None, study=st)
+    ci = evidence.interval("auroc", st.p.to_numpy(np.float64), st.y.to_numpy(), None, n_boot)
+    pk = np.stack([1 - st.p.to_numpy(np.float64), st.p.to_numpy(np.float64)], 1)
+    ka = evidence.interval("kappa", pk, st.y.to_numpy(), None, n_boot)
+    return dict(study_auroc=float(roc_auc_score(st.y, st.p)), study_auroc_ci=[ci["low"], ci["high"]],
+                study_kappa=ka["estimate"], study_kappa_ci=[ka["low"], ka["high"]],
+                study_called=float((st.p > 0.5).mean()), study=st)
 
 
 def by_part(p: np.ndarray, y: np.ndarray, part: np.ndarray, n_boot: int) -> dict:
@@ -275,8 +282,11 @@ def shortcut_free(model: nn.Module, x: torch.Tensor, y: np.ndarray, study_of: np
                   size: int, device, n_boot: int) -> dict:
     """The task rung's study AUROC and kappa on the held-out studies left when every abnormal study that shows
     hardware or a cast is dropped (`data.without_object_positives`, the report's shortcut-free score, table 07-1b):
-    `free_study_auroc`, `free_study_kappa` (with `_ci`), `free_studies`, `free_abnormal`; nothing where the tree has
-    no lesion masks (real MURA)."""
+    `free_study_auroc`, `free_study_kappa` (with `_ci`), `free_studies`, `free_abnormal`; and the study AUROC of the
+    dropped ones against the same normal studies (`objects_study_auroc`, `_ci`, `objects_abnormal`). An AUROC is the
+    share of (abnormal, normal) pairs ranked right, so the all-studies AUROC is exactly the mean of the two weighted by
+    their abnormal studies: how much of it the objects carry. Nothing where the tree has no lesion masks (real
+    MURA)."""
     masks = data.masks_for(paths, size)
     if masks is None:
         return {}
@@ -284,9 +294,14 @@ def shortcut_free(model: nn.Module, x: torch.Tensor, y: np.ndarray, study_of: np
     sc = _scores(model, x[torch.as_tensor(keep)], y[keep], device, groups=study_of[keep], study_level=True,
                  n_boot=n_boot)
     st = pd.DataFrame(dict(g=study_of[keep], y=y[keep])).groupby("g").y.first()
+    objects = (y == 0) | ~keep  # every normal study and the abnormal ones that show hardware or a cast
+    so = _scores(model, x[torch.as_tensor(objects)], y[objects], device, groups=study_of[objects], study_level=True,
+                 n_boot=n_boot)
     return dict(free_study_auroc=sc.get("study_auroc"), free_study_auroc_ci=sc.get("study_auroc_ci"),
                 free_study_kappa=sc.get("study_kappa"), free_study_kappa_ci=sc.get("study_kappa_ci"),
-                free_studies=int(len(st)), free_abnormal=int(st.sum()))
+                free_studies=int(len(st)), free_abnormal=int(st.sum()),
+                objects_study_auroc=so.get("study_auroc"), objects_study_auroc_ci=so.get("study_auroc_ci"),
+                objects_abnormal=int(pd.unique(study_of[~keep]).size))
 
 
 def found_share(p: np.ndarray, bits: np.ndarray, flag: int, without: int = 0) -> float | None:
@@ -376,6 +391,62 @@ def scaling_curve(profile, device=None, parts=SCALING["parts"], factors=SCALING[
                 test_studies=int(len(top)), test_abnormal_studies=float(top.y.mean()), rows=rows)
 
 
+TRADE = ((5, 12), (3, 20), (2, 30))
+"""Members x epochs of `ensemble_trade`: the cpu report's deep ensemble (5 x 12) and two of the same member-epochs
+(the training cost the report's budget holds) spent on fewer, longer-trained members."""
+
+
+def ensemble_trade(profile, cache: data.ImageCache, device=None, splits=TRADE) -> dict:
+    """The task on all parts: for each (members, epochs) of `splits`, a deep ensemble of that many networks (member
+    seeds 0, 1, ..., the profile's recipe, each at its last epoch: the report keeps each member's epoch of lowest
+    validation NLL) scored on the test studies by its mean probability. Each row: members, epochs, the members' mean
+    training accuracy, study AUROC and kappa with 95 % study-bootstrap intervals, the share of studies called
+    abnormal, the seconds of training; each row after the first also its paired difference from the first
+    (`evidence.paired_delta`, the same resampled studies). What a report of the same training cost would gain by
+    fewer, longer-trained members; intervals cover the test studies, not the training runs."""
+    device = device or get_device()
+    profile = profile.replace(task="abnormality")
+    tr, _, _, te = train.datasets(profile, cache, None)
+    x_tr, y_tr = data.standardize(data.to_input(cache.images[np.asarray(tr.rows)])), np.asarray(tr.targets)
+    x_te, y_te = data.standardize(data.to_input(cache.images[np.asarray(te.rows)])), np.asarray(te.targets)
+    study_of = te.index.study_id.to_numpy()
+    rows, study_p = [], []
+    for members, epochs in splits:
+        pe, ps, accs, t0 = profile.replace(epochs=epochs), [], [], time.perf_counter()
+        for k in range(members):
+            model = _fit_arrays(pe, x_tr, torch.as_tensor(y_tr), train.member_seed(pe, k), device)
+            accs.append(_scores(model, x_tr, y_tr, device)["acc"])
+            ps.append(_scores(model, x_te, y_te, device)["p"])
+        seconds = time.perf_counter() - t0
+        held = _study_scores(np.mean(ps, 0), y_te, study_of, profile.n_boot)
+        study_p.append(held.pop("study"))
+        rows.append(dict(members=members, epochs=epochs, train_acc=float(np.mean(accs)), seconds=seconds, **held))
+    first = study_p[0]
+    for r, st in zip(rows[1:], study_p[1:]):
+        for metric in ("auroc", "kappa"):
+            a, b = st.p.to_numpy(np.float64), first.p.to_numpy(np.float64)
+            if metric == "kappa":
+                a, b = np.stack([1 - a, a], 1), np.stack([1 - b, b], 1)
+            d = evidence.paired_delta(metric, a, b, st.y.to_numpy(), None, profile.n_boot)
+            r[f"minus_first_{metric}"] = [d["delta"], d["low"], d["high"]]
+    return dict(test_studies=int(len(first)), rows=rows)
+
+
+def trade_table(res: dict) -> pd.DataFrame:
+    """`ensemble_trade` as a table, intervals as 'estimate [low, high]'."""
+    def delta(r, m):
+        d = r.get(f"minus_first_{m}")
+        return "-" if d is None else evidence.fmt_estimate(d[0], d[1:], digits=2)
+
+    return pd.DataFrame([{
+        "members x epochs": f"{r['members']} x {r['epochs']}", "members' training accuracy": round(100 * r["train_acc"], 1),
+        "study AUROC": evidence.fmt_estimate(r["study_auroc"], r["study_auroc_ci"]),
+        "study kappa": evidence.fmt_estimate(r["study_kappa"], r["study_kappa_ci"]),
+        "studies called abnormal": round(100 * r["study_called"], 1),
+        "AUROC minus the first": delta(r, "auroc"), "kappa minus the first": delta(r, "kappa"),
+        "seconds": round(r["seconds"])} for r in res["rows"]])
+
+
 def scaling_top(rows: list[dict]) -> dict:
     """The scaling curve's reference row: the largest size at the profile's epochs (the one without differences)."""
     return next(r for r in rows if "minus_top_auroc" not in r)
@@ -409,11 +480,11 @@ def scaling_table(res: dict) -> pd.DataFrame:
 def table(rows: list[dict]):
     df = pd.DataFrame(rows).reindex(columns=[
         "rung", "augment", "epochs", "train_images", "held_out_images", "majority", "train_acc", "held_out_acc",
-        "held_out_auroc", "study_auroc", "study_kappa", "study_called", "found_hardware", "found_cast_only",
-        "seconds"])
+        "held_out_auroc", "study_auroc", "study_kappa", "free_study_auroc", "objects_study_auroc", "study_called",
+        "found_hardware", "found_cast_only", "seconds"])
     for c in ("majority", "train_acc", "held_out_acc", "study_called", "found_hardware", "found_cast_only"):
         df[c] = (100 * df[c]).round(1)
-    for c in ("held_out_auroc", "study_auroc", "study_kappa"):
+    for c in ("held_out_auroc", "study_auroc", "study_kappa", "free_study_auroc", "objects_study_auroc"):
         df[c] = [evidence.fmt_estimate(r.get(c), r.get(f"{c}_ci")) for r in rows]
     df["seconds"] = df["seconds"].round(0).astype(int)
     return df.astype(object).where(df.notna(), "-")  # a rung without a study AUROC shows '-', not nan
@@ -427,7 +498,21 @@ def main(argv=None):
     ap.add_argument("--scaling", action="store_true",
                     help="instead of the rungs, the paired data-scaling curve (scaling_curve; phantom only): "
                          "report/recipe/<profile>-scaling.{json,md}")
+    ap.add_argument("--trade", action="store_true",
+                    help="instead of the rungs, the members-for-epochs trade at the report's training cost "
+                         "(ensemble_trade): report/recipe/<profile>-trade.{json,md}")
     a = ap.parse_args(argv)
+    if a.trade:
+        profile = get_profile(a.profile, task="abnormality")
+        _, _, cache = data.prepare(profile, a.data, get_paths(task="abnormality"), progress=False)
+        res = dict(profile=profile.name, task="abnormality", generator_version=generator_of(a.data),
+                   **ensemble_trade(profile, cache))
+        out = ROOT / "report" / "recipe" / f"{profile.name}-trade.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=1))
+        out.with_suffix(".md").write_text(markdown(trade_table(res)))
+        print(markdown(trade_table(res)))
+        return
     if a.scaling:
         if a.data:
             raise SystemExit("the scaling curve runs on the profile's phantom (nested prefixes of one plan), not on --data")
