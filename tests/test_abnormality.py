@@ -258,4 +258,4 @@ def test_members_trade_reads_the_trade_and_pairs_each_split_with_the_first(tmp_p
     (rec / "cpu-trade.json").write_text(json.dumps(dict(test_studies=332, rows=[row, two])))
     t = abnormality.members_trade(tmp_path)
     assert t["members x epochs"].tolist() == ["5 x 12", "2 x 30"]
-    assert t["AUROC minus the first"].tolist() == ["-", "0.07 [0.02, 0.12]"] and t["seconds"].tolist() == [210, 210]
+    assert t["AUROC minus the first"].tolist() == ["-", "0.070 [0.020, 0.120]"] and t["seconds"].tolist() == [210, 210]

@@ -414,6 +414,7 @@ def test_the_budget_line_sets_the_longest_all_parts_rung_against_what_the_cpu_re
                            "network reaches, at its last epoch (no epoch selection), study AUROC 0.74 [0.69, 0.80] and "
                            "kappa 0.35 [0.25, 0.45] on the report's 332 test studies and fits 85.0 % of its training "
                            "images; its training took 513 s")
+    assert "fits 84.95 % of" in findings.budget_line([LADDER[5], dict(long, train_acc=0.8495)])
     assert (f"against the cpu report's budget of {findings.REPORT_BUDGET_S} s per task for everything, which trains "
             f"{p.members} members of {p.epochs} epochs; {p.members} members this long would take about "
             f"{p.members * 513 / 60:.0f} min of training alone.") in line
@@ -466,12 +467,13 @@ def test_the_trade_line_gives_each_split_and_its_paired_difference_from_the_repo
                minus_first_kappa=[0.2, 0.1, 0.3])
     (rec / "cpu-trade.json").write_text(json.dumps(dict(test_studies=332, rows=[row, two])))
     assert findings.trade_line(tmp_path) == (
-        "Spending the members' training cost (60 member-epochs, the report's 5 x 12) on fewer, longer-trained members (members at their "
-        "last epoch, scored on the report's 332 test studies): 5 x 12, study AUROC 0.57 [0.51, 0.63] and kappa 0.00 "
-        "[0.00, 0.00] (calls every study normal), members fitting 61.6 %; 2 x 30, study AUROC 0.64 [0.58, 0.70] and "
-        "kappa 0.20 [0.10, 0.30], members fitting 65.0 %. Against 5 x 12, paired: 2 x 30, AUROC +0.07 [+0.02, +0.12] "
-        "and kappa +0.20 [+0.10, +0.30] (one seed set per row; the intervals cover the test studies, not the training "
-        "runs).")
+        "Spending the members' training cost (60 member-epochs, the report's 5 x 12) on fewer, longer-trained members "
+        "(members at their last epoch, not at the report's epoch of lowest validation NLL, so the 5 x 12 row is not the "
+        "report's ensemble; scored on the report's 332 test studies): 5 x 12, study AUROC 0.57 [0.51, 0.63] and kappa "
+        "0.00 [0.00, 0.00] (calls every study normal), calling 0 % of the studies abnormal, members fitting 61.6 %; "
+        "2 x 30, study AUROC 0.64 [0.58, 0.70] and kappa 0.20 [0.10, 0.30], calling 20 % of the studies abnormal, "
+        "members fitting 65.0 %. Against 5 x 12, paired: 2 x 30, AUROC +0.070 [+0.020, +0.120] and kappa +0.200 "
+        "[+0.100, +0.300] (one seed set per row; the intervals cover the test studies, not the training runs).")
 
 
 def test_the_learnability_headline_names_the_rung_at_muras_size_within_the_tasks_range():

@@ -131,7 +131,7 @@ PROFILES: dict[str, Profile] = {
         # are short mainly of steps. All parts (report/recipe/cpu-learnability.md: one network each, one seed, its last
         # epoch, on the report's test studies; no paired interval, differences not tested) give study AUROC 0.57 at 12
         # epochs, 0.66 at 40 and 0.74 [0.69, 0.80] at 160 (0.64 [0.57, 0.71] shortcut-free; 7,200 steps, fitting
-        # 85.0 %, 468-522 s over three runs on shared cores): five members that long would take ~40 min of training
+        # 84.95 %, 468-522 s over three runs on shared cores): five members that long would take 39-44 min of training
         # alone against the report's 10 minutes per task (report/recipe/cpu-trade.md: the same cost spent on fewer,
         # longer-trained members). Whether the gpu profile's recipe reaches a higher study AUROC is not measured.
         epochs=12,

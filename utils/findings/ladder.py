@@ -331,7 +331,7 @@ def budget_line(rows: list[dict], profile: str = "cpu") -> str | None:
     s = (f"Trained for {r['epochs']} epochs ({steps:,} optimiser steps, all parts, augmentation `{r['augment']}`), one "
          f"network reaches, at its last epoch (no epoch selection), study AUROC {_rung_score(r, 'study_auroc')} and "
          f"kappa {_rung_score(r, 'study_kappa')} on the report's {r.get('held_out_studies', '?')} test studies"
-         f"{_alike(r)} and fits {100 * r['train_acc']:.1f} % of its training images; its training took "
+         f"{_alike(r)} and fits {_fit_pct(r['train_acc'])} % of its training images; its training took "
          f"{r['seconds']:.0f} s (one run, shared cores: indicative), against the {p.name} report's budget of "
          f"{REPORT_BUDGET_S} s per task for everything, which trains {p.members} members of {p.epochs} epochs; "
          f"{p.members} members this long would take about {p.members * r['seconds'] / 60:.0f} min of training alone.")
@@ -383,18 +383,26 @@ def trade_line(root: Path) -> str | None:
 
     def pair(r, m):
         d = r[f"minus_first_{m}"]
-        return fmt_delta(dict(delta=d[0], low=d[1], high=d[2]))
+        return fmt_delta(dict(delta=d[0], low=d[1], high=d[2]), digits=3)
 
     first = rows[0]
     return (f"Spending the members' training cost ({first['members'] * first['epochs']} member-epochs, the report's "
             f"{name(first)}) on fewer, longer-trained members "
-            f"(members at their last epoch, scored on the report's {res['test_studies']} test studies): "
+            f"(members at their last epoch, not at the report's epoch of lowest validation NLL, so the {name(first)} "
+            f"row is not the report's ensemble; scored on the report's {res['test_studies']} test studies): "
             + "; ".join(f"{name(r)}, study AUROC {fmt_estimate(r['study_auroc'], r['study_auroc_ci'])} and kappa "
-                        f"{fmt_estimate(r['study_kappa'], r['study_kappa_ci'])}{_alike(r)}, members fitting "
+                        f"{fmt_estimate(r['study_kappa'], r['study_kappa_ci'])}{_alike(r)}, calling "
+                        f"{100 * r['study_called']:.0f} % of the studies abnormal, members fitting "
                         f"{100 * r['train_acc']:.1f} %" for r in rows)
             + ". Against " + name(first) + ", paired: "
             + "; ".join(f"{name(r)}, AUROC {pair(r, 'auroc')} and kappa {pair(r, 'kappa')}" for r in rows[1:])
             + " (one seed set per row; the intervals cover the test studies, not the training runs).")
+
+
+def _fit_pct(acc: float) -> str:
+    """A training accuracy in % with one decimal, or two where one would round it up to FITS (84.95 % is not 85.0 %)."""
+    one = f"{100 * acc:.1f}"
+    return f"{100 * acc:.2f}" if acc < FITS <= float(one) / 100 else one
 
 
 def learnability_rows(root: Path) -> list[dict]:

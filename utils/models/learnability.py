@@ -434,9 +434,9 @@ def ensemble_trade(profile, cache: data.ImageCache, device=None, splits=TRADE) -
 
 def trade_table(res: dict) -> pd.DataFrame:
     """`ensemble_trade` as a table, intervals as 'estimate [low, high]'."""
-    def delta(r, m):
+    def delta(r, m):  # three decimals: a bound of -0.002 must not print as 0.00
         d = r.get(f"minus_first_{m}")
-        return "-" if d is None else evidence.fmt_estimate(d[0], d[1:], digits=2)
+        return "-" if d is None else evidence.fmt_estimate(d[0], d[1:], digits=3)
 
     return pd.DataFrame([{
         "members x epochs": f"{r['members']} x {r['epochs']}", "members' training accuracy": round(100 * r["train_acc"], 1),
