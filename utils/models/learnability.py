@@ -379,14 +379,8 @@ def scaling_curve(profile, device=None, parts=SCALING["parts"], factors=SCALING[
                          study_called=held["study_called"], seconds=seconds))
     top = study_p[len(factors) - 1]  # the largest size at the profile's epochs
     for r, st in zip(rows, study_p):
-        if st is top:
-            continue
-        for metric in ("auroc", "kappa"):
-            a, b = st.p.to_numpy(np.float64), top.p.to_numpy(np.float64)
-            if metric == "kappa":
-                a, b = np.stack([1 - a, a], 1), np.stack([1 - b, b], 1)
-            d = evidence.paired_delta(metric, a, b, st.y.to_numpy(), None, profile.n_boot)
-            r[f"minus_top_{metric}"] = [d["delta"], d["low"], d["high"]]
+        if st is not top:
+            r.update({f"minus_top_{m}": d for m, d in _paired(st, top, profile.n_boot).items()})
     return dict(parts=parts or "all", valid_patients=valid_factor, test_images=int(len(y_te)),
                 test_studies=int(len(top)), test_abnormal_studies=float(top.y.mean()), rows=rows)
 
@@ -423,12 +417,7 @@ def ensemble_trade(profile, cache: data.ImageCache, device=None, splits=TRADE) -
         rows.append(dict(members=members, epochs=epochs, train_acc=float(np.mean(accs)), seconds=seconds, **held))
     first = study_p[0]
     for r, st in zip(rows[1:], study_p[1:]):
-        for metric in ("auroc", "kappa"):
-            a, b = st.p.to_numpy(np.float64), first.p.to_numpy(np.float64)
-            if metric == "kappa":
-                a, b = np.stack([1 - a, a], 1), np.stack([1 - b, b], 1)
-            d = evidence.paired_delta(metric, a, b, st.y.to_numpy(), None, profile.n_boot)
-            r[f"minus_first_{metric}"] = [d["delta"], d["low"], d["high"]]
+        r.update({f"minus_first_{m}": d for m, d in _paired(st, first, profile.n_boot).items()})
     return dict(test_studies=int(len(first)), rows=rows)
 
 
@@ -445,6 +434,19 @@ def trade_table(res: dict) -> pd.DataFrame:
         "studies called abnormal": round(100 * r["study_called"], 1),
         "AUROC minus the first": delta(r, "auroc"), "kappa minus the first": delta(r, "kappa"),
         "seconds": round(r["seconds"])} for r in res["rows"]])
+
+
+def _paired(st: pd.DataFrame, ref: pd.DataFrame, n_boot: int) -> dict:
+    """Study AUROC and kappa of the studies' mean probabilities `st` minus those of `ref` (the same studies, in the
+    same order), each [delta, low, high] with its paired 95 % interval (`evidence.paired_delta`)."""
+    out = {}
+    for metric in ("auroc", "kappa"):
+        a, b = st.p.to_numpy(np.float64), ref.p.to_numpy(np.float64)
+        if metric == "kappa":
+            a, b = np.stack([1 - a, a], 1), np.stack([1 - b, b], 1)
+        d = evidence.paired_delta(metric, a, b, st.y.to_numpy(), None, n_boot)
+        out[metric] = [d["delta"], d["low"], d["high"]]
+    return out
 
 
 def scaling_top(rows: list[dict]) -> dict:
