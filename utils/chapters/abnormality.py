@@ -175,9 +175,10 @@ def data_scaling(root, profile_name: str = "cpu") -> pd.DataFrame | None:
     own phantom's test split. Columns: rung, training images, epochs, test studies, training accuracy, study AUROC and
     kappa as 'estimate [low, high]', the study AUROC on the studies left when the abnormal ones showing hardware or a
     cast are dropped (the shortcut-free score of table 07-1b; '-' where the ladder did not measure it), the share of
-    test studies called abnormal (near 0 or 100 %: a network that calls
-    almost every study alike, whose kappa is then near 0) and the seconds its training took (one run on the machine
-    that ran the ladder: what a longer recipe would cost the report). None where the file is absent or holds no task rung with a study AUROC."""
+    test studies called abnormal (near 0 or 100 %: a network that calls almost every study alike, whose kappa is then
+    near 0) and the seconds its training took (one run on shared cores of the machine that ran the ladder: an
+    indication of what a longer recipe would cost the report). None where the file is absent or holds no task rung
+    with a study AUROC."""
     f = Path(root) / "report" / "recipe" / f"{profile_name}-learnability.json"
     if not f.is_file():
         return None
@@ -199,7 +200,8 @@ def data_scaling(root, profile_name: str = "cpu") -> pd.DataFrame | None:
 def members_trade(root, profile_name: str = "cpu") -> pd.DataFrame | None:
     """The members-for-epochs trade at the report's training cost (report/recipe/<profile>-trade.json, `python -m
     utils.models.learnability --trade`, not run by the report): deep ensembles of fewer, longer-trained members on
-    all parts, scored on the report's test studies, each paired with the report's split (`learnability.trade_table`);
+    all parts, scored on the report's test studies, each paired with the first split (the report's members x epochs,
+    but every member at its last epoch, not at the report's epoch of lowest validation NLL; `learnability.trade_table`);
     None where the file is absent."""
     f = Path(root) / "report" / "recipe" / f"{profile_name}-trade.json"
     return learnability.trade_table(json.loads(f.read_text())) if f.is_file() else None

@@ -422,8 +422,9 @@ def ensemble_trade(profile, cache: data.ImageCache, device=None, splits=TRADE) -
 
 
 def trade_table(res: dict) -> pd.DataFrame:
-    """`ensemble_trade` as a table, intervals as 'estimate [low, high]'."""
-    def delta(r, m):  # three decimals: a bound of -0.002 must not print as 0.00
+    """`ensemble_trade` as a table, intervals as 'estimate [low, high]', the paired differences from the first split
+    to three decimals (a bound of -0.002 must not print as 0.00)."""
+    def delta(r, m):
         d = r.get(f"minus_first_{m}")
         return "-" if d is None else evidence.fmt_estimate(d[0], d[1:], digits=3)
 
