@@ -268,7 +268,7 @@ def run_rung(profile, name: str, rung: dict, cache: data.ImageCache, device=None
                study_called=held.get("study_called"), study_auroc_by_part=held.get("study_auroc_by_part"),
                held_out_studies=int(pd.unique(study_of).size), epochs=profile.epochs, seconds=seconds)
     if rung["kind"] == "task":  # the shortcut-free score (phantom only: it needs the lesion masks)
-        out.update(shortcut_free(model, x_ho, np.asarray(y_ho), study_of, te.index.path.tolist(), cache.size, device,
+        out.update(shortcut_free(held["p"], np.asarray(y_ho), study_of, te.index.path.tolist(), cache.size,
                                  profile.n_boot))
     if rung["kind"] == "objects":  # which objects of the abnormal held-out images the calls find (p > 0.5)
         ab = np.asarray(y_ho) == 1  # a normal study's cast is no find: calling it abnormal is an error
@@ -278,10 +278,11 @@ def run_rung(profile, name: str, rung: dict, cache: data.ImageCache, device=None
     return out
 
 
-def shortcut_free(model: nn.Module, x: torch.Tensor, y: np.ndarray, study_of: np.ndarray, paths: list[str],
-                  size: int, device, n_boot: int) -> dict:
-    """The task rung's study AUROC and kappa on the held-out studies left when every abnormal study that shows
-    hardware or a cast is dropped (`data.without_object_positives`, the report's shortcut-free score, table 07-1b):
+def shortcut_free(p: np.ndarray, y: np.ndarray, study_of: np.ndarray, paths: list[str], size: int,
+                  n_boot: int) -> dict:
+    """The task rung's study AUROC and kappa (from its held-out probabilities `p`, not computed again) on the held-out
+    studies left when every abnormal study that shows hardware or a cast is dropped (`data.without_object_positives`,
+    the report's shortcut-free score, table 07-1b):
     `free_study_auroc`, `free_study_kappa` (with `_ci`), `free_studies`, `free_abnormal`; and the study AUROC of the
     dropped ones against the same normal studies (`objects_study_auroc`, `_ci`, `objects_abnormal`). An AUROC is the
     share of (abnormal, normal) pairs ranked right, so the all-studies AUROC is exactly the mean of the two weighted by
@@ -291,15 +292,13 @@ def shortcut_free(model: nn.Module, x: torch.Tensor, y: np.ndarray, study_of: np
     if masks is None:
         return {}
     keep = data.without_object_positives(y, study_of, masks[1])
-    sc = _scores(model, x[torch.as_tensor(keep)], y[keep], device, groups=study_of[keep], study_level=True,
-                 n_boot=n_boot)
-    st = pd.DataFrame(dict(g=study_of[keep], y=y[keep])).groupby("g").y.first()
+    sc = _study_scores(p[keep], y[keep], study_of[keep], n_boot)
+    st = sc.pop("study")
     objects = (y == 0) | ~keep  # every normal study and the abnormal ones that show hardware or a cast
-    so = _scores(model, x[torch.as_tensor(objects)], y[objects], device, groups=study_of[objects], study_level=True,
-                 n_boot=n_boot)
+    so = _study_scores(p[objects], y[objects], study_of[objects], n_boot)
     return dict(free_study_auroc=sc.get("study_auroc"), free_study_auroc_ci=sc.get("study_auroc_ci"),
                 free_study_kappa=sc.get("study_kappa"), free_study_kappa_ci=sc.get("study_kappa_ci"),
-                free_studies=int(len(st)), free_abnormal=int(st.sum()),
+                free_studies=int(len(st)), free_abnormal=int(st.y.sum()),
                 objects_study_auroc=so.get("study_auroc"), objects_study_auroc_ci=so.get("study_auroc_ci"),
                 objects_abnormal=int(pd.unique(study_of[~keep]).size))
 
